@@ -1,0 +1,8 @@
+// Package detector decides. Manager is the one decision path: operators,
+// partners, report fusion and the fan-out rules (package detector/fanout)
+// all ask it for blackholes; it checks policy (never_blackhole, minimum
+// prefix lengths, host bits, max_active, TTL clamp, caller scope), records
+// the decision and its audit row in the store, hands route changes to BGP
+// in decision order, expires entries on time, and fuses partner reports
+// into per-address scores. It opens no sockets and runs no SQL itself.
+package detector

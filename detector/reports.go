@@ -1,0 +1,209 @@
+package detector
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rtbh/rtbh/store"
+)
+
+// Limits on one report's fields.
+const (
+	maxKindLen     = 64
+	maxEvidenceLen = 64 << 10
+	// futureSlack is how far in the future observed_at may lie (clock skew).
+	futureSlack = 5 * time.Minute
+)
+
+// OperatorTrust is the weight of an operator's report.
+const OperatorTrust = 1.0
+
+// SubmitReports validates and stores a batch of reports from who. Valid
+// reports are committed together; invalid ones are listed in rejected with
+// their index. Every address whose score (the sum of the trust of the
+// distinct reporters within the report window) reaches the threshold is then
+// blackholed with origin "reports" through Add.
+func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Report) (int, []Rejected, error) {
+	now := m.now().UTC()
+	valid := make([]store.Report, 0, len(reports))
+	var rejected []Rejected
+	for i, r := range reports {
+		sr, err := checkReport(r, now)
+		if err != nil {
+			rejected = append(rejected, Rejected{Index: i, Reason: err.Error()})
+			continue
+		}
+		sr.Reporter, sr.Trust, sr.ReceivedAt = who.Name, who.Trust, now
+		valid = append(valid, sr)
+	}
+	if len(valid) == 0 {
+		return 0, rejected, nil
+	}
+	detail := fmt.Sprintf("%d reports", len(valid))
+	if len(valid) == 1 {
+		detail = fmt.Sprintf("1 report: %s %s x%d", valid[0].Address, valid[0].Kind, valid[0].Count)
+	}
+	audit := store.AuditEntry{Actor: who.Name, Action: "report", Detail: detail}
+	if len(valid) == 1 {
+		audit.Prefix = netip.PrefixFrom(valid[0].Address, valid[0].Address.BitLen()).String()
+	}
+	if err := m.db.Commit(&store.Write{At: now, Reports: valid, Audit: []store.AuditEntry{audit}}); err != nil {
+		return 0, nil, fmt.Errorf("storing reports: %w", err)
+	}
+
+	m.mu.Lock()
+	rp := m.reports
+	var hit []netip.Addr
+	for _, r := range valid {
+		m.markReport(r.Address, who.Name, who.Trust, r.ObservedAt)
+	}
+	for _, r := range valid {
+		if slices.Contains(hit, r.Address) {
+			continue
+		}
+		if s, _ := m.score(r.Address, now, rp.Window); s >= rp.Threshold {
+			if _, active := m.active[netip.PrefixFrom(r.Address, r.Address.BitLen())]; !active {
+				hit = append(hit, r.Address)
+			}
+		}
+	}
+	m.mu.Unlock()
+
+	for _, a := range hit {
+		m.mu.Lock()
+		s, names := m.score(a, now, rp.Window)
+		m.mu.Unlock()
+		_, _, err := m.Add(ctx, Request{
+			Prefix: netip.PrefixFrom(a, a.BitLen()),
+			TTL:    rp.TTL,
+			Origin: "reports",
+			Actor:  "reports",
+			Reason: fmt.Sprintf("report score %.2f >= %.2f from %s", s, rp.Threshold, strings.Join(names, ", ")),
+		})
+		if err != nil {
+			// The reports are stored; policy (never_blackhole, max_active...)
+			// decided against the blackhole. That is not the reporter's error.
+			m.log.Warn("reported address not blackholed", "address", a, "score", s, "err", err)
+		}
+	}
+	return len(valid), rejected, nil
+}
+
+func checkReport(r Report, now time.Time) (store.Report, error) {
+	var sr store.Report
+	if strings.TrimSpace(r.Address) == "" {
+		return sr, fmt.Errorf("address is required")
+	}
+	p, err := ParsePrefix(r.Address)
+	if err != nil {
+		return sr, fmt.Errorf("address: %v", err)
+	}
+	if p.Bits() != p.Addr().BitLen() {
+		return sr, fmt.Errorf("address: %s is not a single address", p)
+	}
+	sr.Address = p.Addr()
+	sr.Kind = r.Kind
+	if sr.Kind == "" {
+		sr.Kind = "spam"
+	}
+	if len(sr.Kind) > maxKindLen || !utf8.ValidString(sr.Kind) || strings.ContainsFunc(sr.Kind, func(c rune) bool { return c < ' ' }) {
+		return sr, fmt.Errorf("kind: must be printable text of at most %d bytes", maxKindLen)
+	}
+	sr.ObservedAt = r.ObservedAt.UTC()
+	if r.ObservedAt.IsZero() {
+		sr.ObservedAt = now
+	}
+	if sr.ObservedAt.After(now.Add(futureSlack)) {
+		return sr, fmt.Errorf("observed_at %s is in the future", sr.ObservedAt.Format(time.RFC3339))
+	}
+	sr.Count = r.Count
+	if sr.Count == 0 {
+		sr.Count = 1
+	}
+	if len(r.Evidence) > maxEvidenceLen || !utf8.ValidString(r.Evidence) {
+		return sr, fmt.Errorf("evidence: must be UTF-8 text of at most %d bytes", maxEvidenceLen)
+	}
+	sr.Evidence = r.Evidence
+	return sr, nil
+}
+
+// markReport remembers the newest report of reporter about a; m.mu must be
+// held (or the Manager not yet shared).
+func (m *Manager) markReport(a netip.Addr, reporter string, trust float64, at time.Time) {
+	rs := m.scores[a]
+	if rs == nil {
+		rs = make(map[string]reportMark, 1)
+		m.scores[a] = rs
+	}
+	if old, ok := rs[reporter]; !ok || at.After(old.at) {
+		rs[reporter] = reportMark{trust: trust, at: at}
+	}
+}
+
+// score is the sum of the trust of the distinct reporters of a whose newest
+// report lies within window; m.mu must be held.
+func (m *Manager) score(a netip.Addr, now time.Time, window time.Duration) (float64, []string) {
+	var (
+		s     float64
+		names []string
+	)
+	for name, r := range m.scores[a] {
+		if now.Sub(r.at) <= window {
+			s += r.trust
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return s, names
+}
+
+// Score returns the current report score of a.
+func (m *Manager) Score(a netip.Addr) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, _ := m.score(a, m.now(), m.reports.Window)
+	return s
+}
+
+// pruneScores forgets reports that fell out of the window.
+func (m *Manager) pruneScores() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for a, rs := range m.scores {
+		for name, r := range rs {
+			if now.Sub(r.at) > m.reports.Window {
+				delete(rs, name)
+			}
+		}
+		if len(rs) == 0 {
+			delete(m.scores, a)
+		}
+	}
+}
+
+// Offender returns what is known about a: evidence and reports from the
+// store, the current report score, and its active blackhole (nil if none).
+func (m *Manager) Offender(ctx context.Context, a netip.Addr) (store.Offender, float64, *store.Blackhole, error) {
+	a = a.Unmap()
+	o, err := m.db.Offender(ctx, a, 100)
+	if err != nil {
+		return o, 0, nil, fmt.Errorf("reading offender %s: %w", a, err)
+	}
+	var bh *store.Blackhole
+	if b, ok := m.Lookup(netip.PrefixFrom(a, a.BitLen())); ok {
+		bh = &b
+	}
+	return o, m.Score(a), bh, nil
+}
+
+// Offenders returns the most recent detector evidence, optionally only that
+// of shadow rules (action log).
+func (m *Manager) Offenders(ctx context.Context, shadowOnly bool, limit int) ([]store.Evidence, error) {
+	return m.db.RecentEvidence(ctx, shadowOnly, limit)
+}

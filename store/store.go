@@ -1,0 +1,606 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
+)
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 1024
+
+// ErrClosed is returned for writes submitted after Close.
+var ErrClosed = errors.New("store: closed")
+
+// DB is rtbh's SQLite database. All writes go through one writer goroutine
+// that commits concurrent writes together (group commit); reads use a
+// separate connection pool and never wait for the writer (WAL mode).
+type DB struct {
+	w, r   *sql.DB
+	log    *slog.Logger
+	queue  chan *pending
+	mu     sync.RWMutex // guards closed against Submit
+	closed bool
+	done   chan struct{}
+}
+
+type pending struct {
+	w    *Write
+	done chan error
+}
+
+// Open opens (creating if missing) the database at path, switches it to WAL
+// mode and applies the schema migrations.
+func Open(path string, logger *slog.Logger) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("opening store: empty path")
+	}
+	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate"
+	w, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	var mode string
+	if err := w.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		w.Close()
+		return nil, fmt.Errorf("opening store %s: WAL mode not available (journal_mode=%q): %v", path, mode, err)
+	}
+	if err := migrate(w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000&_foreign_keys=on")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	db := &DB{w: w, r: r, log: logger, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
+	go db.writer()
+	return db, nil
+}
+
+// Close finishes queued writes and closes the database.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	close(db.queue)
+	db.mu.Unlock()
+	<-db.done
+	return errors.Join(db.w.Close(), db.r.Close())
+}
+
+// migrations are applied in order; PRAGMA user_version records how many
+// have run. Never edit one that has shipped: append a new one.
+var migrations = []string{
+	`CREATE TABLE blackholes (
+		id         INTEGER PRIMARY KEY,
+		prefix     TEXT NOT NULL,
+		origin     TEXT NOT NULL,
+		reason     TEXT NOT NULL,
+		created_at INTEGER NOT NULL, -- unix nanoseconds
+		expires_at INTEGER NOT NULL,
+		ended_at   INTEGER,          -- NULL while active
+		end_reason TEXT              -- removed | expired
+	);
+	CREATE UNIQUE INDEX blackholes_active ON blackholes(prefix) WHERE ended_at IS NULL;
+	CREATE TABLE audit (
+		id     INTEGER PRIMARY KEY,
+		at     INTEGER NOT NULL,
+		actor  TEXT NOT NULL,
+		action TEXT NOT NULL,
+		prefix TEXT NOT NULL,
+		origin TEXT NOT NULL,
+		reason TEXT NOT NULL,
+		detail TEXT NOT NULL
+	);
+	CREATE INDEX audit_prefix ON audit(prefix, at);
+	CREATE TABLE evidence (
+		id                    INTEGER PRIMARY KEY,
+		address               TEXT NOT NULL,
+		rule                  TEXT NOT NULL,
+		action                TEXT NOT NULL,
+		protocol              TEXT NOT NULL,
+		dst_ports             TEXT NOT NULL,
+		distinct_destinations INTEGER NOT NULL,
+		estimated_packets     INTEGER NOT NULL,
+		estimated_connections INTEGER NOT NULL,
+		window_ns             INTEGER NOT NULL,
+		first_seen            INTEGER NOT NULL,
+		last_seen             INTEGER NOT NULL,
+		examples              TEXT NOT NULL,
+		recorded_at           INTEGER NOT NULL
+	);
+	CREATE INDEX evidence_address ON evidence(address, recorded_at);
+	CREATE INDEX evidence_recorded ON evidence(recorded_at);
+	CREATE TABLE offenses (
+		address TEXT PRIMARY KEY,
+		count   INTEGER NOT NULL,
+		last_at INTEGER NOT NULL
+	);
+	CREATE TABLE reports (
+		id          INTEGER PRIMARY KEY,
+		address     TEXT NOT NULL,
+		reporter    TEXT NOT NULL,
+		trust       REAL NOT NULL,
+		kind        TEXT NOT NULL,
+		observed_at INTEGER NOT NULL,
+		count       INTEGER NOT NULL,
+		evidence    TEXT NOT NULL,
+		received_at INTEGER NOT NULL
+	);
+	CREATE INDEX reports_address ON reports(address, observed_at);
+	CREATE INDEX reports_observed ON reports(observed_at);`,
+}
+
+func migrate(db *sql.DB) error {
+	var version int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this rtbhd knows (%d): refusing to touch it", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := db.Begin()
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion reports the applied schema version.
+func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := db.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+// BlackholeOp says what a Write does to the blackholes table.
+type BlackholeOp int
+
+const (
+	BlackholeNone   BlackholeOp = iota
+	BlackholeInsert             // a new active entry
+	BlackholeExtend             // move the active entry's expires_at (and reason)
+	BlackholeEnd                // end the active entry (removed or expired)
+)
+
+// Write is one unit of work, committed atomically: either all of it is
+// stored or none.
+type Write struct {
+	Op        BlackholeOp
+	Blackhole Blackhole
+	EndReason string // for BlackholeEnd: removed or expired
+	At        time.Time
+
+	Audit    []AuditEntry
+	Evidence *Evidence
+	Offense  netip.Addr // when valid, count one more detector blackhole for it
+	Reports  []Report
+}
+
+// Submit queues w for the next group commit and returns a function that
+// waits for the outcome. Writes are applied in the order they were
+// submitted. The returned function must be called exactly once.
+func (db *DB) Submit(w *Write) func() error {
+	p := &pending{w: w, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return func() error { return ErrClosed }
+	}
+	db.queue <- p
+	db.mu.RUnlock()
+	return func() error { return <-p.done }
+}
+
+// Commit submits w and waits until it is durable.
+func (db *DB) Commit(w *Write) error { return db.Submit(w)() }
+
+func (db *DB) writer() {
+	defer close(db.done)
+	batch := make([]*pending, 0, maxBatch)
+	for p := range db.queue {
+		batch = append(batch[:0], p)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case p, ok := <-db.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+	}
+}
+
+func (db *DB) commit(batch []*pending) {
+	errs := make([]error, len(batch))
+	err := func() error {
+		tx, err := db.w.Begin()
+		if err != nil {
+			return fmt.Errorf("beginning transaction: %w", err)
+		}
+		for i, p := range batch {
+			if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			if err := apply(tx, p.w); err != nil {
+				errs[i] = err
+				if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+					tx.Rollback()
+					return fmt.Errorf("rolling back one write: %w", err)
+				}
+			}
+			if _, err := tx.Exec("RELEASE w"); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("releasing savepoint: %w", err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("committing: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		db.log.Error("store commit failed", "writes", len(batch), "err", err)
+	}
+	for i, p := range batch {
+		if err != nil {
+			p.done <- err
+		} else {
+			p.done <- errs[i]
+		}
+	}
+}
+
+func apply(tx *sql.Tx, w *Write) error {
+	at := w.At.UnixNano()
+	b := w.Blackhole
+	switch w.Op {
+	case BlackholeInsert:
+		if _, err := tx.Exec(`INSERT INTO blackholes(prefix, origin, reason, created_at, expires_at) VALUES(?,?,?,?,?)`,
+			b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
+			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
+		}
+	case BlackholeExtend:
+		if err := one(tx.Exec(`UPDATE blackholes SET expires_at = ?, reason = ? WHERE prefix = ? AND ended_at IS NULL`,
+			b.ExpiresAt.UnixNano(), b.Reason, b.Prefix.String())); err != nil {
+			return fmt.Errorf("extending blackhole %s: %w", b.Prefix, err)
+		}
+	case BlackholeEnd:
+		if err := one(tx.Exec(`UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`,
+			at, w.EndReason, b.Prefix.String())); err != nil {
+			return fmt.Errorf("ending blackhole %s: %w", b.Prefix, err)
+		}
+	}
+	for _, a := range w.Audit {
+		when := a.At
+		if when.IsZero() {
+			when = w.At
+		}
+		if _, err := tx.Exec(`INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`,
+			when.UnixNano(), a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
+			return fmt.Errorf("writing audit row: %w", err)
+		}
+	}
+	if e := w.Evidence; e != nil {
+		if _, err := tx.Exec(`INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
+			estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at)
+			VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			e.Address.String(), e.Rule, e.Action, e.Protocol, joinPorts(e.DstPorts), e.DistinctDestinations,
+			e.EstimatedPackets, e.EstimatedConnections, int64(e.Window), e.FirstSeen.UnixNano(), e.LastSeen.UnixNano(),
+			joinAddrs(e.Examples), e.RecordedAt.UnixNano()); err != nil {
+			return fmt.Errorf("writing evidence for %s: %w", e.Address, err)
+		}
+	}
+	if w.Offense.IsValid() {
+		if _, err := tx.Exec(`INSERT INTO offenses(address, count, last_at) VALUES(?, 1, ?)
+			ON CONFLICT(address) DO UPDATE SET count = count + 1, last_at = excluded.last_at`,
+			w.Offense.String(), at); err != nil {
+			return fmt.Errorf("counting offense of %s: %w", w.Offense, err)
+		}
+	}
+	if len(w.Reports) > 0 {
+		st, err := tx.Prepare(`INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at)
+			VALUES(?,?,?,?,?,?,?,?)`)
+		if err != nil {
+			return fmt.Errorf("preparing report insert: %w", err)
+		}
+		defer st.Close()
+		for _, r := range w.Reports {
+			if _, err := st.Exec(r.Address.String(), r.Reporter, r.Trust, r.Kind, r.ObservedAt.UnixNano(), r.Count,
+				r.Evidence, r.ReceivedAt.UnixNano()); err != nil {
+				return fmt.Errorf("writing report for %s: %w", r.Address, err)
+			}
+		}
+	}
+	return nil
+}
+
+// one checks that an UPDATE touched exactly one row.
+func one(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("no active entry (%d rows)", n)
+	}
+	return nil
+}
+
+// ActiveBlackholes returns the entries that were not removed or expired
+// when they were last written, including those whose expires_at has passed
+// while rtbhd was down (the caller expires them).
+func (db *DB) ActiveBlackholes(ctx context.Context) ([]Blackhole, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT prefix, origin, reason, created_at, expires_at
+		FROM blackholes WHERE ended_at IS NULL ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("listing active blackholes: %w", err)
+	}
+	defer rows.Close()
+	var out []Blackhole
+	for rows.Next() {
+		var (
+			b                  Blackhole
+			prefix             string
+			created, expiresAt int64
+		)
+		if err := rows.Scan(&prefix, &b.Origin, &b.Reason, &created, &expiresAt); err != nil {
+			return nil, fmt.Errorf("listing active blackholes: %w", err)
+		}
+		p, err := netip.ParsePrefix(prefix)
+		if err != nil {
+			return nil, fmt.Errorf("listing active blackholes: bad prefix %q in store: %w", prefix, err)
+		}
+		b.Prefix = p
+		b.CreatedAt = time.Unix(0, created).UTC()
+		b.ExpiresAt = time.Unix(0, expiresAt).UTC()
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// AuditLog returns audit rows, oldest first; prefix "" means all. limit <= 0
+// means no limit.
+func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]AuditEntry, error) {
+	q := `SELECT id, at, actor, action, prefix, origin, reason, detail FROM audit`
+	var args []any
+	if prefix != "" {
+		q += ` WHERE prefix = ?`
+		args = append(args, prefix)
+	}
+	q += ` ORDER BY id`
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading audit log: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var (
+			a  AuditEntry
+			at int64
+		)
+		if err := rows.Scan(&a.ID, &at, &a.Actor, &a.Action, &a.Prefix, &a.Origin, &a.Reason, &a.Detail); err != nil {
+			return nil, fmt.Errorf("reading audit log: %w", err)
+		}
+		a.At = time.Unix(0, at).UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// Offenses returns how many times the detector has blackholed addr.
+func (db *DB) Offenses(ctx context.Context, addr netip.Addr) (int, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT count FROM offenses WHERE address = ?`, addr.String()).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading offenses of %s: %w", addr, err)
+	}
+	return n, nil
+}
+
+// Offender returns what is recorded about addr: detector evidence, reports
+// (at most limit of each, newest first) and the offense count.
+func (db *DB) Offender(ctx context.Context, addr netip.Addr, limit int) (Offender, error) {
+	o := Offender{Address: addr}
+	var err error
+	if o.Offenses, err = db.Offenses(ctx, addr); err != nil {
+		return o, err
+	}
+	if o.Evidence, err = db.queryEvidence(ctx, `WHERE address = ?`, []any{addr.String()}, limit); err != nil {
+		return o, err
+	}
+	if o.Reports, err = db.ReportsFor(ctx, addr, time.Time{}, limit); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// RecentEvidence returns the newest evidence rows, optionally only those of
+// rules in shadow mode (action log).
+func (db *DB) RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]Evidence, error) {
+	if shadowOnly {
+		return db.queryEvidence(ctx, `WHERE action = ?`, []any{"log"}, limit)
+	}
+	return db.queryEvidence(ctx, ``, nil, limit)
+}
+
+func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit int) ([]Evidence, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	rows, err := db.r.QueryContext(ctx, `SELECT address, rule, action, protocol, dst_ports, distinct_destinations,
+		estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at
+		FROM evidence `+where+` ORDER BY recorded_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading evidence: %w", err)
+	}
+	defer rows.Close()
+	var out []Evidence
+	for rows.Next() {
+		var (
+			e                         Evidence
+			addr, ports, examples     string
+			window, first, last, recd int64
+		)
+		if err := rows.Scan(&addr, &e.Rule, &e.Action, &e.Protocol, &ports, &e.DistinctDestinations,
+			&e.EstimatedPackets, &e.EstimatedConnections, &window, &first, &last, &examples, &recd); err != nil {
+			return nil, fmt.Errorf("reading evidence: %w", err)
+		}
+		e.Address, _ = netip.ParseAddr(addr)
+		e.DstPorts = splitPorts(ports)
+		e.Examples = splitAddrs(examples)
+		e.Window = time.Duration(window)
+		e.FirstSeen = time.Unix(0, first).UTC()
+		e.LastSeen = time.Unix(0, last).UTC()
+		e.RecordedAt = time.Unix(0, recd).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ReportsFor returns the reports about addr observed at or after since,
+// newest first (limit <= 0: all).
+func (db *DB) ReportsFor(ctx context.Context, addr netip.Addr, since time.Time, limit int) ([]Report, error) {
+	q := `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at FROM reports
+		WHERE address = ? AND observed_at >= ? ORDER BY observed_at DESC, id DESC`
+	args := []any{addr.String(), unixNanoOrZero(since)}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	return db.queryReports(ctx, q, args...)
+}
+
+// ReportsSince returns every report observed at or after since, oldest
+// first; rtbhd rebuilds its report scores from it at start.
+func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]Report, error) {
+	return db.queryReports(ctx, `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at
+		FROM reports WHERE observed_at >= ? ORDER BY observed_at, id`, unixNanoOrZero(since))
+}
+
+func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]Report, error) {
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading reports: %w", err)
+	}
+	defer rows.Close()
+	var out []Report
+	for rows.Next() {
+		var (
+			r              Report
+			addr           string
+			observed, recd int64
+		)
+		if err := rows.Scan(&addr, &r.Reporter, &r.Trust, &r.Kind, &observed, &r.Count, &r.Evidence, &recd); err != nil {
+			return nil, fmt.Errorf("reading reports: %w", err)
+		}
+		r.Address, _ = netip.ParseAddr(addr)
+		r.ObservedAt = time.Unix(0, observed).UTC()
+		r.ReceivedAt = time.Unix(0, recd).UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// CountReports returns the number of stored reports.
+func (db *DB) CountReports(ctx context.Context) (int, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM reports`).Scan(&n)
+	return n, err
+}
+
+func unixNanoOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func joinPorts(ps []uint16) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+func splitPorts(s string) []uint16 {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.ParseUint(f, 10, 16); err == nil {
+			out = append(out, uint16(n))
+		}
+	}
+	return out
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func splitAddrs(s string) []netip.Addr {
+	var out []netip.Addr
+	for _, f := range strings.Split(s, ",") {
+		if a, err := netip.ParseAddr(f); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}

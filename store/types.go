@@ -1,0 +1,63 @@
+package store
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Blackhole is one blackholed prefix as recorded in the store.
+type Blackhole struct {
+	Prefix    netip.Prefix
+	Origin    string // detector:<rule>, operator:<client>, partner:<client> or reports
+	Reason    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Evidence is what a detector rule saw when it fired for an address.
+type Evidence struct {
+	Address              netip.Addr
+	Rule                 string
+	Action               string // blackhole or log
+	Protocol             string // tcp or udp
+	DstPorts             []uint16
+	DistinctDestinations uint64
+	EstimatedPackets     uint64
+	EstimatedConnections uint64
+	Window               time.Duration
+	FirstSeen, LastSeen  time.Time
+	Examples             []netip.Addr
+	RecordedAt           time.Time
+}
+
+// Report is one abuse report about an address, from a partner or operator.
+type Report struct {
+	Address    netip.Addr
+	Reporter   string  // client name
+	Trust      float64 // the reporter's trust when the report was received
+	Kind       string
+	ObservedAt time.Time
+	Count      uint64
+	Evidence   string
+	ReceivedAt time.Time
+}
+
+// Offender is everything recorded about one address.
+type Offender struct {
+	Address  netip.Addr
+	Evidence []Evidence // newest first
+	Reports  []Report   // newest first
+	Offenses int        // blackholes by the detector so far (drives TTL doubling)
+}
+
+// AuditEntry is one row of the audit log.
+type AuditEntry struct {
+	ID     int64
+	At     time.Time
+	Actor  string // client name, detector:<rule>, reports, expiry
+	Action string // add, extend, remove, expire, report, ...
+	Prefix string
+	Origin string
+	Reason string
+	Detail string
+}
