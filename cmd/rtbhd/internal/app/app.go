@@ -1,0 +1,362 @@
+// Package app wires rtbhd together: config -> store -> decision path ->
+// BGP, with the sFlow collector and fan-out engine and the gRPC API as
+// inputs, and the metrics endpoint. It owns start-up order and the staged
+// shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/cmd/rtbhd/internal/config"
+	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/fanout"
+	"github.com/rtbh/rtbh/feed/api"
+	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/store"
+)
+
+// firingBuffer is how many detector firings may wait for the decision
+// path before new ones are dropped (and counted): the sFlow readers never
+// block on SQLite.
+const firingBuffer = 4096
+
+// App is a configured rtbhd. New opens the store and builds every
+// component; Run listens, serves and shuts down.
+type App struct {
+	log        *slog.Logger
+	cfg        *config.Config
+	configPath string
+
+	reg      *prometheus.Registry
+	db       *store.DB
+	speaker  *bgp.Speaker
+	manager  *detector.Manager
+	engine   *fanout.Engine
+	sflow    *sflow.Collector
+	api      *api.Server
+	metrics  *http.Server
+	metricsL net.Listener
+
+	firings        chan fanout.Firing
+	firingsDropped prometheus.Counter
+	ready          atomic.Bool
+}
+
+// New builds rtbhd from cfg. configPath is re-read on SIGHUP ("" = no
+// reload).
+func New(cfg *config.Config, configPath string, logger *slog.Logger) (*App, error) {
+	a := &App{log: logger, cfg: cfg, configPath: configPath, reg: prometheus.NewRegistry(),
+		firings: make(chan fanout.Firing, firingBuffer)}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.firingsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rtbh_detector_firings_dropped_total",
+		Help: "Detector firings dropped because the decision path was too far behind.",
+	})
+	a.reg.MustRegister(a.firingsDropped)
+
+	var err error
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeStore()
+		}
+	}()
+	if a.db, err = store.Open(cfg.Store.Path, logger.With("component", "store")); err != nil {
+		return nil, err
+	}
+	if a.speaker, err = bgp.New(bgpConfig(cfg), logger.With("component", "bgp"), a.reg); err != nil {
+		return nil, fmt.Errorf("configuring bgp: %w", err)
+	}
+	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg)},
+		a.db, a.speaker, logger.With("component", "decide"), a.reg); err != nil {
+		return nil, err
+	}
+	if a.engine, err = fanout.New(fanoutConfig(cfg), a.fire, a.reg); err != nil {
+		return nil, fmt.Errorf("configuring detector: %w", err)
+	}
+	if a.sflow, err = sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents},
+		a.engine, logger.With("component", "sflow"), a.reg); err != nil {
+		return nil, fmt.Errorf("configuring sflow: %w", err)
+	}
+	if a.api, err = api.New(apiConfig(cfg), a.manager, a.neighbors, logger.With("component", "api"), a.reg); err != nil {
+		return nil, fmt.Errorf("configuring api: %w", err)
+	}
+	if cfg.Metrics.Listen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+		mux.HandleFunc("/healthz", a.healthz)
+		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	ok = true
+	return a, nil
+}
+
+// Manager is the decision path (for in-process tests and tools).
+func (a *App) Manager() *detector.Manager { return a.manager }
+
+// APIAddr, SFlowAddr and MetricsAddr return the bound addresses after Run
+// has started listening.
+func (a *App) APIAddr() net.Addr { return a.api.Addr() }
+
+// SFlowAddr returns the bound sFlow address.
+func (a *App) SFlowAddr() netip.AddrPort { return a.sflow.Addr() }
+
+// Ready reports whether every listener is bound and BGP has started.
+func (a *App) Ready() bool { return a.ready.Load() }
+
+func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
+	if !a.ready.Load() {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// fire is the engine's callback: hand off without ever blocking the sFlow
+// readers.
+func (a *App) fire(f fanout.Firing) {
+	select {
+	case a.firings <- f:
+	default:
+		a.firingsDropped.Inc()
+	}
+}
+
+func (a *App) neighbors(ctx context.Context) ([]api.Neighbor, error) {
+	ns, err := a.speaker.Neighbors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Neighbor, len(ns))
+	for i, n := range ns {
+		out[i] = api.Neighbor{Address: n.Address.String(), ASN: n.ASN, Role: string(n.Role), State: n.State,
+			RoutesSent: uint64(n.RoutesSent), StateSince: n.StateSince, Port: n.Port}
+	}
+	return out, nil
+}
+
+// Run binds every socket (failing fast on a bad address), serves until ctx
+// is done, then shuts down in stages: inputs first (API calls in flight
+// finish and commit), then the decision path, then BGP without a Cease, and
+// the store last.
+func (a *App) Run(ctx context.Context) (err error) {
+	defer func() {
+		err = errors.Join(err, a.speaker.Close(), a.closeStore())
+	}()
+	if err := a.speaker.Start(ctx); err != nil {
+		return fmt.Errorf("starting bgp: %w", err)
+	}
+	if err := a.sflow.Listen(); err != nil {
+		return fmt.Errorf("sflow.listen: %w", err)
+	}
+	if err := a.api.Listen(); err != nil {
+		return fmt.Errorf("api.listen: %w", err)
+	}
+	if a.metrics != nil {
+		if a.metricsL, err = net.Listen("tcp", a.cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
+
+	inputs, stopInputs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInputs()
+	core, stopCore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCore()
+
+	var in, mid errgroup.Group
+	mid.Go(func() error { return a.manager.Run(core) })
+	mid.Go(func() error { a.decideFirings(core); return nil })
+	in.Go(func() error { return a.sflow.Run(inputs) })
+	in.Go(func() error { return a.api.Serve(inputs) })
+	if a.metrics != nil {
+		in.Go(func() error {
+			if err := a.metrics.Serve(a.metricsL); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	a.ready.Store(true)
+	a.log.Info("rtbhd running", "api", a.api.Addr(), "sflow", a.sflow.Addr(), "metrics", a.cfg.Metrics.Listen,
+		"bgp_port", a.cfg.BGP.ListenPort, "neighbors", len(a.cfg.BGP.Neighbors), "active", len(a.manager.Active()))
+
+	// A component that fails stops everything.
+	failed := make(chan error, 1)
+	go func() { failed <- in.Wait() }()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-failed:
+			failed <- err
+			break loop
+		case <-hup:
+			a.reload(ctx)
+		}
+	}
+	a.ready.Store(false)
+	a.log.Info("shutting down")
+	stopInputs()
+	if a.metrics != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.metrics.Shutdown(sctx)
+		cancel()
+	}
+	errIn := <-failed
+	stopCore()
+	errMid := mid.Wait()
+	return errors.Join(errIn, errMid)
+}
+
+func (a *App) closeStore() error {
+	if a.db == nil {
+		return nil
+	}
+	err := a.db.Close()
+	a.db = nil
+	return err
+}
+
+// decideFirings turns detector firings into evidence and blackholes.
+func (a *App) decideFirings(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-a.firings:
+			proto := "tcp"
+			if f.Protocol == 17 {
+				proto = "udp"
+			}
+			b, err := a.manager.Detected(ctx, detector.Detection{
+				Rule: f.Rule, Action: f.Action, Protocol: proto, DstPorts: f.DstPorts, TTL: f.TTL,
+				Source: f.Source, DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets,
+				EstimatedConnections: f.Connections, Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen,
+				Examples: f.ExampleAddrs(),
+			})
+			level := slog.LevelInfo
+			if err != nil && detector.KindOf(err) == 0 {
+				level = slog.LevelError
+			}
+			a.log.Log(ctx, level, "detector rule fired", "rule", f.Rule, "action", f.Action, "source", f.Source,
+				"destinations", f.Destinations, "packets", f.Packets, "err", err)
+			if b != nil {
+				a.engine.Suppress(f.Source, f.Rule, b.ExpiresAt)
+			}
+		}
+	}
+}
+
+// reload re-reads the config file (SIGHUP) and applies the policy, detector,
+// reports, BGP policy and API client sections without dropping sessions.
+// Keys that need a restart (listen addresses, store path) are reported.
+func (a *App) reload(ctx context.Context) {
+	if a.configPath == "" {
+		return
+	}
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		a.log.Error("config reload failed; keeping the running config", "err", err)
+		return
+	}
+	var errs []error
+	if err := a.manager.SetPolicy(policy(cfg), reportPolicy(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
+	}
+	if err := a.engine.Reconfigure(fanoutConfig(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("detector: %w", err))
+	}
+	if err := a.speaker.Reconfigure(ctx, bgpConfig(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("bgp: %w", err))
+	}
+	if err := a.api.SetClients(apiConfig(cfg).Clients); err != nil {
+		errs = append(errs, fmt.Errorf("api.clients: %w", err))
+	}
+	for key, changed := range map[string]bool{
+		"store.path":         cfg.Store.Path != a.cfg.Store.Path,
+		"sflow.listen":       cfg.SFlow.Listen != a.cfg.SFlow.Listen,
+		"api.listen":         cfg.API.Listen != a.cfg.API.Listen || cfg.API.TLS != a.cfg.API.TLS,
+		"metrics.listen":     cfg.Metrics.Listen != a.cfg.Metrics.Listen,
+		"bgp.listen_address": cfg.BGP.ListenAddress != a.cfg.BGP.ListenAddress || cfg.BGP.ListenPort != a.cfg.BGP.ListenPort,
+		"bgp.asn/router_id":  cfg.BGP.ASN != a.cfg.BGP.ASN || cfg.BGP.RouterID != a.cfg.BGP.RouterID,
+	} {
+		if changed {
+			a.log.Warn("config reload: this change needs a restart", "key", key)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.log.Error("config reload applied partly", "err", err)
+		return
+	}
+	a.cfg = cfg
+	a.log.Info("config reloaded", "path", a.configPath)
+}
+
+func policy(cfg *config.Config) detector.Policy {
+	p := cfg.Policy
+	return detector.Policy{OwnPrefixes: p.OwnPrefixes, NeverBlackhole: p.NeverBlackhole, MaxActive: p.MaxActive,
+		DefaultTTL: p.DefaultTTL, MaxTTL: p.MaxTTL, MinPrefixLenV4: p.MinPrefixLenV4, MinPrefixLenV6: p.MinPrefixLenV6}
+}
+
+func reportPolicy(cfg *config.Config) detector.ReportPolicy {
+	return detector.ReportPolicy{Window: cfg.Reports.Window, Threshold: cfg.Reports.Threshold, TTL: cfg.Reports.TTL}
+}
+
+func bgpConfig(cfg *config.Config) bgp.Config {
+	b := cfg.BGP
+	out := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, ListenAddress: b.ListenAddress, ListenPort: int(b.ListenPort),
+		NextHopV4: b.NextHopV4, NextHopV6: b.NextHopV6, GracefulRestart: b.GracefulRestart,
+		OwnPrefixes: cfg.Policy.OwnPrefixes, DefaultMaxRoutes: cfg.Policy.MaxActive}
+	for _, n := range b.Neighbors {
+		out.Neighbors = append(out.Neighbors, bgp.Neighbor{Address: n.Address, ASN: n.ASN, Role: bgp.Role(n.Role),
+			Port: n.Port, Passive: n.Passive, Multihop: n.Multihop, Password: n.Password,
+			Communities: n.Communities, LargeCommunities: n.LargeCommunities, MaxRoutes: n.MaxRoutes})
+	}
+	return out
+}
+
+func fanoutConfig(cfg *config.Config) fanout.Config {
+	d := cfg.Detector
+	out := fanout.Config{SubscriberPrefixes: d.SubscriberPrefixes, NeverBlackhole: cfg.Policy.NeverBlackhole,
+		Window: d.Window, MaxTrackedSources: d.MaxTrackedSources}
+	for _, r := range d.Rules {
+		proto := uint8(6)
+		if r.Protocol == config.ProtocolUDP {
+			proto = 17
+		}
+		out.Rules = append(out.Rules, fanout.Rule{Name: r.Name, Protocol: proto, DstPorts: r.DstPorts,
+			MinDestinations: r.MinDestinations, MinPackets: r.MinPackets, Exempt: r.Exempt, Action: r.Action, TTL: r.TTL})
+	}
+	return out
+}
+
+func apiConfig(cfg *config.Config) api.Config {
+	out := api.Config{Listen: cfg.API.Listen, TLSCert: cfg.API.TLS.Cert, TLSKey: cfg.API.TLS.Key, ClientCA: cfg.API.TLS.ClientCA}
+	for _, c := range cfg.API.Clients {
+		out.Clients = append(out.Clients, api.Client{Name: c.Name, Role: c.Role, TokenSHA256: c.TokenSHA256,
+			HasToken: c.HasToken, CertName: c.CertName, Prefixes: c.Prefixes, Trust: c.Trust, Rate: c.Rate})
+	}
+	return out
+}

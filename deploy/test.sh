@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# rtbh's whole test suite, as CI runs it (.ci/run calls exactly this).
+#
+# Works on a fresh Debian machine with Go: installs what the tests need when
+# it is missing (bird2, frr, pmacct, protobuf-compiler via apt-get, see
+# deploy/install-test-deps.sh), checks formatting, vet and that the committed
+# generated gRPC code matches the .proto, runs every test including the
+# end-to-end tests against real BIRD, FRR and pmacct processes, then fuzzes
+# the sFlow decoder for 60 s. Router tests never skip here: CI=1 makes a
+# missing router binary a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CI="${CI:-1}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+bash deploy/install-test-deps.sh
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>&1 || true)
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "generated code is current (go generate ./proto)"
+go generate ./proto
+if ! git diff --exit-code --stat -- proto/; then
+	echo "proto/: generated code differs from the committed files: run 'go generate ./proto' and commit"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "go test (unit, integration and end-to-end)"
+go test -count=1 -timeout 25m ./...
+
+step "fuzz the sFlow decoder for 60 s"
+go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow
+
+echo
+echo "all tests passed"

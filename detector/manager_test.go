@@ -1,0 +1,346 @@
+package detector
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func testPolicy() Policy {
+	return Policy{
+		OwnPrefixes:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		NeverBlackhole: []netip.Prefix{netip.MustParsePrefix("198.51.100.53/32"), netip.MustParsePrefix("2001:db8:53::/48")},
+		MaxActive:      5, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, MinPrefixLenV4: 32, MinPrefixLenV6: 128,
+	}
+}
+
+// fixture is a Manager on a real SQLite file announcing through a real
+// (neighbor-less) BGP speaker, whose RIB shows what was handed to BGP.
+type fixture struct {
+	t       *testing.T
+	path    string
+	db      *store.DB
+	speaker *bgp.Speaker
+	m       *Manager
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func newFixture(t *testing.T, path string, pol Policy, rp ReportPolicy) *fixture {
+	t.Helper()
+	db, err := store.Open(path, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := bgp.New(bgp.Config{ASN: 64500, RouterID: netip.MustParseAddr("192.0.2.254"),
+		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1")}, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := sp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(Config{Policy: pol, Reports: rp}, db, sp, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, path: path, db: db, speaker: sp, m: m, cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- m.Run(ctx) }()
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *fixture) close() {
+	if f.cancel == nil {
+		return
+	}
+	f.cancel()
+	<-f.done
+	f.speaker.Close()
+	f.db.Close()
+	f.cancel = nil
+}
+
+// announced waits up to 2 s for BGP's RIB to hold exactly want.
+func (f *fixture) announced(want ...string) {
+	f.t.Helper()
+	slices.Sort(want)
+	var got []string
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = got[:0]
+		for _, p := range f.speaker.Announced() {
+			got = append(got, p.String())
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			return
+		}
+	}
+	f.t.Fatalf("announced = %v, want %v", got, want)
+}
+
+func pfx(s string) netip.Prefix {
+	p, err := ParsePrefix(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	partner := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	for _, tc := range []struct {
+		name string
+		req  Request
+		want Kind
+	}{
+		{"missing prefix", Request{}, KindInvalid},
+		{"host bits", Request{Prefix: netip.MustParsePrefix("198.51.100.7/24")}, KindInvalid},
+		{"zero ttl given", Request{Prefix: pfx("198.51.100.7"), HasTTL: true}, KindInvalid},
+		{"negative ttl", Request{Prefix: pfx("198.51.100.7"), TTL: -time.Second}, KindInvalid},
+		{"shorter than v4 minimum", Request{Prefix: pfx("198.51.100.0/24")}, KindPolicy},
+		{"shorter than v6 minimum", Request{Prefix: pfx("2001:db8::/64")}, KindPolicy},
+		{"never_blackhole", Request{Prefix: pfx("198.51.100.53")}, KindPolicy},
+		{"never_blackhole v6", Request{Prefix: pfx("2001:db8:53::1")}, KindPolicy},
+		{"partner outside scope", Request{Prefix: pfx("198.51.100.7"), Scope: partner}, KindScope},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := f.m.Add(ctx, tc.req)
+			if KindOf(err) != tc.want {
+				t.Fatalf("Add(%v) = %v (kind %d), want kind %d", tc.req.Prefix, err, KindOf(err), tc.want)
+			}
+		})
+	}
+	// max_active
+	for i := range 5 {
+		if _, _, err := f.m.Add(ctx, Request{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 32), Scope: partner}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.99")}); KindOf(err) != KindLimit {
+		t.Fatalf("add beyond max_active = %v, want KindLimit", err)
+	}
+	// Extending an active entry is allowed at the cap.
+	if _, c, err := f.m.Add(ctx, Request{Prefix: pfx("203.0.113.0"), TTL: 2 * time.Hour}); err != nil || c != Extended {
+		t.Fatalf("extend at the cap = %v, %v", c, err)
+	}
+	if _, err := f.m.Remove(ctx, RemoveRequest{Prefix: pfx("198.51.100.99")}); KindOf(err) != KindNotFound {
+		t.Fatalf("remove of inactive = %v, want KindNotFound", err)
+	}
+	if _, err := f.m.Remove(ctx, RemoveRequest{Prefix: pfx("203.0.113.1"), Scope: partner, Owner: "partner:other"}); KindOf(err) != KindScope {
+		t.Fatalf("remove of another's entry = %v, want KindScope", err)
+	}
+	if len(f.m.Active()) != 5 {
+		t.Fatalf("refusals changed the active set: %v", f.m.Active())
+	}
+}
+
+func TestAddExtendRemoveAudit(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	b, c, err := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.7"), Origin: "operator:noc", Actor: "noc", Reason: "zombie"})
+	if err != nil || c != Added || b.ExpiresAt.Sub(b.CreatedAt) != time.Hour {
+		t.Fatalf("add = %+v, %v, %v; want default TTL 1h", b, c, err)
+	}
+	// A longer TTL extends; a shorter one changes nothing; above max is clamped.
+	if b2, c, _ := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.7"), TTL: 2 * time.Hour, Actor: "noc"}); c != Extended || !b2.ExpiresAt.After(b.ExpiresAt) || b2.Origin != "operator:noc" {
+		t.Fatalf("extend = %+v, %v", b2, c)
+	}
+	if _, c, _ := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.7"), TTL: time.Minute, Actor: "noc"}); c != Unchanged {
+		t.Fatalf("shorter add = %v, want Unchanged", c)
+	}
+	b3, _, _ := f.m.Add(ctx, Request{Prefix: pfx("2001:db8::7"), TTL: 1000 * time.Hour, Actor: "noc"})
+	if got := b3.ExpiresAt.Sub(b3.CreatedAt); got != 24*time.Hour {
+		t.Fatalf("TTL above max = %s, want clamped to 24h", got)
+	}
+	f.announced("198.51.100.7/32", "2001:db8::7/128")
+	if _, err := f.m.Remove(ctx, RemoveRequest{Prefix: pfx("198.51.100.7"), Actor: "noc", Reason: "cleaned"}); err != nil {
+		t.Fatal(err)
+	}
+	f.announced("2001:db8::7/128")
+	log, err := f.db.AuditLog(ctx, "198.51.100.7/32", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Actor+" "+e.Action)
+	}
+	want := []string{"noc add", "noc extend", "noc add", "noc remove"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("audit = %v, want %v", got, want)
+	}
+}
+
+// An entry is withdrawn within a second of its expiry, by a timer; a
+// restart neither extends a TTL nor brings back a removed or expired entry.
+func TestExpiryAndRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	f := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	short, _, err := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.1"), TTL: 700 * time.Millisecond, Actor: "noc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, _, _ := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.2"), TTL: time.Hour, Actor: "noc"})
+	f.m.Add(ctx, Request{Prefix: pfx("198.51.100.3"), TTL: time.Hour, Actor: "noc"})
+	f.m.Remove(ctx, RemoveRequest{Prefix: pfx("198.51.100.3"), Actor: "noc"})
+	willLapse, _, _ := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.4"), TTL: 1500 * time.Millisecond, Actor: "noc"})
+	_, events := f.m.Watch(ctx)
+	for {
+		ev := <-events
+		if ev.Type == EventExpired && ev.Blackhole.Prefix == short.Prefix {
+			if late := time.Since(short.ExpiresAt); late > time.Second || late < 0 {
+				t.Fatalf("expired %s after expires_at, want within 1 s", late)
+			}
+			break
+		}
+	}
+	f.announced("198.51.100.2/32", "198.51.100.4/32")
+	f.close()
+
+	// Down while 198.51.100.4 lapses.
+	time.Sleep(time.Until(willLapse.ExpiresAt) + 100*time.Millisecond)
+	f2 := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	f2.announced("198.51.100.2/32")
+	act := f2.m.Active()
+	if len(act) != 1 || act[0].Prefix != long.Prefix || !act[0].ExpiresAt.Equal(long.ExpiresAt) {
+		t.Fatalf("after restart active = %+v, want only %s expiring at %s", act, long.Prefix, long.ExpiresAt)
+	}
+	log, _ := f2.db.AuditLog(ctx, "198.51.100.4/32", 0)
+	if len(log) != 2 || log[1].Action != "expire" || log[1].Actor != "expiry" {
+		t.Fatalf("audit of an entry that lapsed while down = %+v", log)
+	}
+}
+
+func TestReportFusion(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: 6 * time.Hour})
+	ctx := context.Background()
+	a, b := Reporter{Name: "isp-a", Trust: 0.5}, Reporter{Name: "isp-b", Trust: 0.5}
+	addr := "198.51.100.20"
+	// One partner twice does not cross the threshold.
+	for range 2 {
+		if n, rej, err := f.m.SubmitReports(ctx, a, []Report{{Address: addr}}); n != 1 || rej != nil || err != nil {
+			t.Fatalf("submit = %d, %v, %v", n, rej, err)
+		}
+	}
+	if _, ok := f.m.Lookup(pfx(addr)); ok || f.m.Score(netip.MustParseAddr(addr)) != 0.5 {
+		t.Fatalf("one partner twice: blackholed=%v score=%v", ok, f.m.Score(netip.MustParseAddr(addr)))
+	}
+	// A report from before the window does not count.
+	old := time.Now().Add(-2 * time.Hour)
+	f.m.SubmitReports(ctx, b, []Report{{Address: addr, ObservedAt: old}})
+	if _, ok := f.m.Lookup(pfx(addr)); ok {
+		t.Fatal("a report older than the window counted")
+	}
+	// A second partner within the window does.
+	f.m.SubmitReports(ctx, b, []Report{{Address: addr, Kind: "spam", Count: 12, Evidence: "Received: ..."}})
+	bh, ok := f.m.Lookup(pfx(addr))
+	if !ok || bh.Origin != "reports" || bh.ExpiresAt.Sub(bh.CreatedAt) != 6*time.Hour {
+		t.Fatalf("two partners: blackhole = %+v, %v; want origin reports, ttl 6h", bh, ok)
+	}
+	f.announced(addr + "/32")
+	// Partial batch: invalid ones rejected by index, the rest stored.
+	n, rej, err := f.m.SubmitReports(ctx, a, []Report{{Address: "198.51.100.21"}, {Address: "not-an-ip"},
+		{Address: "198.51.100.0/24"}, {Address: "2001:db8::9", ObservedAt: time.Now().Add(time.Hour)}, {Address: ""}})
+	if err != nil || n != 1 || len(rej) != 4 || rej[0].Index != 1 || rej[1].Index != 2 || rej[2].Index != 3 || rej[3].Index != 4 {
+		t.Fatalf("partial batch = %d, %+v, %v", n, rej, err)
+	}
+	o, score, active, err := f.m.Offender(ctx, netip.MustParseAddr(addr))
+	if err != nil || len(o.Reports) != 4 || score != 1 || active == nil {
+		t.Fatalf("offender = %+v, score %v, active %v, %v", o, score, active, err)
+	}
+}
+
+func TestDetectedDoublesTTLAndShadowMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	f := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	src := netip.MustParseAddr("198.51.100.66")
+	d := Detection{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25}, TTL: time.Hour,
+		Source: src, DistinctDestinations: 150, EstimatedPackets: 40000, Window: 10 * time.Minute,
+		FirstSeen: time.Now().Add(-time.Minute), LastSeen: time.Now(), Examples: []netip.Addr{netip.MustParseAddr("192.0.2.25")}}
+	b, err := f.m.Detected(ctx, d)
+	if err != nil || b == nil || b.Origin != "detector:smtp-fanout" || b.ExpiresAt.Sub(b.CreatedAt) != time.Hour {
+		t.Fatalf("first detection = %+v, %v", b, err)
+	}
+	// Already blackholed: evidence recorded, not re-added.
+	if b2, err := f.m.Detected(ctx, d); err != nil || b2.CreatedAt != b.CreatedAt {
+		t.Fatalf("second detection while active = %+v, %v", b2, err)
+	}
+	f.m.Remove(ctx, RemoveRequest{Prefix: pfx("198.51.100.66"), Actor: "noc"})
+	f.close()
+	// The offense count survives a restart: the repeat gets double.
+	f2 := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	b3, err := f2.m.Detected(ctx, d)
+	if err != nil || b3.ExpiresAt.Sub(b3.CreatedAt) != 2*time.Hour {
+		t.Fatalf("repeat offense = %+v, %v; want TTL 2h", b3, err)
+	}
+	// Shadow rule: evidence only.
+	shadow := d
+	shadow.Rule, shadow.Action, shadow.Source = "worm-scan", "log", netip.MustParseAddr("198.51.100.67")
+	if b4, err := f2.m.Detected(ctx, shadow); err != nil || b4 != nil {
+		t.Fatalf("shadow detection = %+v, %v", b4, err)
+	}
+	f2.announced("198.51.100.66/32")
+	ev, err := f2.m.Offenders(ctx, true, 10)
+	if err != nil || len(ev) != 1 || ev[0].Address != shadow.Source || ev[0].Rule != "worm-scan" {
+		t.Fatalf("shadow offenders = %+v, %v", ev, err)
+	}
+	o, _, _, _ := f2.m.Offender(ctx, src)
+	if o.Offenses != 2 || len(o.Evidence) != 3 || o.Evidence[0].DistinctDestinations != 150 {
+		t.Fatalf("offender = %+v", o)
+	}
+}
+
+func TestConcurrentAddsShareCommitsAndOrder(t *testing.T) {
+	pol := testPolicy()
+	pol.MaxActive = 10000
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), pol, ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(w), 0, byte(i)}), 32)
+				if _, _, err := f.m.Add(ctx, Request{Prefix: p, Actor: "t"}); err != nil {
+					t.Error(err)
+				}
+				if i%2 == 0 {
+					if _, err := f.m.Remove(ctx, RemoveRequest{Prefix: p, Actor: "t"}); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(f.m.Active()); n != 16*25 {
+		t.Fatalf("active = %d, want %d", n, 16*25)
+	}
+	var want []string
+	for _, b := range f.m.Active() {
+		want = append(want, b.Prefix.String())
+	}
+	f.announced(want...)
+	stored, _ := f.db.ActiveBlackholes(ctx)
+	if len(stored) != 16*25 {
+		t.Fatalf("stored active = %d", len(stored))
+	}
+}

@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var netipEqual = cmp.Options{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+func openTest(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func bh(p string, exp time.Time) Blackhole {
+	return Blackhole{Prefix: netip.MustParsePrefix(p), Origin: "operator:noc", Reason: "test",
+		CreatedAt: exp.Add(-time.Hour), ExpiresAt: exp}
+}
+
+func TestOpenMigratesAndUsesWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rtbh.db")
+	db := openTest(t, path)
+	v, err := db.SchemaVersion(context.Background())
+	if err != nil || v != len(migrations) {
+		t.Fatalf("schema version = %d, %v; want %d", v, err, len(migrations))
+	}
+	var mode string
+	if err := db.r.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v", mode, err)
+	}
+	db.Close()
+	// Reopening applies nothing and keeps the version.
+	db2 := openTest(t, path)
+	if v, _ := db2.SchemaVersion(context.Background()); v != len(migrations) {
+		t.Fatalf("version after reopen = %d", v)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rtbh.db")
+	db := openTest(t, path)
+	if _, err := db.w.Exec("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(path, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("opening a database with a newer schema succeeded")
+	}
+}
+
+func TestBlackholeLifecycleSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rtbh.db")
+	db := openTest(t, path)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	a, b := bh("198.51.100.7/32", now.Add(time.Hour)), bh("2001:db8::1/128", now.Add(2*time.Hour))
+	for _, x := range []Blackhole{a, b} {
+		if err := db.Commit(&Write{Op: BlackholeInsert, Blackhole: x, At: now,
+			Audit: []AuditEntry{{Actor: "noc", Action: "add", Prefix: x.Prefix.String()}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.ExpiresAt = now.Add(3 * time.Hour)
+	if err := db.Commit(&Write{Op: BlackholeExtend, Blackhole: a, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Commit(&Write{Op: BlackholeEnd, Blackhole: b, EndReason: "removed", At: now,
+		Audit: []AuditEntry{{Actor: "noc", Action: "remove", Prefix: b.Prefix.String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Ending it twice fails: it is no longer active.
+	if err := db.Commit(&Write{Op: BlackholeEnd, Blackhole: b, EndReason: "removed", At: now}); err == nil {
+		t.Fatal("ending an inactive entry succeeded")
+	}
+	db.Close()
+
+	db = openTest(t, path)
+	got, err := db.ActiveBlackholes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Blackhole{a}, got, netipEqual); diff != "" {
+		t.Fatalf("active after reopen (-want +got):\n%s", diff)
+	}
+	log, err := db.AuditLog(context.Background(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range log {
+		actions = append(actions, e.Action+" "+e.Prefix)
+	}
+	want := []string{"add 198.51.100.7/32", "add 2001:db8::1/128", "remove 2001:db8::1/128"}
+	if diff := cmp.Diff(want, actions); diff != "" {
+		t.Fatalf("audit (-want +got):\n%s", diff)
+	}
+}
+
+// A failing write in a group commit does not undo the others in the same
+// transaction, and a failing write's audit row is not stored either.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	now := time.Now().UTC()
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i / 256), byte(i)}), 32)
+			w := &Write{Op: BlackholeInsert, Blackhole: bh(p.String(), now.Add(time.Hour)), At: now,
+				Audit: []AuditEntry{{Actor: "t", Action: "add", Prefix: p.String()}}}
+			if i%10 == 0 {
+				// Extending an entry that does not exist fails.
+				w.Op = BlackholeExtend
+			}
+			errs[i] = db.Commit(w)
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		if (i%10 == 0) != (err != nil) {
+			t.Fatalf("write %d: err = %v", i, err)
+		}
+		if err != nil {
+			failed++
+		}
+	}
+	active, _ := db.ActiveBlackholes(context.Background())
+	audit, _ := db.AuditLog(context.Background(), "", 0)
+	if len(active) != n-failed || len(audit) != n-failed {
+		t.Fatalf("active = %d, audit = %d, want %d each", len(active), len(audit), n-failed)
+	}
+}
+
+func TestEvidenceReportsAndOffenses(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	addr := netip.MustParseAddr("198.51.100.9")
+	ev := Evidence{Address: addr, Rule: "smtp-fanout", Action: "log", Protocol: "tcp", DstPorts: []uint16{25, 465},
+		DistinctDestinations: 120, EstimatedPackets: 5000, EstimatedConnections: 900, Window: 10 * time.Minute,
+		FirstSeen: now.Add(-time.Minute), LastSeen: now, RecordedAt: now,
+		Examples: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::25")}}
+	rep := Report{Address: addr, Reporter: "isp-b", Trust: 0.5, Kind: "spam", ObservedAt: now.Add(-time.Hour),
+		Count: 3, Evidence: "Received: from ...", ReceivedAt: now}
+	if err := db.Commit(&Write{At: now, Evidence: &ev, Offense: addr, Reports: []Report{rep}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Commit(&Write{At: now, Offense: addr}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := db.Offender(ctx, addr, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Offender{Address: addr, Evidence: []Evidence{ev}, Reports: []Report{rep}, Offenses: 2}
+	if diff := cmp.Diff(want, o, netipEqual); diff != "" {
+		t.Fatalf("offender (-want +got):\n%s", diff)
+	}
+	shadow, err := db.RecentEvidence(ctx, true, 10)
+	if err != nil || len(shadow) != 1 {
+		t.Fatalf("shadow evidence = %v, %v", shadow, err)
+	}
+	since, err := db.ReportsSince(ctx, now.Add(-30*time.Minute))
+	if err != nil || len(since) != 0 {
+		t.Fatalf("reports since 30m ago = %v, %v; want none", since, err)
+	}
+}
+
+func TestSubmitAfterClose(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	db.Close()
+	if err := db.Commit(&Write{At: time.Now()}); err != ErrClosed {
+		t.Fatalf("commit after close = %v, want ErrClosed", err)
+	}
+}
