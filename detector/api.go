@@ -17,11 +17,11 @@ import (
 type Kind int
 
 const (
-	KindInvalid      Kind = iota + 1 // malformed prefix, host bits, TTL <= 0      -> INVALID_ARGUMENT
-	KindPolicy                       // too short, never_blackhole overlap          -> FAILED_PRECONDITION
-	KindScope                        // outside the caller's prefixes               -> PERMISSION_DENIED
-	KindLimit                        // max_active reached                          -> RESOURCE_EXHAUSTED
-	KindNotFound                     // remove of a prefix that is not active       -> NOT_FOUND
+	KindInvalid  Kind = iota + 1 // malformed prefix, host bits, TTL <= 0      -> INVALID_ARGUMENT
+	KindPolicy                   // too short, never_blackhole overlap          -> FAILED_PRECONDITION
+	KindScope                    // outside the caller's prefixes               -> PERMISSION_DENIED
+	KindLimit                    // max_active reached                          -> RESOURCE_EXHAUSTED
+	KindNotFound                 // remove of a prefix that is not active       -> NOT_FOUND
 )
 
 // Error is a refusal of the decision path.
