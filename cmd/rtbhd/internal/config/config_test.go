@@ -1,0 +1,358 @@
+package config
+
+import (
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from the current output (review the diff!)")
+
+// exampleConfig is the documented example shipped in deploy/.
+const exampleConfig = "../../../../deploy/rtbhd.yaml"
+
+// cmpOpts compares netip values by their comparable representation.
+var cmpOpts = []cmp.Option{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+func TestBad(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no testdata/bad/*.yaml files")
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			cfg, err := Load(f)
+			if err == nil {
+				t.Fatalf("Load succeeded, want errors; got %+v", cfg)
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error is %T, want config.Errors: %v", err, err)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".err"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("errors differ from %s (-want +got):\n%s", golden, diff)
+			}
+			if n := strings.Count(got, "\n"); n != len(errs) {
+				t.Errorf("%d lines for %d errors", n, len(errs))
+			}
+			for _, e := range errs {
+				if e.Path == "" && !strings.Contains(name, "syntax") && !strings.Contains(name, "documents") {
+					t.Errorf("error without a key path: %v", e)
+				}
+			}
+		})
+	}
+}
+
+func TestMinimalGetsDefaults(t *testing.T) {
+	got, err := Load("testdata/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spelled out from SPEC.md, not from defaults(), so that a changed
+	// default fails here.
+	want := &Config{
+		Store: Store{Path: "rtbhd.db"},
+		BGP: BGP{
+			ASN:             64500,
+			RouterID:        netip.MustParseAddr("192.0.2.254"),
+			ListenAddress:   "0.0.0.0",
+			ListenPort:      179,
+			NextHopV4:       netip.MustParseAddr("192.0.2.1"),
+			NextHopV6:       netip.MustParseAddr("100::1"),
+			GracefulRestart: true,
+		},
+		Policy: Policy{
+			MaxActive:      10000,
+			DefaultTTL:     time.Hour,
+			MaxTTL:         168 * time.Hour,
+			MinPrefixLenV4: 32,
+			MinPrefixLenV6: 128,
+		},
+		SFlow: SFlow{Listen: "0.0.0.0:6343"},
+		Detector: Detector{
+			Window:            10 * time.Minute,
+			MaxTrackedSources: 1000000,
+			Rules: []Rule{{
+				Name:            "smtp-fanout",
+				Protocol:        "tcp",
+				DstPorts:        []uint16{25},
+				MinDestinations: 20,
+				MinPackets:      1000,
+				TTL:             time.Hour,
+				Action:          "blackhole",
+			}},
+		},
+		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour},
+		API:     API{Listen: "127.0.0.1:50051"},
+		Metrics: Metrics{Listen: "127.0.0.1:9180"},
+	}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("minimal config (-want +got):\n%s", diff)
+	}
+}
+
+func TestFull(t *testing.T) {
+	got, err := Load("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	want := &Config{
+		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db"},
+		BGP: BGP{
+			ASN:           4200000000,
+			RouterID:      netip.MustParseAddr("10.0.0.1"),
+			ListenAddress: "::",
+			ListenPort:    1179,
+			NextHopV4:     netip.MustParseAddr("192.0.2.66"),
+			NextHopV6:     netip.MustParseAddr("2001:db8:ffff::1"),
+			Neighbors: []Neighbor{
+				{
+					Address:          netip.MustParseAddr("10.0.0.2"),
+					ASN:              4200000000,
+					Role:             RoleBorder,
+					Port:             11179,
+					Passive:          true,
+					Multihop:         2,
+					Password:         "s3cret",
+					Communities:      []string{"65535:666", "64500:9999"},
+					LargeCommunities: []string{"4200000000:666:0"},
+					MaxRoutes:        500,
+				},
+				{
+					Address: netip.MustParseAddr("2001:db8::2"),
+					ASN:     64511,
+					Role:    RolePeer,
+					Port:    179,
+				},
+			},
+		},
+		Policy: Policy{
+			OwnPrefixes:    pfx("198.51.100.0/24", "2001:db8::/32"),
+			NeverBlackhole: pfx("198.51.100.53/32", "198.51.100.0/30"),
+			MaxActive:      20,
+			DefaultTTL:     30 * time.Minute,
+			MaxTTL:         48 * time.Hour,
+			MinPrefixLenV4: 24,
+			MinPrefixLenV6: 64,
+		},
+		SFlow: SFlow{Listen: "[::1]:16343", Agents: pfx("192.0.2.11/32", "10.1.0.0/16")},
+		Detector: Detector{
+			SubscriberPrefixes: pfx("198.51.100.128/25"),
+			Window:             5 * time.Minute,
+			MaxTrackedSources:  5000,
+			Rules: []Rule{
+				{
+					Name:            "smtp-fanout",
+					Protocol:        ProtocolTCP,
+					DstPorts:        []uint16{25, 587},
+					MinDestinations: 50,
+					MinPackets:      0,
+					Exempt:          pfx("198.51.100.25/32"),
+					TTL:             2 * time.Hour,
+					Action:          ActionLog,
+				},
+				{
+					// Unset keys of a rule take the smtp-fanout values.
+					Name:            "telnet-worm",
+					Protocol:        ProtocolUDP,
+					DstPorts:        []uint16{23},
+					MinDestinations: 20,
+					MinPackets:      1000,
+					TTL:             time.Hour,
+					Action:          ActionBlackhole,
+				},
+			},
+		},
+		Reports: Reports{Window: 12 * time.Hour, Threshold: 2.5, TTL: 3 * time.Hour},
+		API: API{
+			Listen: "0.0.0.0:50052",
+			TLS:    TLS{Cert: "/etc/rtbhd/server.crt", Key: "/etc/rtbhd/server.key", ClientCA: "ca.crt"},
+			Clients: []Client{
+				{Name: "noc", Role: RoleOperator, TokenSHA256: [32]byte{31: 1}, HasToken: true, Trust: 0.5, Rate: 10},
+				{
+					Name: "partner-a", Role: RolePartner, CertName: "rtbh.partner-a.example",
+					Prefixes: pfx("203.0.113.0/24"), Trust: 0.25, Rate: 50,
+				},
+			},
+		},
+		Metrics: Metrics{Listen: ""},
+	}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("full config (-want +got):\n%s", diff)
+	}
+}
+
+func TestRules(t *testing.T) {
+	base := "bgp: {asn: 64500, router_id: 192.0.2.254, neighbors: []}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"absent", "", []string{"smtp-fanout"}},
+		{"section without rules", "detector: {window: 1m}\n", []string{"smtp-fanout"}},
+		{"explicit empty list", "detector: {rules: []}\n", nil},
+		{"null", "detector:\n  rules:\n", nil},
+		{"replaced", "detector: {rules: [{name: a}, {name: b}]}\n", []string{"a", "b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(base + tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range cfg.Detector.Rules {
+				got = append(got, r.Name)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("rule names (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestExample(t *testing.T) {
+	cfg, err := Load(exampleConfig)
+	if err != nil {
+		t.Fatalf("the shipped example does not load:\n%v", err)
+	}
+	// The example must run unprivileged on a developer machine and dial
+	// nobody.
+	if cfg.BGP.ListenPort < 1024 {
+		t.Errorf("bgp.listen_port = %d, want an unprivileged port", cfg.BGP.ListenPort)
+	}
+	for _, nb := range cfg.BGP.Neighbors {
+		if !nb.Passive {
+			t.Errorf("neighbor %s is not passive: the example would dial out", nb.Address)
+		}
+	}
+	for key, hp := range map[string]string{"api.listen": cfg.API.Listen, "sflow.listen": cfg.SFlow.Listen, "metrics.listen": cfg.Metrics.Listen} {
+		if !isLoopback(hp) {
+			t.Errorf("%s = %q, want a loopback address", key, hp)
+		}
+	}
+	if filepath.IsAbs(cfg.Store.Path) {
+		t.Errorf("store.path = %q, want a path in the working directory", cfg.Store.Path)
+	}
+	// The documented token must match its hash.
+	var noc *Client
+	for i := range cfg.API.Clients {
+		if cfg.API.Clients[i].Name == "noc" {
+			noc = &cfg.API.Clients[i]
+		}
+	}
+	if noc == nil || noc.Role != RoleOperator || !noc.HasToken {
+		t.Fatalf("no operator client noc with a token: %+v", cfg.API.Clients)
+	}
+	if noc.TokenSHA256 != sha256.Sum256([]byte("change-me")) {
+		t.Errorf("noc's token_sha256 is not the SHA-256 of the documented token change-me")
+	}
+	raw, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "change-me") {
+		t.Errorf("the example does not document its token")
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load of a missing file: %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	for _, tc := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{Path: "bgp.neighbors[1].address", Line: 12, Msg: "bad"}, "bgp.neighbors[1].address: line 12: bad"},
+		{Error{Path: "bgp.asn", Msg: "bad"}, "bgp.asn: bad"},
+		{Error{Line: 3, Msg: "bad"}, "line 3: bad"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, p := range []string{"testdata/minimal.yaml", "testdata/full.yaml", exampleConfig} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
+	for _, p := range bad {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("Parse returned config %v and error %v: want exactly one", cfg != nil, err)
+		}
+		if err != nil {
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("error is not a non-empty Errors: %#v", err)
+			}
+			return
+		}
+		// Properties every accepted config has.
+		if cfg.BGP.ASN == 0 || !cfg.BGP.RouterID.Is4() {
+			t.Fatalf("accepted config with asn %d router_id %s", cfg.BGP.ASN, cfg.BGP.RouterID)
+		}
+		if cfg.Policy.DefaultTTL <= 0 || cfg.Policy.DefaultTTL > cfg.Policy.MaxTTL {
+			t.Fatalf("accepted default_ttl %s max_ttl %s", cfg.Policy.DefaultTTL, cfg.Policy.MaxTTL)
+		}
+		if cfg.API.TLS.Cert == "" && !isLoopback(cfg.API.Listen) {
+			t.Fatalf("accepted plaintext API on %q", cfg.API.Listen)
+		}
+		for _, nb := range cfg.BGP.Neighbors {
+			if !nb.Address.IsValid() || nb.ASN == 0 || (nb.Role != RoleBorder && nb.Role != RolePeer) {
+				t.Fatalf("accepted neighbor %+v", nb)
+			}
+		}
+	})
+}
