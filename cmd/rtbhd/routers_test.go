@@ -1,0 +1,216 @@
+package main
+
+// End-to-end with real routers: rtbhd as a process, BIRD 2 as a border
+// router and FRR bgpd as a peer ISP, all on loopback.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+)
+
+var (
+	speakerAddr = netip.MustParseAddr("127.0.30.1")
+	birdAddr    = netip.MustParseAddr("127.0.30.2")
+	frrAddr     = netip.MustParseAddr("127.0.30.3")
+)
+
+// routerSetup starts rtbhd (BIRD as border neighbor, optionally FRR as peer)
+// and the routers, and waits for the sessions.
+func routerSetup(t *testing.T, withFRR bool, speaker netip.Addr, bird, frr netip.Addr) (*daemon, *routertest.BIRD, *routertest.FRR) {
+	t.Helper()
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      passive: true
+      communities: ["65535:666"]
+      large_communities: ["64500:666:0"]`, bird)
+	if withFRR {
+		cfg.Neighbors += fmt.Sprintf(`
+    - address: %s
+      asn: 64502
+      role: peer
+      passive: true
+      communities: ["64502:666"]`, frr)
+	}
+	d := startDaemon(t, cfg)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: bird, LocalASN: 64501, PeerAddr: speaker,
+		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true})
+	var f *routertest.FRR
+	if withFRR {
+		f = routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: frr, LocalASN: 64502, PeerAddr: speaker,
+			PeerPort: cfg.BGPPort, PeerASN: 64500})
+		f.WaitEstablished(20 * time.Second)
+	}
+	b.WaitEstablished(20 * time.Second)
+	return d, b, f
+}
+
+func ctl(t *testing.T, d *daemon, args ...string) string {
+	t.Helper()
+	out, errOut, code := rtbhctl(t, d, args...)
+	if code != 0 {
+		t.Fatalf("rtbhctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// within fails the test when more than max passed since start.
+func within(t *testing.T, what string, start time.Time, max time.Duration) {
+	t.Helper()
+	took := time.Since(start)
+	t.Logf("%s: %s", what, took.Round(time.Millisecond))
+	if took > max {
+		t.Errorf("%s took %s, want <= %s", what, took.Round(time.Millisecond), max)
+	}
+}
+
+func TestRoutersEndToEnd(t *testing.T) {
+	d, bird, frr := routerSetup(t, true, speakerAddr, birdAddr, frrAddr)
+	own := netip.MustParsePrefix("198.51.100.7/32")
+	foreign := netip.MustParsePrefix("203.0.113.9/32")
+	v6 := netip.MustParsePrefix("2001:db8::7/128")
+
+	// An own-space /32: BIRD gets it tagged and resolved to blackhole, FRR
+	// (a peer ISP) gets it with its own community.
+	start := time.Now()
+	ctl(t, d, "add", "--ttl", "1h", "--reason", "zombie", "198.51.100.7")
+	r := bird.WaitRoute(own, 5*time.Second, nil)
+	within(t, "add -> route on BIRD", start, time.Second)
+	for _, c := range []string{"65535:666", "65535:65281"} {
+		if !r.HasCommunity(c) {
+			t.Errorf("BIRD route communities = %v, want %s", r.Communities, c)
+		}
+	}
+	if !r.HasLargeCommunity("64500:666:0") || !r.Blackhole || r.NextHop != netip.MustParseAddr("192.0.2.1") || r.Origin != "IGP" {
+		t.Errorf("BIRD route = %+v, want large community 64500:666:0, blackhole via 192.0.2.1, origin IGP", r)
+	}
+	fr := frr.WaitRoute(own, 5*time.Second, nil)
+	if !fr.HasCommunity("64502:666") || !fr.HasCommunity("65535:65281") || fr.HasCommunity("65535:666") {
+		t.Errorf("FRR route communities = %v, want 64502:666 and no-export only", fr.Communities)
+	}
+
+	// Outside own_prefixes: BIRD only, never the peer.
+	ctl(t, d, "add", "--reason", "reported by partner", "203.0.113.9")
+	bird.WaitRoute(foreign, 5*time.Second, nil)
+	frr.NeverRoute(foreign, 2*time.Second)
+
+	// IPv6 /128 over the same session, into BIRD's IPv6 table.
+	ctl(t, d, "add", "--reason", "v6 zombie", "2001:db8::7")
+	r6 := bird.WaitRoute(v6, 5*time.Second, nil)
+	if !r6.Blackhole || r6.NextHop != netip.MustParseAddr("100::1") || !r6.HasCommunity("65535:65281") {
+		t.Errorf("BIRD IPv6 route = %+v, want blackhole via 100::1 with no-export", r6)
+	}
+
+	// remove withdraws from both within a second.
+	start = time.Now()
+	ctl(t, d, "remove", "--reason", "cleaned", "198.51.100.7")
+	bird.WaitNoRoute(own, 5*time.Second)
+	frr.WaitNoRoute(own, 5*time.Second)
+	within(t, "remove -> withdrawn from BIRD and FRR", start, time.Second)
+
+	// A 3 s TTL disappears within about a second of its expiry.
+	c := dial(t, d.apiAddr(), testToken)
+	resp, err := c.bh.AddBlackhole(context.Background(), &rtbhv1.AddBlackholeRequest{
+		Prefix: "198.51.100.8", Ttl: durationpb.New(3 * time.Second), Reason: "short"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := netip.MustParsePrefix("198.51.100.8/32")
+	bird.WaitRoute(short, 2*time.Second, nil)
+	frr.WaitRoute(short, 2*time.Second, nil)
+	expires := resp.Blackhole.ExpiresAt.AsTime()
+	bird.WaitNoRoute(short, time.Until(expires)+5*time.Second)
+	frr.WaitNoRoute(short, 2*time.Second)
+	if late := time.Since(expires); late > 1200*time.Millisecond {
+		t.Errorf("3 s TTL withdrawn %s after expires_at, want about 1 s at most", late.Round(time.Millisecond))
+	} else {
+		t.Logf("3 s TTL withdrawn %s after expires_at", late.Round(time.Millisecond))
+	}
+
+	// The CLI sees the sessions.
+	out := ctl(t, d, "neighbors")
+	if strings.Count(strings.ToLower(out), "established") != 2 {
+		t.Errorf("rtbhctl neighbors shows not both established:\n%s", out)
+	}
+	d.stop()
+}
+
+// birdSet returns the IPv4 and IPv6 prefixes BIRD holds from rtbhd.
+func birdSet(t *testing.T, b *routertest.BIRD) []string {
+	t.Helper()
+	var out []string
+	for _, fam := range []routertest.Family{routertest.IPv4, routertest.IPv6} {
+		rs, err := b.Routes(fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			out = append(out, r.Prefix.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitBirdSet(t *testing.T, b *routertest.BIRD, want []string, timeout time.Duration) {
+	t.Helper()
+	slices.Sort(want)
+	var got []string
+	if !routertest.Poll(timeout, func() bool { got = birdSet(t, b); return slices.Equal(got, want) }) {
+		t.Fatalf("BIRD holds %v, want exactly %v", got, want)
+	}
+}
+
+// SIGTERM leaves the routes on a graceful-restart router; kill -9 and a
+// restart leave BIRD with exactly the set that was active: nothing lost,
+// nothing resurrected, nothing kept past its expiry.
+func TestRestartsKeepExactlyTheActiveSet(t *testing.T) {
+	d, bird, _ := routerSetup(t, false, netip.MustParseAddr("127.0.31.1"), netip.MustParseAddr("127.0.31.2"), netip.Addr{})
+	active := []string{"198.51.100.10/32", "198.51.100.11/32", "2001:db8::10/128"}
+	for _, p := range active {
+		ctl(t, d, "add", "--ttl", "2h", "--reason", "keep", p)
+	}
+	ctl(t, d, "add", "--reason", "gone", "198.51.100.12")
+	ctl(t, d, "remove", "198.51.100.12")
+	waitBirdSet(t, bird, active, 5*time.Second)
+
+	// SIGTERM: no Cease, BIRD keeps the routes as stale.
+	d.stop()
+	time.Sleep(time.Second)
+	if got := birdSet(t, bird); !slices.Equal(got, active) {
+		t.Fatalf("after SIGTERM BIRD holds %v, want %v kept by graceful restart", got, active)
+	}
+
+	d = startDaemon(t, d.cfg)
+	bird.WaitEstablished(20 * time.Second)
+	waitBirdSet(t, bird, active, 10*time.Second)
+	ctl(t, d, "add", "--ttl", "2s", "--reason", "lapses while down", "198.51.100.13")
+	ctl(t, d, "add", "--ttl", "1h", "--reason", "added before the kill", "198.51.100.14")
+	want := append(slices.Clone(active), "198.51.100.14/32")
+	waitBirdSet(t, bird, append(slices.Clone(want), "198.51.100.13/32"), 5*time.Second)
+
+	d.kill9()
+	time.Sleep(2500 * time.Millisecond) // 198.51.100.13 expires while rtbhd is down
+	d = startDaemon(t, d.cfg)
+	bird.WaitEstablished(20 * time.Second)
+	waitBirdSet(t, bird, want, 15*time.Second)
+	// And it stays that way (no late resurrection).
+	time.Sleep(time.Second)
+	if got := birdSet(t, bird); !slices.Equal(got, want) {
+		t.Fatalf("BIRD holds %v a second later, want %v", got, want)
+	}
+	d.stop()
+}
