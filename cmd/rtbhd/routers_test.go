@@ -46,16 +46,24 @@ func routerSetup(t *testing.T, withFRR bool, speaker netip.Addr, bird, frr netip
       communities: ["64502:666"]`, frr)
 	}
 	d := startDaemon(t, cfg)
-	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: bird, LocalASN: 64501, PeerAddr: speaker,
-		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true})
+	b := startBIRDFor(t, bird, speaker, cfg.BGPPort)
 	var f *routertest.FRR
 	if withFRR {
 		f = routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: frr, LocalASN: 64502, PeerAddr: speaker,
 			PeerPort: cfg.BGPPort, PeerASN: 64500})
 		f.WaitEstablished(20 * time.Second)
 	}
-	b.WaitEstablished(20 * time.Second)
 	return d, b, f
+}
+
+// startBIRDFor starts BIRD as a graceful-restart border router (AS 64501)
+// peering with rtbhd at speaker:port and waits for the session.
+func startBIRDFor(t *testing.T, bird, speaker netip.Addr, port int) *routertest.BIRD {
+	t.Helper()
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: bird, LocalASN: 64501, PeerAddr: speaker,
+		PeerPort: port, PeerASN: 64500, GracefulRestart: true})
+	b.WaitEstablished(20 * time.Second)
+	return b
 }
 
 func ctl(t *testing.T, d *daemon, args ...string) string {

@@ -1,0 +1,134 @@
+package main
+
+// End-to-end detection: real sFlow from pmacct's sfprobe, replaying a pcap
+// the test writes, into rtbhd, with BIRD peered as a border router.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+)
+
+var samplesTotal = regexp.MustCompile(`(?m)^rtbh_sflow_samples_total (\S+)$`)
+
+func (d *daemon) samples() float64 {
+	m := samplesTotal.FindStringSubmatch(d.metrics())
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// trafficMix interleaves, packet by packet, what each host sends.
+func trafficMix() []sflowtest.Packet {
+	type host struct {
+		src   string
+		port  uint16
+		dsts  int
+		per   int // packets per destination
+		proto uint8
+	}
+	hosts := []host{
+		{"198.51.100.150", 25, 120, 20, sflowtest.ProtoTCP},  // the zombie: direct SMTP to 120 mail servers
+		{"198.51.100.140", 25, 120, 20, sflowtest.ProtoTCP},  // the ISP's MTA (exempt), same pattern
+		{"198.51.100.151", 443, 200, 10, sflowtest.ProtoTCP}, // a subscriber browsing the web
+		{"198.51.100.152", 587, 30, 40, sflowtest.ProtoTCP},  // a subscriber submitting mail on 587
+		{"198.51.100.10", 25, 120, 20, sflowtest.ProtoTCP},   // outside subscriber_prefixes, on tcp/25
+		{"198.51.100.153", 53, 2, 300, sflowtest.ProtoUDP},   // DNS to two resolvers
+	}
+	var pkts []sflowtest.Packet
+	for round := 0; ; round++ {
+		any := false
+		for _, h := range hosts {
+			if round >= h.dsts*h.per {
+				continue
+			}
+			any = true
+			d := round % h.dsts
+			dst := netip.AddrFrom4([4]byte{192, 0, 2, byte(1 + d)})
+			if h.port == 443 {
+				dst = netip.AddrFrom4([4]byte{203, 0, 113, byte(d)})
+			}
+			flags := uint8(sflowtest.TCPAck)
+			if round < h.dsts {
+				flags = sflowtest.TCPSyn
+			}
+			pkts = append(pkts, sflowtest.Packet{Src: netip.MustParseAddr(h.src), Dst: dst, Protocol: h.proto,
+				SrcPort: uint16(40000 + d), DstPort: h.port, TCPFlags: flags, PayloadLen: 40})
+		}
+		if !any {
+			return pkts
+		}
+	}
+}
+
+func TestDetectorEndToEndWithPmacct(t *testing.T) {
+	if sflowtest.PmacctPath() == "" {
+		t.Log("pmacctd not installed")
+	}
+	speaker, birdA := netip.MustParseAddr("127.0.32.1"), netip.MustParseAddr("127.0.32.2")
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.Subscribers = `"198.51.100.128/25"`
+	cfg.Rules = `    - name: smtp-fanout
+      protocol: tcp
+      dst_ports: [25]
+      min_destinations: 20
+      min_packets: 1000
+      exempt: ["198.51.100.140"]
+      ttl: 1h`
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      passive: true
+      communities: ["65535:666"]`, birdA)
+	d := startDaemon(t, cfg)
+	bird := startBIRDFor(t, birdA, speaker, cfg.BGPPort)
+
+	pkts := trafficMix()
+	pcap := filepath.Join(t.TempDir(), "traffic.pcap")
+	if err := sflowtest.WritePcap(pcap, pkts); err != nil {
+		t.Fatal(err)
+	}
+	const rate = 4
+	want := float64(len(pkts)) / rate * 0.9
+	zombie := netip.MustParsePrefix("198.51.100.150/32")
+	sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate, func() bool {
+		return d.samples() >= want
+	})
+	t.Logf("pcap: %d packets; rtbhd decoded %.0f samples at 1:%d", len(pkts), d.samples(), rate)
+
+	r := bird.WaitRoute(zombie, 5*time.Second, nil)
+	if !r.Blackhole || !r.HasCommunity("65535:666") || !r.HasCommunity("65535:65281") {
+		t.Errorf("zombie route on BIRD = %+v, want blackhole with 65535:666 and no-export", r)
+	}
+	time.Sleep(500 * time.Millisecond) // let any wrong decision reach BIRD too
+	if got := birdSet(t, bird); len(got) != 1 || got[0] != zombie.String() {
+		t.Fatalf("BIRD holds %v, want only the zombie %s", got, zombie)
+	}
+
+	c := dial(t, d.apiAddr(), testToken)
+	o, err := c.st.GetOffender(context.Background(), &rtbhv1.GetOffenderRequest{Address: "198.51.100.150"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Offender.Evidence) == 0 || o.Offender.Blackhole == nil || o.Offender.Blackhole.Origin != "detector:smtp-fanout" {
+		t.Fatalf("offender = %v, want evidence and an active detector:smtp-fanout blackhole", o.Offender)
+	}
+	ev := o.Offender.Evidence[0]
+	if ev.DistinctDestinations < 20 || ev.EstimatedPackets < 1000 || len(ev.ExampleDestinations) == 0 {
+		t.Errorf("evidence = %v, want >= 20 destinations, >= 1000 packets, examples", ev)
+	}
+	out := ctl(t, d, "offender", "198.51.100.150")
+	t.Logf("rtbhctl offender:\n%s", out)
+}
