@@ -1,0 +1,205 @@
+package bgp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Role says which routes a neighbor gets.
+type Role string
+
+const (
+	// RoleBorder neighbors (the ISP's own border routers) get every route.
+	RoleBorder Role = "border"
+	// RolePeer neighbors (other ISPs) get only routes inside Config.OwnPrefixes.
+	RolePeer Role = "peer"
+)
+
+// Config is the speaker's configuration (the bgp section of rtbhd's config
+// plus the policy keys the speaker acts on).
+type Config struct {
+	ASN      uint32
+	RouterID netip.Addr // IPv4
+	// ListenAddress is the address to accept sessions on; "" = do not
+	// listen, connect out only. A specific address is also used as the
+	// local address of outgoing sessions of the same family.
+	ListenAddress string
+	ListenPort    int // used when ListenAddress != ""; 0 = 179
+
+	NextHopV4       netip.Addr
+	NextHopV6       netip.Addr
+	GracefulRestart bool
+	Neighbors       []Neighbor
+
+	// OwnPrefixes is the ISP's own space: RolePeer neighbors get only
+	// routes inside it.
+	OwnPrefixes []netip.Prefix
+	// DefaultMaxRoutes caps the routes sent to a neighbor whose MaxRoutes
+	// is 0 (policy.max_active). 0 = no cap.
+	DefaultMaxRoutes int
+}
+
+// Neighbor is one BGP session.
+type Neighbor struct {
+	Address  netip.Addr
+	ASN      uint32 // == Config.ASN for iBGP
+	Role     Role
+	Port     uint16 // remote TCP port, 0 = 179
+	Passive  bool   // wait for the router to connect
+	Multihop uint8  // eBGP multihop TTL, 0 = default
+	Password string // TCP MD5
+	// Communities ("65535:666") and LargeCommunities ("64500:666:0") are
+	// added to every route sent to this neighbor.
+	Communities      []string
+	LargeCommunities []string
+	MaxRoutes        int // 0 = Config.DefaultMaxRoutes
+}
+
+// GracefulRestartTime is the restart time advertised in the graceful
+// restart capability: how long routers keep our routes as stale.
+const GracefulRestartTime = 120
+
+func (n Neighbor) port() uint16 {
+	if n.Port == 0 {
+		return 179
+	}
+	return n.Port
+}
+
+func (c *Config) listenPort() int {
+	if c.ListenPort == 0 {
+		return 179
+	}
+	return c.ListenPort
+}
+
+// maxRoutes is the effective cap for n, 0 = none.
+func (c *Config) maxRoutes(n *Neighbor) int {
+	if n.MaxRoutes > 0 {
+		return n.MaxRoutes
+	}
+	return c.DefaultMaxRoutes
+}
+
+// Validate checks the configuration and returns every problem found, each
+// naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.ASN == 0 {
+		add("bgp asn: must not be 0")
+	}
+	if !c.RouterID.Is4() {
+		add("bgp router_id: %q is not an IPv4 address", c.RouterID)
+	}
+	if c.ListenAddress != "" {
+		if _, err := netip.ParseAddr(c.ListenAddress); err != nil {
+			add("bgp listen_address: %w", err)
+		}
+	}
+	if c.ListenPort < 0 || c.ListenPort > 65535 {
+		add("bgp listen_port: %d out of range", c.ListenPort)
+	}
+	if !c.NextHopV4.Is4() {
+		add("bgp next_hop_ipv4: %q is not an IPv4 address", c.NextHopV4)
+	}
+	if !c.NextHopV6.Is6() || c.NextHopV6.Is4In6() {
+		add("bgp next_hop_ipv6: %q is not an IPv6 address", c.NextHopV6)
+	}
+	if c.DefaultMaxRoutes < 0 {
+		add("policy max_active: must not be negative")
+	}
+	for i, p := range c.OwnPrefixes {
+		if !p.IsValid() || p != p.Masked() {
+			add("policy own_prefixes[%d]: %q is not a valid prefix without host bits", i, p)
+		}
+	}
+	seen := make(map[netip.Addr]bool)
+	for i, n := range c.Neighbors {
+		key := fmt.Sprintf("bgp neighbors[%d]", i)
+		if !n.Address.IsValid() || n.Address.Zone() != "" {
+			add("%s address: %q is not a valid address", key, n.Address)
+		} else if seen[n.Address.Unmap()] {
+			add("%s address: duplicate neighbor %s", key, n.Address)
+		}
+		seen[n.Address.Unmap()] = true
+		if n.ASN == 0 {
+			add("%s asn: must not be 0", key)
+		}
+		if n.Role != RoleBorder && n.Role != RolePeer {
+			add("%s role: %q is not border or peer", key, n.Role)
+		}
+		if n.MaxRoutes < 0 {
+			add("%s max_routes: must not be negative", key)
+		}
+		if n.Multihop > 0 && n.ASN == c.ASN {
+			add("%s multihop: only for eBGP neighbors", key)
+		}
+		for j, s := range n.Communities {
+			if _, err := ParseCommunity(s); err != nil {
+				add("%s communities[%d]: %w", key, j, err)
+			}
+		}
+		for j, s := range n.LargeCommunities {
+			if _, err := ParseLargeCommunity(s); err != nil {
+				add("%s large_communities[%d]: %w", key, j, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseCommunity parses a standard community "ASN:VALUE" (each 0..65535)
+// and returns it as a 32-bit value.
+func ParseCommunity(s string) (uint32, error) {
+	a, b, ok := strings.Cut(s, ":")
+	if !ok || strings.Contains(b, ":") {
+		return 0, fmt.Errorf("community %q: want ASN:VALUE, e.g. 65535:666", s)
+	}
+	hi, err1 := strconv.ParseUint(a, 10, 16)
+	lo, err2 := strconv.ParseUint(b, 10, 16)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("community %q: both parts must be numbers 0..65535", s)
+	}
+	return uint32(hi)<<16 | uint32(lo), nil
+}
+
+// LargeCommunity is an RFC 8092 large community.
+type LargeCommunity struct{ Global, Local1, Local2 uint32 }
+
+func (l LargeCommunity) String() string {
+	return fmt.Sprintf("%d:%d:%d", l.Global, l.Local1, l.Local2)
+}
+
+// ParseLargeCommunity parses "GLOBAL:LOCAL1:LOCAL2" (each 0..4294967295).
+func ParseLargeCommunity(s string) (LargeCommunity, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return LargeCommunity{}, fmt.Errorf("large community %q: want GLOBAL:LOCAL1:LOCAL2, e.g. 64500:666:0", s)
+	}
+	var v [3]uint32
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			return LargeCommunity{}, fmt.Errorf("large community %q: parts must be numbers 0..4294967295", s)
+		}
+		v[i] = uint32(n)
+	}
+	return LargeCommunity{v[0], v[1], v[2]}, nil
+}
+
+// eligible reports whether a neighbor of role r may receive p.
+func (c *Config) eligible(r Role, p netip.Prefix) bool {
+	if r != RolePeer {
+		return true
+	}
+	for _, own := range c.OwnPrefixes {
+		if own.Bits() <= p.Bits() && own.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}

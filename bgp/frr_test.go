@@ -1,0 +1,55 @@
+package bgp
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
+)
+
+// TestFRRPeerGetsOnlyOwnSpace: FRR bgpd as a peer ISP gets blackholes in
+// our own space, with its community, and never anything else.
+func TestFRRPeerGetsOnlyOwnSpace(t *testing.T) {
+	ctx := context.Background()
+	me, rtr := testAddr(t), testAddr(t)
+	port := freePort(t, me)
+	f := routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: rtr, LocalASN: 64502, PeerAddr: me, PeerPort: port, PeerASN: 64500})
+	s := newTestSpeaker(t, me, Config{
+		ListenAddress: me.String(), ListenPort: port, GracefulRestart: true,
+		OwnPrefixes: pfxs("198.51.100.0/24", "2001:db8::/32"),
+		Neighbors: []Neighbor{{
+			Address: rtr, ASN: 64502, Role: RolePeer, Passive: true,
+			Communities: []string{"64502:666"}, LargeCommunities: []string{"64502:666:0"},
+		}},
+	})
+	f.WaitEstablished(30 * time.Second)
+	own4, own6 := pfx("198.51.100.7/32"), pfx("2001:db8::7/128")
+	foreign4, foreign6 := pfx("203.0.113.9/32"), pfx("3fff::9/128")
+	if err := s.Announce(ctx, []netip.Prefix{foreign4, own4, own6, foreign6}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p  netip.Prefix
+		nh string
+	}{{own4, "192.0.2.1"}, {own6, "100::1"}} {
+		r := f.WaitRoute(tc.p, 5*time.Second, nil)
+		if r.NextHop != netip.MustParseAddr(tc.nh) || r.Origin != "IGP" || r.ASPath != "64500" ||
+			!slices.Equal(r.Communities, []string{"64502:666", "65535:65281"}) ||
+			!slices.Equal(r.LargeCommunities, []string{"64502:666:0"}) {
+			t.Errorf("FRR route %s: %+v", tc.p, r)
+		}
+	}
+	f.NeverRoute(foreign4, time.Second)
+	f.NeverRoute(foreign6, 10*time.Millisecond)
+	if n4, err := f.Count(routertest.IPv4); err != nil || n4 != 1 {
+		t.Errorf("FRR IPv4 routes = %d (%v), want 1", n4, err)
+	}
+	if err := s.Withdraw(ctx, []netip.Prefix{own4, own6}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitNoRoute(own4, time.Second)
+	f.WaitNoRoute(own6, time.Second)
+}

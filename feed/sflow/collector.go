@@ -1,0 +1,357 @@
+package sflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultListen        = "0.0.0.0:6343"
+	DefaultReceiveBuffer = 8 << 20
+	DefaultBatchSize     = 64
+	DefaultDatagramSize  = 9216
+)
+
+// Config configures a Collector.
+type Config struct {
+	// Listen is the UDP address to listen on, "host:port". A wildcard
+	// IPv4 address (0.0.0.0) or "[::]" accepts IPv4 and IPv6 agents.
+	Listen string
+	// Agents, when not empty, lists the prefixes datagrams must come from
+	// (by UDP source address); others are counted and dropped.
+	Agents []netip.Prefix
+	// ReceiveBuffer is the socket receive buffer in bytes. The kernel may
+	// clamp it (net.core.rmem_max); the collector then warns.
+	ReceiveBuffer int
+	// BatchSize is the number of datagrams read per recvmmsg call.
+	BatchSize int
+	// DatagramSize is the largest datagram accepted; longer ones are
+	// counted as malformed (truncated_datagram).
+	DatagramSize int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.ReceiveBuffer <= 0 {
+		c.ReceiveBuffer = DefaultReceiveBuffer
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.DatagramSize <= 0 {
+		c.DatagramSize = DefaultDatagramSize
+	}
+	if c.DatagramSize > 65535 {
+		c.DatagramSize = 65535
+	}
+	return c
+}
+
+// Stats are the collector's counters since it started.
+type Stats struct {
+	Datagrams   uint64 // valid datagrams decoded
+	Malformed   uint64 // datagrams rejected by the decoder
+	Denied      uint64 // datagrams from agents outside Config.Agents
+	Samples     uint64 // flow samples handed to the sink
+	SocketDrops uint64 // datagrams the kernel dropped (SO_RXQ_OVFL), if known
+	Batches     uint64 // recvmmsg calls that returned datagrams
+}
+
+// Collector receives sFlow datagrams on one UDP socket, decodes them and
+// hands the samples to a Sink.
+type Collector struct {
+	cfg    Config
+	sink   Sink
+	logger *slog.Logger
+
+	conn    *net.UDPConn
+	useXnet bool // read with x/net ReadBatch even where raw recvmmsg works (tests)
+
+	mu  sync.Mutex // guards dec
+	dec Decoder
+
+	stats struct {
+		datagrams, malformed, denied, samples, socketDrops, batches atomic.Uint64
+	}
+
+	mDatagramsOK, mMalformed, mDenied prometheus.Counter
+	mSamples                          prometheus.Counter
+	mErrors                           [numReasons]prometheus.Counter
+	mLost                             *prometheus.CounterVec
+	mRcvBuf                           prometheus.Gauge
+}
+
+// NewCollector returns a Collector for cfg that delivers samples to sink.
+// Its metrics are registered on reg (nil: not registered).
+func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) (*Collector, error) {
+	if sink == nil {
+		return nil, errors.New("creating sFlow collector: nil sink")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	for _, p := range cfg.Agents {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("creating sFlow collector: invalid agent prefix %v", p)
+		}
+	}
+	c := &Collector{cfg: cfg, sink: sink, logger: logger}
+
+	datagrams := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rtbh_sflow_datagrams_total",
+		Help: "sFlow datagrams received, by result (ok, malformed, agent_denied).",
+	}, []string{"result"})
+	c.mDatagramsOK = datagrams.WithLabelValues("ok")
+	c.mMalformed = datagrams.WithLabelValues("malformed")
+	c.mDenied = datagrams.WithLabelValues("agent_denied")
+	samples := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rtbh_sflow_samples_total",
+		Help: "sFlow flow samples decoded and handed to the detector.",
+	})
+	c.mSamples = samples
+	decodeErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rtbh_sflow_decode_errors_total",
+		Help: "sFlow datagrams rejected as malformed, by reason.",
+	}, []string{"reason"})
+	for _, r := range Reasons() {
+		c.mErrors[r] = decodeErrors.WithLabelValues(r.String())
+	}
+	c.mLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rtbh_sflow_lost_datagrams_total",
+		Help: "sFlow datagrams missing from an agent's sequence numbers.",
+	}, []string{"agent"})
+	socketDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "rtbh_sflow_socket_drops_total",
+		Help: "sFlow datagrams dropped by the kernel because the socket buffer was full (SO_RXQ_OVFL).",
+	}, func() float64 { return float64(c.stats.socketDrops.Load()) })
+	c.mRcvBuf = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "rtbh_sflow_receive_buffer_bytes",
+		Help: "Receive buffer of the sFlow socket as granted by the kernel.",
+	})
+	c.dec.newAgent = func(agent netip.Addr, _ uint32) lossCounter {
+		return c.mLost.WithLabelValues(agent.String())
+	}
+	if reg != nil {
+		for _, m := range []prometheus.Collector{datagrams, samples, decodeErrors, c.mLost, socketDrops, c.mRcvBuf} {
+			if err := reg.Register(m); err != nil {
+				return nil, fmt.Errorf("registering sFlow metrics: %w", err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Listen opens the UDP socket. Run calls it if it was not called before.
+func (c *Collector) Listen() error {
+	if c.conn != nil {
+		return errors.New("sFlow collector: already listening")
+	}
+	addr, err := net.ResolveUDPAddr("udp", c.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("resolving sFlow listen address %q: %w", c.cfg.Listen, err)
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for sFlow on %s: %w", c.cfg.Listen, err)
+	}
+	got, err := setReceiveBuffer(conn, c.cfg.ReceiveBuffer)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("setting sFlow receive buffer: %w", err)
+	}
+	c.mRcvBuf.Set(float64(got))
+	if got < c.cfg.ReceiveBuffer {
+		c.logger.Warn("kernel clamped the sFlow receive buffer; raise net.core.rmem_max",
+			"requested", c.cfg.ReceiveBuffer, "granted", got)
+	}
+	if err := enableDropCounter(conn); err != nil {
+		c.logger.Info("socket drop counter unavailable", "err", err)
+	}
+	c.conn = conn
+	c.logger.Info("listening for sFlow", "addr", c.Addr().String(), "receive_buffer", got)
+	return nil
+}
+
+// Addr returns the address the socket is bound to (zero before Listen).
+func (c *Collector) Addr() netip.AddrPort {
+	if c.conn == nil {
+		return netip.AddrPort{}
+	}
+	ap := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Stats returns the collector's counters.
+func (c *Collector) Stats() Stats {
+	return Stats{
+		Datagrams:   c.stats.datagrams.Load(),
+		Malformed:   c.stats.malformed.Load(),
+		Denied:      c.stats.denied.Load(),
+		Samples:     c.stats.samples.Load(),
+		SocketDrops: c.stats.socketDrops.Load(),
+		Batches:     c.stats.batches.Load(),
+	}
+}
+
+// Agents returns what the decoder knows about each agent.
+func (c *Collector) Agents() []AgentStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dec.Agents()
+}
+
+// DecodeErrors returns how many datagrams were rejected for reason r.
+func (c *Collector) DecodeErrors(r Reason) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dec.Errors(r)
+}
+
+// Run reads, decodes and delivers datagrams until ctx is done, then
+// closes the socket and returns nil. It runs the socket's reader in the
+// calling goroutine.
+func (c *Collector) Run(ctx context.Context) error {
+	if c.conn == nil {
+		if err := c.Listen(); err != nil {
+			return err
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	defer stop()
+	defer c.conn.Close()
+	err := c.read(ctx)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// batchCounts are counted locally per batch and added to metrics once.
+type batchCounts struct {
+	ok, malformed, denied, samples uint64
+}
+
+func (c *Collector) read(ctx context.Context) error {
+	size := c.cfg.DatagramSize + 1 // one spare byte detects truncation
+	batch := c.cfg.BatchSize
+	var reader datagramReader
+	if c.useXnet {
+		reader = newXnetReader(c.conn, batch, size)
+	} else {
+		r, err := newReader(c.conn, batch, size)
+		if err != nil {
+			return fmt.Errorf("setting up sFlow reader: %w", err)
+		}
+		reader = r
+	}
+	perDatagram := MaxSamples(c.cfg.DatagramSize)
+	samples := make([]Sample, max(batch*8, 256)+perDatagram)
+	fill := 0
+	var bc batchCounts
+	var lastDrops uint32
+	haveDrops := false
+	var reported [numReasons]uint64 // decode errors already added to metrics
+	for {
+		n, err := reader.readBatch()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return net.ErrClosed
+			}
+			c.logger.Warn("reading sFlow datagrams", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		bc = batchCounts{}
+		c.mu.Lock()
+		for i := range n {
+			payload, src, drops, ok := reader.datagram(i)
+			if ok {
+				lastDrops, haveDrops = drops, true
+			}
+			if len(c.cfg.Agents) > 0 && !c.allowed(src) {
+				bc.denied++
+				continue
+			}
+			if len(payload) >= size {
+				bc.malformed++
+				c.dec.errors[ReasonTruncatedDatagram]++
+				continue
+			}
+			k, err := c.dec.Decode(payload, samples[fill:])
+			if err != nil {
+				bc.malformed++
+				continue
+			}
+			bc.ok++
+			fill += k
+			if len(samples)-fill < perDatagram {
+				c.mu.Unlock()
+				c.sink.HandleSamples(samples[:fill])
+				c.mu.Lock()
+				bc.samples += uint64(fill)
+				fill = 0
+			}
+		}
+		if bc.malformed > 0 {
+			for r := ReasonNone + 1; r < numReasons; r++ {
+				if d := c.dec.errors[r] - reported[r]; d > 0 {
+					c.mErrors[r].Add(float64(d))
+					reported[r] = c.dec.errors[r]
+				}
+			}
+		}
+		c.mu.Unlock()
+		if fill > 0 {
+			c.sink.HandleSamples(samples[:fill])
+			bc.samples += uint64(fill)
+			fill = 0
+		}
+		c.commit(&bc)
+		if haveDrops {
+			c.stats.socketDrops.Store(uint64(lastDrops))
+		}
+	}
+}
+
+func (c *Collector) allowed(ip netip.Addr) bool {
+	for _, p := range c.cfg.Agents {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// commit adds one batch's counts to the stats and metrics.
+func (c *Collector) commit(bc *batchCounts) {
+	c.stats.batches.Add(1)
+	if bc.ok > 0 {
+		c.stats.datagrams.Add(bc.ok)
+		c.mDatagramsOK.Add(float64(bc.ok))
+	}
+	if bc.samples > 0 {
+		c.stats.samples.Add(bc.samples)
+		c.mSamples.Add(float64(bc.samples))
+	}
+	if bc.denied > 0 {
+		c.stats.denied.Add(bc.denied)
+		c.mDenied.Add(float64(bc.denied))
+	}
+	if bc.malformed > 0 {
+		c.stats.malformed.Add(bc.malformed)
+		c.mMalformed.Add(float64(bc.malformed))
+	}
+}
