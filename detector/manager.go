@@ -80,6 +80,8 @@ type Manager struct {
 	routeQ    []routeChange
 	routeWake chan struct{}
 	resync    bool // a write failed: rebuild state from the store
+
+	restored bool // Restore has run (guarded by mu)
 }
 
 type reportMark struct {
@@ -390,18 +392,36 @@ func (m *Manager) broadcast(ev Event) {
 	}
 }
 
-// Run expires entries on time and applies route changes until ctx ends.
-// At start it expires what ran out while rtbhd was down and announces the
-// rest.
-func (m *Manager) Run(ctx context.Context) error {
+// Restore expires what ran out while rtbhd was down (auditing it) and
+// announces every remaining entry. Call it before the BGP sessions start,
+// so that routers in graceful restart get the whole set before End-of-RIB
+// and never flush a blackhole that is still active.
+func (m *Manager) Restore(ctx context.Context) error {
 	m.expireDue()
 	m.mu.Lock()
-	all := make([]routeChange, 0, len(m.active))
+	all := make([]netip.Prefix, 0, len(m.active))
 	for p := range m.active {
-		all = append(all, routeChange{p, true})
+		all = append(all, p)
 	}
-	m.queueRoutes(all...)
+	m.restored = true
 	m.mu.Unlock()
+	if err := m.routes.Announce(ctx, all); err != nil {
+		return fmt.Errorf("announcing %d stored blackholes: %w", len(all), err)
+	}
+	return nil
+}
+
+// Run expires entries on time and applies route changes until ctx ends.
+// Without an earlier Restore it restores first.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	restored := m.restored
+	m.mu.Unlock()
+	if !restored {
+		if err := m.Restore(ctx); err != nil {
+			return err
+		}
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -26,12 +26,31 @@ var ErrClosed = errors.New("store: closed")
 // separate connection pool and never wait for the writer (WAL mode).
 type DB struct {
 	w, r   *sql.DB
+	stmts  map[string]*sql.Stmt // prepared on w
 	log    *slog.Logger
 	queue  chan *pending
 	mu     sync.RWMutex // guards closed against Submit
 	closed bool
 	done   chan struct{}
 }
+
+// Statements the writer runs for every write, prepared once on its one
+// connection.
+const (
+	sqlSavepoint    = `SAVEPOINT w`
+	sqlRollbackTo   = `ROLLBACK TO w`
+	sqlRelease      = `RELEASE w`
+	sqlInsertBH     = `INSERT INTO blackholes(prefix, origin, reason, created_at, expires_at) VALUES(?,?,?,?,?)`
+	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ? WHERE prefix = ? AND ended_at IS NULL`
+	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`
+	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
+	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at) VALUES(?,?,?,?,?,?,?,?)`
+	sqlInsertEvid   = `INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
+		estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	sqlOffense = `INSERT INTO offenses(address, count, last_at) VALUES(?, 1, ?)
+		ON CONFLICT(address) DO UPDATE SET count = count + 1, last_at = excluded.last_at`
+)
 
 type pending struct {
 	w    *Write
@@ -71,7 +90,16 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	db := &DB{w: w, r: r, log: logger, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
+	db := &DB{w: w, r: r, log: logger, stmts: map[string]*sql.Stmt{}, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
+	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense} {
+		st, err := w.Prepare(q)
+		if err != nil {
+			w.Close()
+			r.Close()
+			return nil, fmt.Errorf("opening store %s: preparing %q: %w", path, q, err)
+		}
+		db.stmts[q] = st
+	}
 	go db.writer()
 	return db, nil
 }
@@ -87,6 +115,9 @@ func (db *DB) Close() error {
 	close(db.queue)
 	db.mu.Unlock()
 	<-db.done
+	for _, st := range db.stmts {
+		st.Close()
+	}
 	return errors.Join(db.w.Close(), db.r.Close())
 }
 
@@ -258,19 +289,28 @@ func (db *DB) commit(batch []*pending) {
 		if err != nil {
 			return fmt.Errorf("beginning transaction: %w", err)
 		}
+		txStmts := make(map[string]*sql.Stmt, len(db.stmts))
+		st := func(q string) *sql.Stmt {
+			s, ok := txStmts[q]
+			if !ok {
+				s = tx.Stmt(db.stmts[q])
+				txStmts[q] = s
+			}
+			return s
+		}
 		for i, p := range batch {
-			if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+			if _, err := st(sqlSavepoint).Exec(); err != nil {
 				tx.Rollback()
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			if err := apply(tx, p.w); err != nil {
+			if err := apply(st, p.w); err != nil {
 				errs[i] = err
-				if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+				if _, err := st(sqlRollbackTo).Exec(); err != nil {
 					tx.Rollback()
 					return fmt.Errorf("rolling back one write: %w", err)
 				}
 			}
-			if _, err := tx.Exec("RELEASE w"); err != nil {
+			if _, err := st(sqlRelease).Exec(); err != nil {
 				tx.Rollback()
 				return fmt.Errorf("releasing savepoint: %w", err)
 			}
@@ -292,23 +332,20 @@ func (db *DB) commit(batch []*pending) {
 	}
 }
 
-func apply(tx *sql.Tx, w *Write) error {
+func apply(st func(string) *sql.Stmt, w *Write) error {
 	at := w.At.UnixNano()
 	b := w.Blackhole
 	switch w.Op {
 	case BlackholeInsert:
-		if _, err := tx.Exec(`INSERT INTO blackholes(prefix, origin, reason, created_at, expires_at) VALUES(?,?,?,?,?)`,
-			b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
+		if _, err := st(sqlInsertBH).Exec(b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
 			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
 		}
 	case BlackholeExtend:
-		if err := one(tx.Exec(`UPDATE blackholes SET expires_at = ?, reason = ? WHERE prefix = ? AND ended_at IS NULL`,
-			b.ExpiresAt.UnixNano(), b.Reason, b.Prefix.String())); err != nil {
+		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Prefix.String())); err != nil {
 			return fmt.Errorf("extending blackhole %s: %w", b.Prefix, err)
 		}
 	case BlackholeEnd:
-		if err := one(tx.Exec(`UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`,
-			at, w.EndReason, b.Prefix.String())); err != nil {
+		if err := one(st(sqlEndBH).Exec(at, w.EndReason, b.Prefix.String())); err != nil {
 			return fmt.Errorf("ending blackhole %s: %w", b.Prefix, err)
 		}
 	}
@@ -317,15 +354,12 @@ func apply(tx *sql.Tx, w *Write) error {
 		if when.IsZero() {
 			when = w.At
 		}
-		if _, err := tx.Exec(`INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`,
-			when.UnixNano(), a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
+		if _, err := st(sqlInsertAudit).Exec(when.UnixNano(), a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
 			return fmt.Errorf("writing audit row: %w", err)
 		}
 	}
 	if e := w.Evidence; e != nil {
-		if _, err := tx.Exec(`INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
-			estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at)
-			VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		if _, err := st(sqlInsertEvid).Exec(
 			e.Address.String(), e.Rule, e.Action, e.Protocol, joinPorts(e.DstPorts), e.DistinctDestinations,
 			e.EstimatedPackets, e.EstimatedConnections, int64(e.Window), e.FirstSeen.UnixNano(), e.LastSeen.UnixNano(),
 			joinAddrs(e.Examples), e.RecordedAt.UnixNano()); err != nil {
@@ -333,21 +367,15 @@ func apply(tx *sql.Tx, w *Write) error {
 		}
 	}
 	if w.Offense.IsValid() {
-		if _, err := tx.Exec(`INSERT INTO offenses(address, count, last_at) VALUES(?, 1, ?)
-			ON CONFLICT(address) DO UPDATE SET count = count + 1, last_at = excluded.last_at`,
+		if _, err := st(sqlOffense).Exec(
 			w.Offense.String(), at); err != nil {
 			return fmt.Errorf("counting offense of %s: %w", w.Offense, err)
 		}
 	}
 	if len(w.Reports) > 0 {
-		st, err := tx.Prepare(`INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at)
-			VALUES(?,?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("preparing report insert: %w", err)
-		}
-		defer st.Close()
+		ins := st(sqlInsertReport)
 		for _, r := range w.Reports {
-			if _, err := st.Exec(r.Address.String(), r.Reporter, r.Trust, r.Kind, r.ObservedAt.UnixNano(), r.Count,
+			if _, err := ins.Exec(r.Address.String(), r.Reporter, r.Trust, r.Kind, r.ObservedAt.UnixNano(), r.Count,
 				r.Evidence, r.ReceivedAt.UnixNano()); err != nil {
 				return fmt.Errorf("writing report for %s: %w", r.Address, err)
 			}

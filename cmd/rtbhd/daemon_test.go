@@ -104,6 +104,7 @@ type daemonConfig struct {
 	Partner     string
 	Subscribers string
 	Rules       string
+	LogLevel    string // rtbhd --log-level; "" = debug
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`store:
@@ -197,7 +198,11 @@ func startDaemon(t testing.TB, cfg daemonConfig) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, cfg: cfg, cfgPath: path, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(rtbhdBin, "--config", path, "--log-level", "debug")
+	level := cfg.LogLevel
+	if level == "" {
+		level = "debug"
+	}
+	d.cmd = exec.Command(rtbhdBin, "--config", path, "--log-level", level, "--pprof")
 	d.cmd.Stderr = syncWriter{d.logMu, d.log}
 	d.cmd.Stdout = syncWriter{d.logMu, d.log}
 	if err := d.cmd.Start(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
@@ -103,9 +104,8 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	const rate = 4
 	want := float64(len(pkts)) / rate * 0.9
 	zombie := netip.MustParsePrefix("198.51.100.150/32")
-	sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate, func() bool {
-		return d.samples() >= want
-	})
+	sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate)
+	routertest.WaitFor(t, 10*time.Second, "rtbhd to decode the samples", func() bool { return d.samples() >= want })
 	t.Logf("pcap: %d packets; rtbhd decoded %.0f samples at 1:%d", len(pkts), d.samples(), rate)
 
 	r := bird.WaitRoute(zombie, 5*time.Second, nil)

@@ -30,9 +30,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		check     = fs.Bool("check", false, "validate the configuration, print every problem, and exit")
 		logFormat = fs.String("log-format", "text", "log format: text or json")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on metrics.listen")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: rtbhd --config FILE [--check] [--log-format text|json] [--log-level LEVEL]")
+		fmt.Fprintln(stderr, "usage: rtbhd --config FILE [--check] [--log-format text|json] [--log-level LEVEL] [--pprof]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -79,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := app.New(cfg, *path, logger)
+	a, err := app.New(cfg, *path, logger, app.Options{Pprof: *pprofOn})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -59,9 +60,15 @@ type App struct {
 	ready          atomic.Bool
 }
 
+// Options are start-up choices that are not part of the config file.
+type Options struct {
+	// Pprof serves net/http/pprof under /debug/pprof/ on metrics.listen.
+	Pprof bool
+}
+
 // New builds rtbhd from cfg. configPath is re-read on SIGHUP ("" = no
 // reload).
-func New(cfg *config.Config, configPath string, logger *slog.Logger) (*App, error) {
+func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Options) (*App, error) {
 	a := &App{log: logger, cfg: cfg, configPath: configPath, reg: prometheus.NewRegistry(),
 		firings: make(chan fanout.Firing, firingBuffer)}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -102,6 +109,12 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger) (*App, erro
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 		mux.HandleFunc("/healthz", a.healthz)
+		if opts.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	ok = true
@@ -160,6 +173,11 @@ func (a *App) Run(ctx context.Context) (err error) {
 	defer func() {
 		err = errors.Join(err, a.speaker.Close(), a.closeStore())
 	}()
+	// The stored set goes into the RIB before any session opens: routers
+	// in graceful restart get all of it before End-of-RIB.
+	if err := a.manager.Restore(ctx); err != nil {
+		return err
+	}
 	if err := a.speaker.Start(ctx); err != nil {
 		return fmt.Errorf("starting bgp: %w", err)
 	}

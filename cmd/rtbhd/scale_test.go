@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+)
+
+var scale = flag.Int("rtbh.scale", 0, "run TestScale with this many blackholes (e.g. 100000)")
+
+// vmHWM returns the peak resident set size of pid in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+// TestScale pushes N blackholes through the gRPC API of a real rtbhd to an
+// in-process GoBGP peer, then removes them all, and reports how long each
+// direction took and rtbhd's peak RSS. Targets for N = 100,000 on the
+// 2-core reference machine: <= 20 s each way, RSS <= 500 MB.
+//
+//	go test -run TestScale -v ./cmd/rtbhd -rtbh.scale=100000
+func TestScale(t *testing.T) {
+	n := *scale
+	if n == 0 {
+		t.Skip("scale test: run with -rtbh.scale=100000")
+	}
+	speaker, peerAddr := netip.MustParseAddr("127.0.33.1"), netip.MustParseAddr("127.0.33.2")
+	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
+		PeerAddr: speaker, PeerASN: 64500})
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.MaxActive = n + 1000
+	cfg.LogLevel = "warn" // a log line per call would measure the log, not rtbhd
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      port: %d
+      communities: ["65535:666"]`, peerAddr, peer.Port())
+	d := startDaemon(t, cfg)
+	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+
+	prefixes := make([]string, n)
+	for i := range n {
+		prefixes[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+	}
+	const workers = 64
+	run := func(what string, call func(c clients, p string) error, wantCount int) time.Duration {
+		conns := make([]clients, 4)
+		for i := range conns {
+			conns[i] = dial(t, d.apiAddr(), testToken)
+		}
+		var (
+			next   atomic.Int64
+			failed atomic.Int64
+			wg     sync.WaitGroup
+		)
+		start := time.Now()
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := conns[w%len(conns)]
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					if err := call(c, prefixes[i]); err != nil {
+						if failed.Add(1) < 5 {
+							t.Errorf("%s %s: %v", what, prefixes[i], err)
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		acked := time.Since(start)
+		var got int
+		routertest.WaitFor(t, 120*time.Second, fmt.Sprintf("%d routes on the peer", wantCount), func() bool {
+			got, _ = peer.Count()
+			return got == wantCount
+		})
+		took := time.Since(start)
+		t.Logf("%d %s: all acknowledged in %s, peer holds %d routes after %s (%.0f/s)",
+			n, what, acked.Round(time.Millisecond), got, took.Round(time.Millisecond), float64(n)/took.Seconds())
+		return took
+	}
+	ctx := context.Background()
+	if prof := os.Getenv("RTBH_SCALE_PROFILE"); prof != "" {
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", cfg.MetricsPort))
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			defer resp.Body.Close()
+			f, _ := os.Create(prof)
+			io.Copy(f, resp.Body)
+			f.Close()
+		}()
+	}
+	up := run("adds", func(c clients, p string) error {
+		_, err := c.bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{Prefix: p, Reason: "scale"})
+		return err
+	}, n)
+	down := run("removals", func(c clients, p string) error {
+		_, err := c.bh.RemoveBlackhole(ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: p, Reason: "scale"})
+		return err
+	}, 0)
+	rss := vmHWM(t, d.cmd.Process.Pid)
+	t.Logf("rtbhd peak RSS (VmHWM): %d MB", rss>>20)
+	if n >= 100000 {
+		if up > 20*time.Second || down > 20*time.Second {
+			t.Errorf("adds took %s, removals %s: target is <= 20 s each way", up, down)
+		}
+		if rss > 500<<20 {
+			t.Errorf("rtbhd peak RSS %d MB, target <= 500 MB", rss>>20)
+		}
+	}
+	d.stop()
+}

@@ -1,0 +1,216 @@
+package fanout
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Protocol numbers a Rule may name.
+const (
+	ProtocolTCP uint8 = 6
+	ProtocolUDP uint8 = 17
+)
+
+// Rule actions.
+const (
+	ActionBlackhole = "blackhole" // record evidence and blackhole the source
+	ActionLog       = "log"       // shadow mode: record evidence only
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultWindow            = 10 * time.Minute
+	DefaultMaxTrackedSources = 1_000_000
+	MinWindow                = time.Second // shortest window New accepts
+	MaxRules                 = 255
+)
+
+// Rule is one fan-out rule (detector.rules[] in the configuration).
+type Rule struct {
+	Name            string
+	Protocol        uint8 // ProtocolTCP or ProtocolUDP
+	DstPorts        []uint16
+	MinDestinations int    // distinct destination addresses within the window
+	MinPackets      uint64 // estimated packets (sum of sampling rates) within the window
+	Exempt          []netip.Prefix
+	Action          string        // ActionBlackhole or ActionLog
+	TTL             time.Duration // first blackhole's TTL, passed through in Firing
+}
+
+// SMTPFanout returns the default rule of the specification: tcp/25 to at
+// least 20 distinct destinations and 1000 estimated packets, blackhole for
+// one hour.
+func SMTPFanout() Rule {
+	return Rule{
+		Name:            "smtp-fanout",
+		Protocol:        ProtocolTCP,
+		DstPorts:        []uint16{25},
+		MinDestinations: 20,
+		MinPackets:      1000,
+		Action:          ActionBlackhole,
+		TTL:             time.Hour,
+	}
+}
+
+// Config is the engine's configuration (the detector section plus
+// policy.never_blackhole).
+type Config struct {
+	SubscriberPrefixes []netip.Prefix // only sources inside are judged
+	NeverBlackhole     []netip.Prefix // sources never flagged by any rule
+	Window             time.Duration  // 0 = DefaultWindow
+	MaxTrackedSources  int            // (source, rule) pairs kept; 0 = DefaultMaxTrackedSources
+	Rules              []Rule
+
+	// Now is the clock HandleSamples reads once per batch; nil means
+	// time.Now. Tests inject a simulated clock here or call
+	// HandleSamplesAt.
+	Now func() time.Time
+}
+
+// rule is a Rule compiled for the hot path. Its slices are private copies
+// and never change after compilation.
+type rule struct {
+	Rule
+	proto      uint8
+	minDest    uint64
+	exempt     prefixSet
+	checkEx    bool
+	firedBatch uint64 // firings in the current batch, flushed to the metric
+}
+
+func (r *rule) hasPort(p uint16) bool {
+	for _, q := range r.DstPorts {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// sameTraffic reports whether r and o match the same samples, so that
+// state built for one is valid for the other.
+func (r *rule) sameTraffic(o *rule) bool {
+	return r.Name == o.Name && r.proto == o.proto && slices.Equal(r.DstPorts, o.DstPorts)
+}
+
+// compiled is a validated Config in the form the hot path wants.
+type compiled struct {
+	subs, never prefixSet
+	window      int64 // ns
+	granule     int64 // ns, window / nBuckets
+	maxTracked  int
+	rules       []rule
+	ports       [2][1024]uint64 // [tcp, udp] bit set of ports some rule matches
+	now         func() time.Time
+}
+
+func protoIndex(p uint8) int {
+	switch p {
+	case ProtocolTCP:
+		return 0
+	case ProtocolUDP:
+		return 1
+	}
+	return -1
+}
+
+// compile validates cfg and applies defaults. All problems are reported,
+// joined, each naming the field.
+func compile(cfg Config) (*compiled, error) {
+	var errs []error
+	c := &compiled{
+		subs:       newPrefixSet(cfg.SubscriberPrefixes),
+		never:      newPrefixSet(cfg.NeverBlackhole),
+		maxTracked: cfg.MaxTrackedSources,
+		now:        cfg.Now,
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	window := cfg.Window
+	switch {
+	case window == 0:
+		window = DefaultWindow
+	case window < MinWindow:
+		errs = append(errs, fmt.Errorf("window: %v is shorter than %v", window, MinWindow))
+	}
+	c.window = int64(window)
+	c.granule = int64(window) / nBuckets
+	switch {
+	case c.maxTracked == 0:
+		c.maxTracked = DefaultMaxTrackedSources
+	case c.maxTracked < 0 || c.maxTracked > maxEntries:
+		errs = append(errs, fmt.Errorf("max_tracked_sources: %d is outside 1..%d", c.maxTracked, maxEntries))
+	}
+	for i, p := range cfg.SubscriberPrefixes {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("subscriber_prefixes[%d]: invalid prefix", i))
+		}
+	}
+	for i, p := range cfg.NeverBlackhole {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("never_blackhole[%d]: invalid prefix", i))
+		}
+	}
+	if len(cfg.Rules) > MaxRules {
+		errs = append(errs, fmt.Errorf("rules: %d rules, at most %d allowed", len(cfg.Rules), MaxRules))
+	}
+	seen := make(map[string]bool, len(cfg.Rules))
+	for i, in := range cfg.Rules {
+		where := fmt.Sprintf("rules[%d]", i)
+		if in.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: missing", where))
+		} else {
+			where = fmt.Sprintf("rules[%d] (%s)", i, in.Name)
+			if seen[in.Name] {
+				errs = append(errs, fmt.Errorf("%s.name: duplicate rule name", where))
+			}
+			seen[in.Name] = true
+		}
+		if protoIndex(in.Protocol) < 0 {
+			errs = append(errs, fmt.Errorf("%s.protocol: %d is neither tcp (6) nor udp (17)", where, in.Protocol))
+		}
+		if len(in.DstPorts) == 0 {
+			errs = append(errs, fmt.Errorf("%s.dst_ports: at least one port is required", where))
+		}
+		for j, p := range in.DstPorts {
+			if p == 0 {
+				errs = append(errs, fmt.Errorf("%s.dst_ports[%d]: port 0", where, j))
+			}
+		}
+		if in.MinDestinations < 1 {
+			errs = append(errs, fmt.Errorf("%s.min_destinations: %d, must be at least 1", where, in.MinDestinations))
+		}
+		if in.Action != ActionBlackhole && in.Action != ActionLog {
+			errs = append(errs, fmt.Errorf("%s.action: %q is neither %q nor %q", where, in.Action, ActionBlackhole, ActionLog))
+		}
+		if in.TTL < 0 {
+			errs = append(errs, fmt.Errorf("%s.ttl: negative", where))
+		}
+		for j, p := range in.Exempt {
+			if !p.IsValid() {
+				errs = append(errs, fmt.Errorf("%s.exempt[%d]: invalid prefix", where, j))
+			}
+		}
+		r := rule{Rule: in, proto: in.Protocol, minDest: uint64(max(in.MinDestinations, 1))}
+		r.DstPorts = slices.Clone(in.DstPorts)
+		slices.Sort(r.DstPorts)
+		r.DstPorts = slices.Compact(r.DstPorts)
+		r.Exempt = slices.Clone(in.Exempt)
+		r.exempt = newPrefixSet(in.Exempt)
+		r.checkEx = !r.exempt.empty()
+		c.rules = append(c.rules, r)
+		if pi := protoIndex(in.Protocol); pi >= 0 {
+			for _, p := range in.DstPorts {
+				c.ports[pi][p>>6] |= 1 << (p & 63)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
