@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -131,4 +132,64 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	}
 	out := ctl(t, d, "offender", "198.51.100.150")
 	t.Logf("rtbhctl offender:\n%s", out)
+}
+
+// From the sFlow datagram whose sample crosses a rule's thresholds to the
+// route on a BGP peer: target <= 1 s. Each zombie gets 19 destinations
+// first (one short of min_destinations), then the crossing sample alone.
+func TestDetectionLatency(t *testing.T) {
+	speaker, peerAddr := netip.MustParseAddr("127.0.34.1"), netip.MustParseAddr("127.0.34.2")
+	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
+		PeerAddr: speaker, PeerASN: 64500})
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      port: %d`, peerAddr, peer.Port())
+	startDaemon(t, cfg)
+	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream := sflowtest.NewStream(netip.MustParseAddr("192.0.2.11"), 100) // 1 sample = 100 packets
+	var worst time.Duration
+	for z := range 5 {
+		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + z)})
+		syn := func(d int) sflowtest.Packet {
+			return sflowtest.Packet{Src: src, Dst: netip.AddrFrom4([4]byte{192, 0, 2, byte(d + 1)}),
+				Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn}
+		}
+		var pkts []sflowtest.Packet
+		for i := range 19 {
+			pkts = append(pkts, syn(i))
+		}
+		for i := 0; i < len(pkts); i += 7 {
+			if _, err := conn.Write(stream.Datagram(pkts[i:min(i+7, len(pkts))]...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if n, _ := peer.Count(); n != z {
+			t.Fatalf("zombie %d blackholed before crossing min_destinations (%d routes)", z, n)
+		}
+		start := time.Now()
+		if _, err := conn.Write(stream.Datagram(syn(19))); err != nil {
+			t.Fatal(err)
+		}
+		routertest.WaitFor(t, 5*time.Second, "the zombie's route on the peer", func() bool {
+			n, _ := peer.Count()
+			return n == z+1
+		})
+		took := time.Since(start)
+		worst = max(worst, took)
+		t.Logf("zombie %s: crossing sample -> route on the peer in %s", src, took.Round(100*time.Microsecond))
+	}
+	if worst > time.Second {
+		t.Errorf("worst threshold-to-route latency %s, want <= 1 s", worst)
+	}
 }
