@@ -1,0 +1,179 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"math"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// clientRuntime is the state of one client that survives a config reload:
+// its token bucket and its count of open watch streams.
+type clientRuntime struct {
+	limiter *rate.Limiter
+	watches atomic.Int32
+}
+
+// identity is an authenticated caller: its configuration at the time of
+// the call and its runtime state.
+type identity struct {
+	Client
+	rt *clientRuntime
+}
+
+// identities is an immutable lookup table, swapped whole on reload.
+type identities struct {
+	all    []*identity // every client, scanned in full for token matches
+	byCert map[string]*identity
+}
+
+// registry holds the current identities and the runtimes by client name.
+type registry struct {
+	current atomic.Pointer[identities]
+
+	mu       sync.Mutex
+	runtimes map[string]*clientRuntime
+}
+
+func newRegistry(clients []Client) *registry {
+	r := &registry{runtimes: make(map[string]*clientRuntime)}
+	r.set(clients)
+	return r
+}
+
+// set replaces the client table. Runtimes of clients that keep their name
+// keep their token bucket (with the new rate) and their watch count.
+func (r *registry) set(clients []Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := &identities{byCert: make(map[string]*identity)}
+	seen := make(map[string]bool, len(clients))
+	for _, c := range clients {
+		rt := r.runtimes[c.Name]
+		limit, burst := rateOf(c.Rate)
+		if rt == nil {
+			rt = &clientRuntime{limiter: rate.NewLimiter(limit, burst)}
+			r.runtimes[c.Name] = rt
+		} else {
+			rt.limiter.SetLimit(limit)
+			rt.limiter.SetBurst(burst)
+		}
+		seen[c.Name] = true
+		c.Prefixes = append([]netip.Prefix(nil), c.Prefixes...)
+		id := &identity{Client: c, rt: rt}
+		ids.all = append(ids.all, id)
+		if c.CertName != "" {
+			ids.byCert[c.CertName] = id
+		}
+	}
+	for name := range r.runtimes {
+		if !seen[name] {
+			delete(r.runtimes, name)
+		}
+	}
+	r.current.Store(ids)
+}
+
+// rateOf turns a configured rate into a token bucket: burst = 2 x rate,
+// at least 1. Rate <= 0 is unlimited.
+func rateOf(r float64) (rate.Limit, int) {
+	if r <= 0 || math.IsInf(r, 1) || math.IsNaN(r) {
+		return rate.Inf, 1
+	}
+	return rate.Limit(r), max(1, int(math.Ceil(2*r)))
+}
+
+// byToken finds the client whose token hash matches token. Every
+// configured hash is compared, in constant time each, so the time taken
+// does not tell which (or whether one) matched.
+func (ids *identities) byToken(token string) *identity {
+	sum := sha256.Sum256([]byte(token))
+	var found *identity
+	for _, id := range ids.all {
+		eq := subtle.ConstantTimeCompare(sum[:], id.TokenSHA256[:])
+		if eq == 1 && id.HasToken && found == nil {
+			found = id
+		}
+	}
+	return found
+}
+
+type identityKey struct{}
+
+// identityFrom returns the caller authenticated by the auth interceptor.
+func identityFrom(ctx context.Context) (*identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(*identity)
+	return id, ok
+}
+
+// authenticate is the auth interceptor's AuthFunc. A bearer token, when
+// sent, decides alone (a wrong token is refused even with a good
+// certificate); otherwise a verified client certificate names the client.
+func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
+	ids := s.clients.current.Load()
+	var id *identity
+	switch vals := metadata.ValueFromIncomingContext(ctx, "authorization"); {
+	case len(vals) > 1:
+		return nil, status.Error(codes.Unauthenticated, "more than one authorization header")
+	case len(vals) == 1:
+		token, err := auth.AuthFromMD(ctx, "bearer")
+		if err != nil {
+			return nil, err
+		}
+		if id = ids.byToken(strings.TrimSpace(token)); id == nil {
+			return nil, status.Error(codes.Unauthenticated, "unknown bearer token")
+		}
+	default:
+		cert := verifiedClientCert(ctx)
+		if cert == nil {
+			return nil, status.Error(codes.Unauthenticated, "no credentials: send \"authorization: Bearer <token>\" or a client certificate")
+		}
+		if id = ids.byCertificate(cert); id == nil {
+			return nil, status.Errorf(codes.Unauthenticated, "client certificate %q names no configured client", cert.Subject.CommonName)
+		}
+	}
+	logging.AddFields(ctx, logging.Fields{"client", id.Name})
+	return context.WithValue(ctx, identityKey{}, id), nil
+}
+
+// verifiedClientCert returns the leaf of a client certificate chain that
+// the TLS handshake verified against the client CA, or nil.
+func verifiedClientCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return ti.State.VerifiedChains[0][0]
+}
+
+// byCertificate matches a certificate's DNS SANs, then its CN, against
+// the clients' cert_name.
+func (ids *identities) byCertificate(cert *x509.Certificate) *identity {
+	for _, name := range cert.DNSNames {
+		if id := ids.byCert[name]; id != nil {
+			return id
+		}
+	}
+	if cn := cert.Subject.CommonName; cn != "" {
+		return ids.byCert[cn]
+	}
+	return nil
+}

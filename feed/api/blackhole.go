@@ -1,0 +1,152 @@
+package api
+
+import (
+	"context"
+	"net/netip"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rtbh/rtbh/detector"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+)
+
+type blackholeService struct {
+	rtbhv1.UnimplementedBlackholeServiceServer
+	s *Server
+}
+
+// caller returns the authenticated client. The auth interceptor guarantees
+// one for every rtbh.v1 method; its absence is a wiring bug.
+func caller(ctx context.Context) (*identity, error) {
+	id, ok := identityFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no credentials")
+	}
+	return id, nil
+}
+
+// scope is the space the caller may act on: nil (unrestricted) for
+// operators, the configured prefixes for partners — never nil for them, so
+// a partner without prefixes may act on nothing.
+func (id *identity) scope() []netip.Prefix {
+	if id.Role == RoleOperator {
+		return nil
+	}
+	return append(make([]netip.Prefix, 0, len(id.Prefixes)), id.Prefixes...)
+}
+
+func (id *identity) origin() string { return id.Role + ":" + id.Name }
+
+func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := detector.ParsePrefix(req.GetPrefix())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
+	}
+	dreq := detector.Request{
+		Prefix: p,
+		Reason: req.GetReason(),
+		Origin: id.origin(),
+		Actor:  id.Name,
+		Scope:  id.scope(),
+	}
+	if req.Ttl != nil { // absent = policy default (TTL 0)
+		if err := req.Ttl.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
+		}
+		// An explicit ttl <= 0 is refused by the backend (HasTTL).
+		dreq.TTL, dreq.HasTTL = req.Ttl.AsDuration(), true
+	}
+	bh, change, err := b.s.backend.Add(ctx, dreq)
+	if err != nil {
+		return nil, b.s.backendError(ctx, "add blackhole", err)
+	}
+	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
+}
+
+func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.RemoveBlackholeRequest) (*rtbhv1.RemoveBlackholeResponse, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := detector.ParsePrefix(req.GetPrefix())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
+	}
+	rreq := detector.RemoveRequest{
+		Prefix: p,
+		Reason: req.GetReason(),
+		Actor:  id.Name,
+		Scope:  id.scope(),
+	}
+	if id.Role == RolePartner {
+		rreq.Owner = id.origin() // partners remove only their own entries
+	}
+	_, err = b.s.backend.Remove(ctx, rreq)
+	if err != nil {
+		return nil, b.s.backendError(ctx, "remove blackhole", err)
+	}
+	return &rtbhv1.RemoveBlackholeResponse{}, nil
+}
+
+func (b *blackholeService) ListBlackholes(ctx context.Context, _ *rtbhv1.ListBlackholesRequest) (*rtbhv1.ListBlackholesResponse, error) {
+	active := b.s.backend.Active()
+	resp := &rtbhv1.ListBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, len(active))}
+	for i, bh := range active {
+		resp.Blackholes[i] = blackholeToProto(bh)
+	}
+	return resp, nil
+}
+
+func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, stream grpc.ServerStreamingServer[rtbhv1.WatchBlackholesResponse]) error {
+	id, err := caller(stream.Context())
+	if err != nil {
+		return err
+	}
+	limit := int32(b.s.cfg.MaxWatchStreamsPerClient)
+	if n := id.rt.watches.Add(1); n > limit {
+		id.rt.watches.Add(-1)
+		return status.Errorf(codes.ResourceExhausted, "client %q already has %d watch streams open (limit %d)", id.Name, n-1, limit)
+	}
+	defer id.rt.watches.Add(-1)
+	b.s.metrics.watchers.Inc()
+	defer b.s.metrics.watchers.Dec()
+
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	snapshot, events := b.s.backend.Watch(ctx)
+	for _, bh := range snapshot {
+		if err := stream.Send(&rtbhv1.WatchBlackholesResponse{Type: rtbhv1.EventType_EVENT_TYPE_SNAPSHOT, Blackhole: blackholeToProto(bh)}); err != nil {
+			return err
+		}
+	}
+	if err := stream.Send(&rtbhv1.WatchBlackholesResponse{Type: rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-b.s.stopping:
+			return status.Error(codes.Unavailable, "server shutting down, reconnect")
+		case ev, ok := <-events:
+			if !ok {
+				if err := ctx.Err(); err != nil {
+					return status.FromContextError(err).Err()
+				}
+				return status.Error(codes.Unavailable, "watcher too slow, reconnect")
+			}
+			msg := &rtbhv1.WatchBlackholesResponse{
+				Type:      eventTypeToProto(ev.Type),
+				Blackhole: blackholeToProto(ev.Blackhole),
+				Actor:     ev.Actor,
+			}
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+	}
+}

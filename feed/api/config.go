@@ -1,0 +1,125 @@
+package api
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Roles of API clients (SPEC.md, api.clients[].role).
+const (
+	RoleOperator = "operator"
+	RolePartner  = "partner"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultMaxMessageBytes          = 4 << 20
+	DefaultMaxReportsPerBatch       = 1000
+	DefaultMaxWatchStreamsPerClient = 4
+)
+
+// Client is one configured API client (api.clients[] in the config).
+type Client struct {
+	Name string
+	Role string // RoleOperator or RolePartner
+	// TokenSHA256 is the SHA-256 of the client's bearer token; only
+	// meaningful when HasToken is set.
+	TokenSHA256 [32]byte
+	HasToken    bool
+	// CertName names the client by its certificate's DNS SAN or CN (only
+	// with Config.ClientCA set). Empty = no certificate identity.
+	CertName string
+	// Prefixes is the space a partner may blackhole. Ignored for operators.
+	Prefixes []netip.Prefix
+	// Trust is the weight of each of a partner's reports (operators count 1.0).
+	Trust float64
+	// Rate is the number of requests per second allowed, with a burst of
+	// twice that. Rate <= 0 means unlimited (the config layer applies the
+	// documented default of 50).
+	Rate float64
+}
+
+// Config configures the gRPC server (the api section of the config).
+type Config struct {
+	// Listen is the TCP address to listen on. Plaintext (no TLSCert/TLSKey)
+	// is allowed only on a loopback address.
+	Listen string
+	// TLSCert and TLSKey are PEM files of the server certificate and key.
+	TLSCert, TLSKey string
+	// ClientCA is a PEM file of the CA that signs client certificates. Set,
+	// clients may authenticate by certificate (mTLS); a certificate that
+	// does not verify against it is refused by the handshake.
+	ClientCA string
+	Clients  []Client
+	// MaxMessageBytes caps a received message (default 4 MiB).
+	MaxMessageBytes int
+	// MaxReportsPerBatch caps the reports of one SubmitReports (default 1000).
+	MaxReportsPerBatch int
+	// MaxWatchStreamsPerClient caps concurrent WatchBlackholes streams per
+	// client (default 4).
+	MaxWatchStreamsPerClient int
+}
+
+func (c *Config) applyDefaults() {
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxReportsPerBatch <= 0 {
+		c.MaxReportsPerBatch = DefaultMaxReportsPerBatch
+	}
+	if c.MaxWatchStreamsPerClient <= 0 {
+		c.MaxWatchStreamsPerClient = DefaultMaxWatchStreamsPerClient
+	}
+}
+
+// tlsEnabled reports whether the server speaks TLS.
+func (c *Config) tlsEnabled() bool { return c.TLSCert != "" || c.TLSKey != "" }
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		return fmt.Errorf("api.listen: empty address")
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %w", err)
+	}
+	switch {
+	case c.TLSCert != "" && c.TLSKey == "":
+		return fmt.Errorf("api.tls.key: required with api.tls.cert")
+	case c.TLSKey != "" && c.TLSCert == "":
+		return fmt.Errorf("api.tls.cert: required with api.tls.key")
+	case c.ClientCA != "" && !c.tlsEnabled():
+		return fmt.Errorf("api.tls.client_ca: needs api.tls.cert and api.tls.key")
+	}
+	if !c.tlsEnabled() && !isLoopbackHost(host) {
+		return fmt.Errorf("api.listen: %q is not a loopback address: plaintext gRPC is refused, set api.tls.cert and api.tls.key", c.Listen)
+	}
+	return validateClients(c.Clients)
+}
+
+func validateClients(clients []Client) error {
+	names := make(map[string]bool, len(clients))
+	for i, cl := range clients {
+		switch {
+		case cl.Name == "":
+			return fmt.Errorf("api.clients[%d].name: empty", i)
+		case names[cl.Name]:
+			return fmt.Errorf("api.clients[%d].name: duplicate %q", i, cl.Name)
+		case cl.Role != RoleOperator && cl.Role != RolePartner:
+			return fmt.Errorf("api.clients[%d].role: %q is neither %q nor %q", i, cl.Role, RoleOperator, RolePartner)
+		}
+		names[cl.Name] = true
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether host (from a listen address) only ever
+// binds loopback. An empty host binds every interface.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}

@@ -1,0 +1,116 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/rtbh/rtbh/detector"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+	"github.com/rtbh/rtbh/store"
+)
+
+// backendError maps an error of the decision path to a gRPC status.
+// Refusals keep their message; anything else is logged and answered with
+// INTERNAL, without details.
+func (s *Server) backendError(ctx context.Context, op string, err error) error {
+	var c codes.Code
+	switch detector.KindOf(err) {
+	case detector.KindInvalid:
+		c = codes.InvalidArgument
+	case detector.KindPolicy:
+		c = codes.FailedPrecondition
+	case detector.KindScope:
+		c = codes.PermissionDenied
+	case detector.KindLimit:
+		c = codes.ResourceExhausted
+	case detector.KindNotFound:
+		c = codes.NotFound
+	default:
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return status.FromContextError(ctxErr).Err()
+			}
+		}
+		s.logger.ErrorContext(ctx, "API call failed in the backend", "op", op, "err", err)
+		return status.Error(codes.Internal, "internal error")
+	}
+	return status.Error(c, err.Error())
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func blackholeToProto(b store.Blackhole) *rtbhv1.Blackhole {
+	return &rtbhv1.Blackhole{
+		Prefix:    b.Prefix.String(),
+		Origin:    b.Origin,
+		Reason:    b.Reason,
+		CreatedAt: timestamp(b.CreatedAt),
+		ExpiresAt: timestamp(b.ExpiresAt),
+	}
+}
+
+func eventTypeToProto(t detector.EventType) rtbhv1.EventType {
+	switch t {
+	case detector.EventAdded:
+		return rtbhv1.EventType_EVENT_TYPE_ADDED
+	case detector.EventExtended:
+		return rtbhv1.EventType_EVENT_TYPE_EXTENDED
+	case detector.EventRemoved:
+		return rtbhv1.EventType_EVENT_TYPE_REMOVED
+	case detector.EventExpired:
+		return rtbhv1.EventType_EVENT_TYPE_EXPIRED
+	}
+	return rtbhv1.EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func evidenceToProto(e store.Evidence) *rtbhv1.Evidence {
+	ports := make([]uint32, len(e.DstPorts))
+	for i, p := range e.DstPorts {
+		ports[i] = uint32(p)
+	}
+	examples := make([]string, len(e.Examples))
+	for i, a := range e.Examples {
+		examples[i] = a.String()
+	}
+	var window *durationpb.Duration
+	if e.Window > 0 {
+		window = durationpb.New(e.Window)
+	}
+	return &rtbhv1.Evidence{
+		Rule:                 e.Rule,
+		Protocol:             e.Protocol,
+		DstPorts:             ports,
+		DistinctDestinations: e.DistinctDestinations,
+		EstimatedPackets:     e.EstimatedPackets,
+		EstimatedConnections: e.EstimatedConnections,
+		Window:               window,
+		FirstSeen:            timestamp(e.FirstSeen),
+		LastSeen:             timestamp(e.LastSeen),
+		ExampleDestinations:  examples,
+		Action:               e.Action,
+		RecordedAt:           timestamp(e.RecordedAt),
+	}
+}
+
+func reportToProto(r store.Report) *rtbhv1.ReportRecord {
+	return &rtbhv1.ReportRecord{
+		Reporter:   r.Reporter,
+		Kind:       r.Kind,
+		ObservedAt: timestamp(r.ObservedAt),
+		Count:      r.Count,
+		Evidence:   r.Evidence,
+		ReceivedAt: timestamp(r.ReceivedAt),
+		Trust:      r.Trust,
+	}
+}

@@ -1,0 +1,17 @@
+// Package api is rtbhd's gRPC server: the rtbh.v1 BlackholeService,
+// ReportService and StatusService, plus server reflection and the standard
+// health service.
+//
+// It is responsible for who may do what, not for what is decided: every
+// request is authenticated (bearer token or mTLS client certificate),
+// checked against the caller's role (SPEC.md's method table), rate limited
+// per client, and then handed to the Backend — the one decision path in
+// package detector — as a plain domain value carrying the caller's name as
+// Actor and, for partners, their prefixes as Scope. Backend refusals are
+// mapped to gRPC status codes by their detector.Kind; anything else is
+// logged and answered with INTERNAL without details.
+//
+// Interceptor order (outermost first): metrics, logging, recovery, auth,
+// role check, rate limit. Reflection and health are exempt from the last
+// three; everything else requires credentials.
+package api
