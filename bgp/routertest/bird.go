@@ -21,7 +21,7 @@ var BIRDPath = "/usr/sbin/bird"
 type BIRDConfig struct {
 	LocalAddr netip.Addr // BIRD's address (and router ID when IPv4)
 	LocalASN  uint32
-	// ListenPort is BIRD's BGP port (it listens on all addresses);
+	// ListenPort is BIRD's BGP port (it listens on LocalAddr only: strict bind);
 	// 0 = a free port is picked (see BIRD.Port).
 	ListenPort int
 	PeerAddr   netip.Addr // the speaker
@@ -113,7 +113,9 @@ func (b *BIRD) config() string {
 	if c.Password != "" {
 		fmt.Fprintf(&sb, "  password %q;\n", c.Password)
 	}
-	sb.WriteString("  connect delay time 1;\n  error wait time 1, 5;\n")
+	// strict bind: listen on LocalAddr only, so that parallel tests on other
+	// loopback addresses cannot collide on the port.
+	sb.WriteString("  strict bind on;\n  connect delay time 1;\n  error wait time 1, 5;\n")
 	sb.WriteString("  ipv4 { import all; export none; igp table master4; };\n")
 	sb.WriteString("  ipv6 { import all; export none; igp table master6; };\n")
 	sb.WriteString(c.Extra)

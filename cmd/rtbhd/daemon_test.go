@@ -105,6 +105,7 @@ type daemonConfig struct {
 	Subscribers string
 	Rules       string
 	LogLevel    string // rtbhd --log-level; "" = debug
+	Never       string // policy.never_blackhole items; "" = "198.51.100.53"
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`store:
@@ -121,7 +122,7 @@ bgp:
 {{- end}}
 policy:
   own_prefixes: ["198.51.100.0/24", "2001:db8::/32"]
-  never_blackhole: ["198.51.100.53"]
+  never_blackhole: [{{if .Never}}{{.Never}}{{else}}"198.51.100.53"{{end}}]
   max_active: {{.MaxActive}}
   default_ttl: 1h
   max_ttl: 168h
@@ -186,17 +187,27 @@ func (w syncWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// startDaemon writes cfg and starts rtbhd, waiting until /healthz says ok.
-func startDaemon(t testing.TB, cfg daemonConfig) *daemon {
+// writeConfig renders cfg (with never_blackhole items never, if not "")
+// into path.
+func writeConfig(t testing.TB, path string, cfg daemonConfig, never string) {
 	t.Helper()
+	if never != "" {
+		cfg.Never = never
+	}
 	var buf bytes.Buffer
 	if err := configTemplate.Execute(&buf, cfg); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(filepath.Dir(cfg.DB), "rtbhd.yaml")
 	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startDaemon writes cfg and starts rtbhd, waiting until /healthz says ok.
+func startDaemon(t testing.TB, cfg daemonConfig) *daemon {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(cfg.DB), "rtbhd.yaml")
+	writeConfig(t, path, cfg, "")
 	d := &daemon{t: t, cfg: cfg, cfgPath: path, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, exited: make(chan error, 1)}
 	level := cfg.LogLevel
 	if level == "" {

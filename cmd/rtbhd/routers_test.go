@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,6 +150,23 @@ func TestRoutersEndToEnd(t *testing.T) {
 		t.Logf("3 s TTL withdrawn %s after expires_at", late.Round(time.Millisecond))
 	}
 
+	// The metrics SPEC.md names are there, with live values.
+	m := d.metrics()
+	for _, want := range []string{
+		`rtbh_blackholes_active 2`,
+		fmt.Sprintf(`rtbh_bgp_neighbor_up{neighbor="%s"} 1`, birdAddr),
+		fmt.Sprintf(`rtbh_bgp_neighbor_up{neighbor="%s"} 1`, frrAddr),
+		`rtbh_api_requests_total{code="OK",method="AddBlackhole"} 4`,
+		`rtbh_api_requests_total{code="OK",method="RemoveBlackhole"} 1`,
+		`rtbh_sflow_datagrams_total{result="ok"} 0`,
+		`rtbh_sflow_samples_total 0`,
+		`rtbh_detector_tracked_sources 0`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	// The CLI sees the sessions.
 	out := ctl(t, d, "neighbors")
 	if strings.Count(strings.ToLower(out), "established") != 2 {
@@ -219,6 +238,54 @@ func TestRestartsKeepExactlyTheActiveSet(t *testing.T) {
 	time.Sleep(time.Second)
 	if got := birdSet(t, bird); !slices.Equal(got, want) {
 		t.Fatalf("BIRD holds %v a second later, want %v", got, want)
+	}
+	d.stop()
+}
+
+// SIGHUP reloads policy and BGP policy without dropping sessions; a bad
+// file is refused and the running config kept.
+func TestReloadKeepsSessions(t *testing.T) {
+	speaker, birdA := netip.MustParseAddr("127.0.35.1"), netip.MustParseAddr("127.0.35.2")
+	d, bird, _ := routerSetup(t, false, speaker, birdA, netip.Addr{})
+	p := netip.MustParsePrefix("198.51.100.30/32")
+	ctl(t, d, "add", "--reason", "before reload", "198.51.100.30")
+	bird.WaitRoute(p, 5*time.Second, nil)
+	c := dial(t, d.apiAddr(), testToken)
+	since := func() time.Time {
+		ns, err := c.st.ListNeighbors(context.Background(), &rtbhv1.ListNeighborsRequest{})
+		if err != nil || len(ns.Neighbors) != 1 || ns.Neighbors[0].State != "established" {
+			t.Fatalf("neighbors = %v, %v", ns, err)
+		}
+		return ns.Neighbors[0].StateSince.AsTime()
+	}
+	up := since()
+
+	// New communities for the neighbor and a new never_blackhole entry.
+	cfg := d.cfg
+	cfg.Neighbors = strings.Replace(cfg.Neighbors, `communities: ["65535:666"]`, `communities: ["65535:666", "64500:100"]`, 1)
+	cfg.Extra = ""
+	writeConfig(t, d.cfgPath, cfg, `"198.51.100.53", "198.51.100.31"`)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	bird.WaitRoute(p, 5*time.Second, func(r routertest.Route) bool { return r.HasCommunity("64500:100") })
+	routertest.WaitFor(t, 5*time.Second, "the new never_blackhole to apply", func() bool {
+		_, errOut, code := rtbhctl(t, d, "add", "--reason", "after reload", "198.51.100.31")
+		return code == 1 && strings.Contains(errOut, "FAILED_PRECONDITION")
+	})
+	// A broken file is refused; the running config stays.
+	if err := os.WriteFile(d.cfgPath, []byte("bgp: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	routertest.WaitFor(t, 5*time.Second, "the reload error in the log", func() bool {
+		return strings.Contains(d.logs(), "config reload failed")
+	})
+	if _, errOut, code := rtbhctl(t, d, "add", "--reason", "still refused", "198.51.100.31"); code != 1 || !strings.Contains(errOut, "FAILED_PRECONDITION") {
+		t.Fatalf("after a bad reload: exit %d %s", code, errOut)
+	}
+	if got := since(); !got.Equal(up) || !bird.Established() {
+		t.Fatalf("session state changed at %s (was up since %s): reload dropped the session", got, up)
 	}
 	d.stop()
 }
