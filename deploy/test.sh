@@ -5,8 +5,9 @@
 # it is missing (bird2, frr, pmacct, protobuf-compiler via apt-get, see
 # deploy/install-test-deps.sh), checks formatting, vet and that the committed
 # generated gRPC code matches the .proto, runs every test including the
-# end-to-end tests against real BIRD, FRR and pmacct processes, then fuzzes
-# the sFlow decoder for 60 s. Router tests never skip here: CI=1 makes a
+# end-to-end tests against real BIRD, FRR and pmacct processes, then the
+# 100k-blackhole scale test (alone, so nothing else competes for the two
+# cores) and a 60 s fuzz of the sFlow decoder. Router tests never skip here: CI=1 makes a
 # missing router binary a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ go vet ./...
 
 step "go test (unit, integration and end-to-end)"
 go test -count=1 -timeout 25m ./...
+
+step "scale: 100,000 blackholes through the API to a BGP peer and back (<= 20 s each way, RSS <= 500 MB)"
+go test -count=1 -run '^TestScale$' -v ./cmd/rtbhd -rtbh.scale=100000
 
 step "fuzz the sFlow decoder for 60 s"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow
