@@ -186,29 +186,57 @@ func (m *Manager) SetPolicy(p Policy, r ReportPolicy) error {
 	}
 	m.mu.Lock()
 	m.policy, m.reports = p, r
+	waits := m.enforceNever()
 	m.mu.Unlock()
+	m.waitAll(waits)
 	return nil
+}
+
+// enforceNever ends active entries that overlap never_blackhole: a policy
+// change (reload, restart with a new config) applies to what is already
+// announced, not only to new requests. m.mu must be held.
+func (m *Manager) enforceNever() []func() error {
+	var waits []func() error
+	now := m.now().UTC()
+	for p, b := range m.active {
+		if n, ok := neverOverlap(p, m.policy.NeverBlackhole); ok {
+			m.log.Warn("withdrawing a blackhole that policy.never_blackhole now covers", "prefix", p, "never_blackhole", n)
+			waits = append(waits, m.end(b, "removed", "policy", "overlaps "+n.String()+" in policy.never_blackhole", now))
+		}
+	}
+	return waits
+}
+
+// waitAll waits for queued writes, handling failures.
+func (m *Manager) waitAll(waits []func() error) {
+	for _, wait := range waits {
+		if err := wait(); err != nil {
+			m.writeFailed(err)
+		}
+	}
 }
 
 // Add validates req against policy, records it and announces it. Adding an
 // active prefix keeps one entry and moves its expiry to the later of the
 // two. The returned error is a *Error for refusals.
 func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change, error) {
-	m.mu.Lock()
-	pol := m.policy
-	p, err := checkPrefix(req.Prefix, req.Scope, pol)
-	if err != nil {
-		m.mu.Unlock()
+	// Malformed requests are INVALID_ARGUMENT whatever else is wrong with
+	// them; then scope, then policy.
+	p := req.Prefix
+	if err := checkWellFormed(p); err != nil {
 		return store.Blackhole{}, 0, err
 	}
 	ttl := req.TTL
+	if ttl < 0 || (req.HasTTL && ttl == 0) {
+		return store.Blackhole{}, 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
+	}
+	m.mu.Lock()
+	pol := m.policy
+	if err := checkAllowed(p, req.Scope, pol); err != nil {
+		m.mu.Unlock()
+		return store.Blackhole{}, 0, err
+	}
 	switch {
-	case req.HasTTL && ttl <= 0:
-		m.mu.Unlock()
-		return store.Blackhole{}, 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
-	case ttl < 0:
-		m.mu.Unlock()
-		return store.Blackhole{}, 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
 	case ttl == 0:
 		ttl = pol.DefaultTTL
 	case ttl > pol.MaxTTL:
@@ -276,12 +304,9 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 
 // Remove withdraws an active blackhole now.
 func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (store.Blackhole, error) {
-	if !req.Prefix.IsValid() {
-		return store.Blackhole{}, refuse(KindInvalid, "missing prefix")
-	}
 	p := req.Prefix
-	if p.Masked() != p {
-		return store.Blackhole{}, refuse(KindInvalid, "%s has host bits set", p)
+	if err := checkWellFormed(p); err != nil {
+		return store.Blackhole{}, err
 	}
 	if req.Scope != nil && !inside(p, req.Scope) {
 		return store.Blackhole{}, refuse(KindScope, "%s is outside your prefixes", p)
@@ -399,6 +424,10 @@ func (m *Manager) broadcast(ev Event) {
 func (m *Manager) Restore(ctx context.Context) error {
 	m.expireDue()
 	m.mu.Lock()
+	waits := m.enforceNever()
+	m.mu.Unlock()
+	m.waitAll(waits)
+	m.mu.Lock()
 	all := make([]netip.Prefix, 0, len(m.active))
 	for p := range m.active {
 		all = append(all, p)
@@ -485,11 +514,7 @@ func (m *Manager) expireDue() {
 		waits = append(waits, m.end(m.active[it.prefix], "expired", "expiry", "ttl elapsed", now))
 	}
 	m.mu.Unlock()
-	for _, wait := range waits {
-		if err := wait(); err != nil {
-			m.writeFailed(err)
-		}
-	}
+	m.waitAll(waits)
 }
 
 // poke does a non-blocking send on a wake-up channel.
@@ -615,37 +640,47 @@ func (m *Manager) rebuild(ctx context.Context) {
 	m.mu.Unlock()
 }
 
-// checkPrefix applies the refusals of SPEC.md in order: malformed, scope,
-// policy.
-func checkPrefix(p netip.Prefix, scope []netip.Prefix, pol Policy) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return p, refuse(KindInvalid, "missing or malformed prefix")
+// checkWellFormed refuses what is not a usable prefix (INVALID_ARGUMENT).
+func checkWellFormed(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return refuse(KindInvalid, "missing or malformed prefix")
+	case p.Addr().Zone() != "":
+		return refuse(KindInvalid, "%s: zones are not allowed", p)
+	case p.Addr().Is4In6():
+		return refuse(KindInvalid, "%s: use the IPv4 form, not IPv4-mapped IPv6", p)
+	case p.Masked() != p:
+		return refuse(KindInvalid, "%s has host bits set (did you mean %s?)", p, p.Masked())
 	}
-	if p.Addr().Zone() != "" {
-		return p, refuse(KindInvalid, "%s: zones are not allowed", p)
-	}
-	if p.Addr().Is4In6() {
-		return p, refuse(KindInvalid, "%s: use the IPv4 form, not IPv4-mapped IPv6", p)
-	}
-	if p.Masked() != p {
-		return p, refuse(KindInvalid, "%s has host bits set (did you mean %s?)", p, p.Masked())
-	}
+	return nil
+}
+
+// checkAllowed applies the caller's scope, then policy.
+func checkAllowed(p netip.Prefix, scope []netip.Prefix, pol Policy) error {
 	if scope != nil && !inside(p, scope) {
-		return p, refuse(KindScope, "%s is outside your prefixes", p)
+		return refuse(KindScope, "%s is outside your prefixes", p)
 	}
 	minLen, key := pol.MinPrefixLenV4, "min_prefix_len_v4"
 	if p.Addr().Is6() {
 		minLen, key = pol.MinPrefixLenV6, "min_prefix_len_v6"
 	}
 	if p.Bits() < minLen {
-		return p, refuse(KindPolicy, "%s is shorter than /%d (policy.%s)", p, minLen, key)
+		return refuse(KindPolicy, "%s is shorter than /%d (policy.%s)", p, minLen, key)
 	}
-	for _, n := range pol.NeverBlackhole {
+	if n, ok := neverOverlap(p, pol.NeverBlackhole); ok {
+		return refuse(KindPolicy, "%s overlaps %s in policy.never_blackhole", p, n)
+	}
+	return nil
+}
+
+// neverOverlap returns the never_blackhole entry p overlaps, if any.
+func neverOverlap(p netip.Prefix, never []netip.Prefix) (netip.Prefix, bool) {
+	for _, n := range never {
 		if n.Overlaps(p) {
-			return p, refuse(KindPolicy, "%s overlaps %s in policy.never_blackhole", p, n)
+			return n, true
 		}
 	}
-	return p, nil
+	return netip.Prefix{}, false
 }
 
 // inside reports whether p lies within one of ps.

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -342,5 +343,67 @@ func TestConcurrentAddsShareCommitsAndOrder(t *testing.T) {
 	stored, _ := f.db.ActiveBlackholes(ctx)
 	if len(stored) != 16*25 {
 		t.Fatalf("stored active = %d", len(stored))
+	}
+}
+
+// A malformed request is INVALID_ARGUMENT even when it would also break
+// scope or policy.
+func TestInvalidBeatsScopeAndPolicy(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	partner := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	for _, req := range []Request{
+		{Prefix: pfx("198.51.100.53"), HasTTL: true},                // never_blackhole, ttl 0
+		{Prefix: pfx("198.51.100.0/24"), TTL: -time.Minute},         // too short, negative ttl
+		{Prefix: pfx("198.51.100.7"), HasTTL: true, Scope: partner}, // out of scope, ttl 0
+	} {
+		if _, _, err := f.m.Add(context.Background(), req); KindOf(err) != KindInvalid {
+			t.Errorf("Add(%v, ttl %v) = %v, want KindInvalid", req.Prefix, req.TTL, err)
+		}
+	}
+}
+
+// A never_blackhole entry added by a reload or a restart withdraws what it
+// covers.
+func TestNewNeverBlackholeAppliesToActive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	rp := ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour}
+	f := newFixture(t, path, testPolicy(), rp)
+	ctx := context.Background()
+	for _, p := range []string{"198.51.100.40", "198.51.100.41", "198.51.100.42"} {
+		if _, _, err := f.m.Add(ctx, Request{Prefix: pfx(p), Actor: "noc"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := testPolicy()
+	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.40"))
+	if err := f.m.SetPolicy(pol, rp); err != nil {
+		t.Fatal(err)
+	}
+	f.announced("198.51.100.41/32", "198.51.100.42/32")
+	f.close()
+	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.41"))
+	f2 := newFixture(t, path, pol, rp)
+	f2.announced("198.51.100.42/32")
+	log, _ := f2.db.AuditLog(ctx, "198.51.100.41/32", 0)
+	if last := log[len(log)-1]; last.Actor != "policy" || last.Action != "remove" {
+		t.Fatalf("audit of the withdrawal = %+v", last)
+	}
+}
+
+func TestReportEdgeCases(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx := context.Background()
+	// Ten partners of trust 0.1 reach 1.0 despite float rounding.
+	for i := range 10 {
+		f.m.SubmitReports(ctx, Reporter{Name: fmt.Sprintf("isp-%d", i), Trust: 0.1}, []Report{{Address: "198.51.100.60"}})
+	}
+	if _, ok := f.m.Lookup(pfx("198.51.100.60")); !ok {
+		t.Fatal("ten reports of trust 0.1 did not reach the threshold 1.0")
+	}
+	// A count SQLite cannot store is rejected alone; the rest is stored.
+	n, rej, err := f.m.SubmitReports(ctx, Reporter{Name: "isp-a", Trust: 0.1},
+		[]Report{{Address: "198.51.100.61", Count: 1 << 63}, {Address: "198.51.100.62", Count: 5}})
+	if err != nil || n != 1 || len(rej) != 1 || rej[0].Index != 0 {
+		t.Fatalf("batch with a huge count = %d, %+v, %v", n, rej, err)
 	}
 }

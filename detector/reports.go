@@ -3,6 +3,7 @@ package detector
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,7 +67,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 		if slices.Contains(hit, r.Address) {
 			continue
 		}
-		if s, _ := m.score(r.Address, now, rp.Window); s >= rp.Threshold {
+		if s, _ := m.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
 			if _, active := m.active[netip.PrefixFrom(r.Address, r.Address.BitLen())]; !active {
 				hit = append(hit, r.Address)
 			}
@@ -122,6 +123,9 @@ func checkReport(r Report, now time.Time) (store.Report, error) {
 		return sr, fmt.Errorf("observed_at %s is in the future", sr.ObservedAt.Format(time.RFC3339))
 	}
 	sr.Count = r.Count
+	if sr.Count > math.MaxInt64 {
+		return sr, fmt.Errorf("count %d is too large (at most %d)", sr.Count, int64(math.MaxInt64))
+	}
 	if sr.Count == 0 {
 		sr.Count = 1
 	}
@@ -144,6 +148,10 @@ func (m *Manager) markReport(a netip.Addr, reporter string, trust float64, at ti
 		rs[reporter] = reportMark{trust: trust, at: at}
 	}
 }
+
+// reaches reports whether score is at threshold, allowing for rounding in
+// sums of fractional trust (ten reports of 0.1 reach 1.0).
+func reaches(score, threshold float64) bool { return score >= threshold-1e-9 }
 
 // score is the sum of the trust of the distinct reporters of a whose newest
 // report lies within window; m.mu must be held.

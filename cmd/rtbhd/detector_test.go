@@ -148,7 +148,7 @@ func TestDetectionLatency(t *testing.T) {
       asn: 64501
       role: border
       port: %d`, peerAddr, peer.Port())
-	startDaemon(t, cfg)
+	d := startDaemon(t, cfg)
 	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
 
 	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort))
@@ -191,5 +191,31 @@ func TestDetectionLatency(t *testing.T) {
 	}
 	if worst > time.Second {
 		t.Errorf("worst threshold-to-route latency %s, want <= 1 s", worst)
+	}
+
+	// An operator lifts a zombie's blackhole early; it carries on and is
+	// caught again at once, as a repeat offender with double the TTL.
+	c := dial(t, d.apiAddr(), testToken)
+	first := netip.MustParseAddr("198.51.100.200")
+	if _, err := c.bh.RemoveBlackhole(context.Background(), &rtbhv1.RemoveBlackholeRequest{Prefix: first.String(), Reason: "customer says cleaned"}); err != nil {
+		t.Fatal(err)
+	}
+	routertest.WaitFor(t, 5*time.Second, "the withdrawal on the peer", func() bool { n, _ := peer.Count(); return n == 4 })
+	time.Sleep(100 * time.Millisecond)
+	if _, err := conn.Write(stream.Datagram(sflowtest.Packet{Src: first, Dst: netip.MustParseAddr("192.0.2.99"),
+		Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn})); err != nil {
+		t.Fatal(err)
+	}
+	routertest.WaitFor(t, 5*time.Second, "the repeat offender back on the peer", func() bool { n, _ := peer.Count(); return n == 5 })
+	l, err := c.bh.ListBlackholes(context.Background(), &rtbhv1.ListBlackholesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range l.Blackholes {
+		if b.Prefix == first.String()+"/32" {
+			if ttl := b.ExpiresAt.AsTime().Sub(b.CreatedAt.AsTime()); ttl != 2*time.Hour {
+				t.Errorf("repeat offender TTL = %s, want 2h (double the rule's 1h)", ttl)
+			}
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/rtbh/rtbh/cmd/rtbhd/internal/app"
@@ -73,6 +74,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if err := app.Check(cfg); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "%s: %s\n", *path, line)
+		}
+		return 1
+	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: configuration is valid\n", *path)
 		return 0
@@ -80,7 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := app.New(cfg, *path, logger, app.Options{Pprof: *pprofOn})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	a, err := app.New(cfg, *path, logger, app.Options{Pprof: *pprofOn, Reload: hup})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

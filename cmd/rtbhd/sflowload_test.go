@@ -73,15 +73,13 @@ const (
 )
 
 func (a *loadAgent) send(uptimeMS uint32) error {
-	dg := a.dgs[a.next]
-	a.next = (a.next + 1) % len(a.dgs)
+	i := a.next
+	a.next = (i + 1) % len(a.dgs)
+	dg := a.dgs[i]
 	a.seq++
 	binary.BigEndian.PutUint32(dg[offSeq:], a.seq)
 	binary.BigEndian.PutUint32(dg[offUptime:], uptimeMS)
-	for _, o := range a.samples[a.next] {
-		_ = o
-	}
-	for _, o := range a.samples[(a.next+len(a.dgs)-1)%len(a.dgs)] {
+	for _, o := range a.samples[i] {
 		a.fseq++
 		a.pool += loadSamplingRate
 		binary.BigEndian.PutUint32(dg[o+8:], a.fseq)
@@ -149,10 +147,10 @@ func loadPacket(r *rand.Rand) sflowtest.Packet {
 	case x < 85: // DNS
 		p.Protocol, p.DstPort, p.Dst, p.PayloadLen = sflowtest.ProtoUDP, 53, dst(r.IntN(2)), 40+r.IntN(60)
 	case x < 90: // other TCP: mail submission
-		p.Protocol, p.DstPort, p.Dst = sflowtest.ProtoTCP, 587, dst(500), 40
+		p.Protocol, p.DstPort, p.Dst = sflowtest.ProtoTCP, 587, dst(500)
 		p.TCPFlags, p.PayloadLen = sflowtest.TCPAck, 200
 	case x < 95: // tcp/25 to the ISP's MTAs
-		p.Protocol, p.DstPort, p.Dst = sflowtest.ProtoTCP, 25, dst(600+r.IntN(2)), 40
+		p.Protocol, p.DstPort, p.Dst = sflowtest.ProtoTCP, 25, dst(600+r.IntN(2))
 		p.TCPFlags, p.PayloadLen = sflowtest.TCPAck, 300
 	default: // a zombie: tcp/25 SYNs to many mail servers
 		z := r.IntN(30)
@@ -210,8 +208,9 @@ func buildLoadAgents(t *testing.T) ([]*loadAgent, int) {
 // cpuTime returns the CPU time pid has used so far: the sum of the first
 // field of /proc/PID/task/*/schedstat (ns on CPU, every thread alive now)
 // and utime+stime of /proc/PID/stat (whole process including exited
-// threads, at 100 Hz).
-func cpuTime(t *testing.T, pid int) (sched time.Duration, stat time.Duration) {
+// threads, at 100 Hz), and the number of times its threads were switched
+// onto a CPU (third schedstat field: wake-ups, roughly).
+func cpuTime(t *testing.T, pid int) (sched time.Duration, stat time.Duration, slices int64) {
 	t.Helper()
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	if err != nil || len(tasks) == 0 {
@@ -222,8 +221,11 @@ func cpuTime(t *testing.T, pid int) (sched time.Duration, stat time.Duration) {
 		if err != nil {
 			continue // thread gone
 		}
-		ns, _ := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
+		f := strings.Fields(string(b))
+		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		n, _ := strconv.ParseInt(f[2], 10, 64)
 		sched += time.Duration(ns)
+		slices += n
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -235,16 +237,15 @@ func cpuTime(t *testing.T, pid int) (sched time.Duration, stat time.Duration) {
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	const clkTck = 100 // getconf CLK_TCK on Linux
 	stat = time.Duration(utime+stime) * time.Second / clkTck
-	return sched, stat
+	return sched, stat, slices
 }
 
 // loadTarget is a collector under test.
 type loadTarget struct {
 	name    string
 	pid     int
-	addr    string           // UDP host:port
-	samples func() float64   // flow samples it has decoded so far
-	extra   func() string    // more figures for the summary
+	addr    string          // UDP host:port
+	samples func() float64  // flow samples it has decoded so far
 	during  func(time.Time) // called in a goroutine when the load starts
 }
 
@@ -254,6 +255,8 @@ type loadResult struct {
 	samplesSent int
 	received    float64
 	sched, stat time.Duration
+	slices      int64         // times the collector's threads got a CPU
+	senderCPU   time.Duration // this test process (sender and metric polls)
 }
 
 func (r loadResult) rate() float64 { return float64(r.datagrams) / r.elapsed.Seconds() }
@@ -302,7 +305,8 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 	}
 	time.Sleep(200 * time.Millisecond)
 	base := target.samples()
-	sched0, stat0 := cpuTime(t, target.pid)
+	sched0, stat0, slices0 := cpuTime(t, target.pid)
+	self0, _, _ := cpuTime(t, os.Getpid())
 
 	total := int(float64(rate) * d.Seconds())
 	sent := 0
@@ -345,16 +349,42 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 		}
 		last = now
 	}
-	sched1, stat1 := cpuTime(t, target.pid)
+	sched1, stat1, slices1 := cpuTime(t, target.pid)
+	self1, _, _ := cpuTime(t, os.Getpid())
 	return loadResult{datagrams: sent, elapsed: elapsed, samplesSent: sent * loadSamplesPerDatagram,
-		received: last - base, sched: sched1 - sched0, stat: stat1 - stat0}
+		received: last - base, sched: sched1 - sched0, stat: stat1 - stat0, slices: slices1 - slices0,
+		senderCPU: self1 - self0}
+}
+
+// udpDrops sums the kernel's drop counters (last column of /proc/net/udp
+// and udp6) of the sockets bound to port: datagrams that found the
+// receive buffer full.
+func udpDrops(port int) float64 {
+	var sum float64
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 13 || !strings.HasSuffix(fs[1], suffix) {
+				continue
+			}
+			v, _ := strconv.ParseFloat(fs[len(fs)-1], 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func logLoad(t *testing.T, name string, r loadResult, extra string) {
 	t.Helper()
-	t.Logf("%-8s %8.0f datagrams/s achieved (%d in %s), %d samples, CPU %6.0f ns/sample (schedstat; /proc stat: %.0f), loss %.3f%%%s",
+	t.Logf("%-8s %8.0f datagrams/s achieved (%d in %s), %d samples sent, CPU %5.0f ns/sample sent (schedstat; /proc stat %.0f; per sample decoded %.0f), loss %.3f%%; %.2f CPU switches-in per datagram; sender %.0f%% of a CPU%s",
 		name, r.rate(), r.datagrams, r.elapsed.Round(time.Millisecond), r.samplesSent, r.nsPerSample(),
-		float64(r.stat.Nanoseconds())/float64(r.samplesSent), 100*r.loss(), extra)
+		float64(r.stat.Nanoseconds())/float64(r.samplesSent), float64(r.sched.Nanoseconds())/r.received, 100*r.loss(),
+		float64(r.slices)/float64(r.datagrams), 100*r.senderCPU.Seconds()/r.elapsed.Seconds(), extra)
 }
 
 // metricValue sums every sample of a metric family in Prometheus text.
@@ -409,8 +439,9 @@ func TestSFlowLoad(t *testing.T) {
 	}
 	if path := *sflowLoadProfile; path != "" {
 		target.during = func(start time.Time) {
-			time.Sleep(d / 4)
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", cfg.MetricsPort))
+			secs := max(1, min(5, int(d.Seconds()/2)))
+			time.Sleep(time.Until(start.Add(d / 4)))
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", cfg.MetricsPort, secs))
 			if err != nil {
 				t.Logf("cpu profile: %v", err)
 				return
@@ -429,8 +460,8 @@ func TestSFlowLoad(t *testing.T) {
 	}
 	r := runLoad(t, target, agents, rate, d)
 	m := dm.metrics()
-	logLoad(t, "rtbhd", r, fmt.Sprintf("; socket drops %.0f, lost datagrams %.0f, decode errors %.0f, firings %.0f, blackholes %.0f, tracked sources %.0f, rcvbuf %.0f",
-		metricValue(m, "rtbh_sflow_socket_drops_total"), metricValue(m, "rtbh_sflow_lost_datagrams_total"),
+	logLoad(t, "rtbhd", r, fmt.Sprintf("; socket drops %.0f (kernel %.0f), lost datagrams %.0f, decode errors %.0f, firings %.0f, blackholes %.0f, tracked sources %.0f, rcvbuf %.0f",
+		metricValue(m, "rtbh_sflow_socket_drops_total"), udpDrops(cfg.SFlowPort), metricValue(m, "rtbh_sflow_lost_datagrams_total"),
 		metricValue(m, "rtbh_sflow_decode_errors_total"), metricValue(m, "rtbh_detector_firings_total"),
 		metricValue(m, "rtbh_blackholes_active"), metricValue(m, "rtbh_detector_tracked_sources"),
 		metricValue(m, "rtbh_sflow_receive_buffer_bytes")))
@@ -495,10 +526,10 @@ func TestSFlowLoad(t *testing.T) {
 		},
 	}, agents, rate, d)
 	gm := gfMetrics()
-	logLoad(t, "goflow2", g, fmt.Sprintf("; dropped %.0f, decoder errors %.0f",
-		metricValue(gm, "goflow2_flow_dropped_packets_total"), metricValue(gm, "goflow2_flow_decoder_error_total")))
-	if g.loss() > 0.01 {
-		t.Errorf("goflow2 lost %.2f%% of the samples, want < 1%%", 100*g.loss())
+	logLoad(t, "goflow2", g, fmt.Sprintf("; socket drops (kernel) %.0f, dropped %.0f, decoder errors %.0f",
+		udpDrops(udp), metricValue(gm, "goflow2_flow_dropped_packets_total"), metricValue(gm, "goflow2_flow_decoder_error_total")))
+	if g.loss() > 0.01 { // goflow2 is only the yardstick: note it, do not fail rtbh's test
+		t.Logf("note: goflow2 lost %.2f%% of the samples; its figure is then per sample sent, not per sample handled", 100*g.loss())
 	}
 	t.Logf("rtbhd / goflow2 CPU per sample: %.3f (goflow2 costs %.1fx rtbhd)", r.nsPerSample()/g.nsPerSample(), g.nsPerSample()/r.nsPerSample())
 }
@@ -518,21 +549,24 @@ func buildGoflow2(t *testing.T) string {
 		}
 	}
 	tmp := t.TempDir()
-	goCmd := func(dir string, args ...string) ([]byte, error) {
+	goCmd := func(dir string, args ...string) (stdout, stderr []byte, err error) {
+		var o, e strings.Builder
 		c := exec.Command("go", args...)
 		c.Dir = dir
 		c.Env = append(os.Environ(), "GOFLAGS=-mod=mod -buildvcs=false", "GOWORK=off")
-		return c.CombinedOutput()
+		c.Stdout, c.Stderr = &o, &e
+		err = c.Run()
+		return []byte(o.String()), []byte(e.String()), err
 	}
 	// The module is usually in the cache already (rtbh's go.mod requires
 	// it); "go mod download" outside any module only fills the cache.
-	out, err := goCmd(tmp, "mod", "download", "-json", "github.com/netsampler/goflow2/v2@"+version)
+	out, stderr, err := goCmd(tmp, "mod", "download", "-json", "github.com/netsampler/goflow2/v2@"+version)
 	var mod struct{ Dir, Error string }
-	if err == nil {
-		err = json.Unmarshal(out, &mod)
+	if jerr := json.Unmarshal(out, &mod); err == nil {
+		err = jerr
 	}
 	if err != nil || mod.Dir == "" {
-		t.Logf("goflow2 %s: module not available (%v %s %s); skipping the comparison", version, err, mod.Error, out)
+		t.Logf("goflow2 %s: module not available (%v %s):\n%s%s\nskipping the comparison", version, err, mod.Error, out, stderr)
 		return ""
 	}
 	src := filepath.Join(tmp, "goflow2-src")
@@ -542,8 +576,8 @@ func buildGoflow2(t *testing.T) string {
 	}
 	bin := filepath.Join(tmp, "goflow2")
 	start := time.Now()
-	if out, err := goCmd(src, "build", "-o", bin, "./cmd/goflow2"); err != nil {
-		t.Logf("goflow2 %s: its binary cannot be built here (%v):\n%s\nskipping the comparison", version, err, out)
+	if _, stderr, err := goCmd(src, "build", "-o", bin, "./cmd/goflow2"); err != nil {
+		t.Logf("goflow2 %s: its binary cannot be built here (%v):\n%s\nskipping the comparison", version, err, stderr)
 		return ""
 	}
 	t.Logf("built goflow2 %s in %s", version, time.Since(start).Round(100*time.Millisecond))

@@ -77,6 +77,21 @@ type Server struct {
 	stopping chan struct{} // closed when Serve begins to stop: ends watch streams
 }
 
+// Check validates cfg as New does, including loading the TLS files,
+// without building a server (for rtbhd --check).
+func Check(cfg Config) error {
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if cfg.tlsEnabled() {
+		if _, err := serverTLS(cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // New checks cfg and builds a server; it opens no socket (see Listen).
 // Plaintext on a non-loopback listen address is refused here.
 func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {

@@ -14,9 +14,9 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
-	"os/signal"
+	"strings"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +55,7 @@ type App struct {
 	metrics  *http.Server
 	metricsL net.Listener
 
+	reloads        <-chan os.Signal
 	firings        chan fanout.Firing
 	firingsDropped prometheus.Counter
 	ready          atomic.Bool
@@ -64,13 +65,16 @@ type App struct {
 type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ on metrics.listen.
 	Pprof bool
+	// Reload delivers SIGHUP (or any reload request); nil = never. main
+	// subscribes before New, so a reload during start-up is not fatal.
+	Reload <-chan os.Signal
 }
 
 // New builds rtbhd from cfg. configPath is re-read on SIGHUP ("" = no
 // reload).
 func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Options) (*App, error) {
 	a := &App{log: logger, cfg: cfg, configPath: configPath, reg: prometheus.NewRegistry(),
-		firings: make(chan fanout.Firing, firingBuffer)}
+		reloads: opts.Reload, firings: make(chan fanout.Firing, firingBuffer)}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.firingsDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rtbh_detector_firings_dropped_total",
@@ -119,6 +123,30 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	}
 	ok = true
 	return a, nil
+}
+
+// Check builds every component's configuration from cfg, as New would,
+// without opening the store or any socket, and returns what they refuse.
+// The config package names keys for everything it knows; this catches what
+// only a component knows (e.g. unreadable TLS files), so that --check and
+// the daemon refuse exactly the same files.
+func Check(cfg *config.Config) error {
+	quiet := slog.New(slog.DiscardHandler)
+	var errs []error
+	if _, err := bgp.New(bgpConfig(cfg), quiet, nil); err != nil {
+		errs = append(errs, fmt.Errorf("bgp: %w", err))
+	}
+	engine, err := fanout.New(fanoutConfig(cfg), func(fanout.Firing) {}, nil)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("detector: %w", err))
+	}
+	if _, err := sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents}, engine, quiet, nil); err != nil {
+		errs = append(errs, fmt.Errorf("sflow: %w", err))
+	}
+	if err := api.Check(apiConfig(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("api: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // Manager is the decision path (for in-process tests and tools).
@@ -173,13 +201,20 @@ func (a *App) Run(ctx context.Context) (err error) {
 	defer func() {
 		err = errors.Join(err, a.speaker.Close(), a.closeStore())
 	}()
+	// A stop signal during start-up is a clean stop, not a failure.
+	started := func(what string, err error) error {
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	// The stored set goes into the RIB before any session opens: routers
 	// in graceful restart get all of it before End-of-RIB.
-	if err := a.manager.Restore(ctx); err != nil {
+	if err := started("restoring blackholes", a.manager.Restore(ctx)); err != nil || ctx.Err() != nil {
 		return err
 	}
-	if err := a.speaker.Start(ctx); err != nil {
-		return fmt.Errorf("starting bgp: %w", err)
+	if err := started("starting bgp", a.speaker.Start(ctx)); err != nil || ctx.Err() != nil {
+		return err
 	}
 	if err := a.sflow.Listen(); err != nil {
 		return fmt.Errorf("sflow.listen: %w", err)
@@ -198,39 +233,49 @@ func (a *App) Run(ctx context.Context) (err error) {
 	core, stopCore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCore()
 
-	var in, mid errgroup.Group
+	var mid errgroup.Group
 	mid.Go(func() error { return a.manager.Run(core) })
-	mid.Go(func() error { a.decideFirings(core); return nil })
-	in.Go(func() error { return a.sflow.Run(inputs) })
-	in.Go(func() error { return a.api.Serve(inputs) })
+	_, events := a.manager.Watch(core)
+	mid.Go(func() error { a.decideFirings(core, events); return nil })
+
+	// Any input that stops with an error stops everything.
+	var in sync.WaitGroup
+	failed := make(chan error, 3)
+	goInput := func(run func() error) {
+		in.Add(1)
+		go func() {
+			defer in.Done()
+			if err := run(); err != nil {
+				failed <- err
+			}
+		}()
+	}
+	goInput(func() error { return a.sflow.Run(inputs) })
+	goInput(func() error { return a.api.Serve(inputs) })
 	if a.metrics != nil {
-		in.Go(func() error {
+		goInput(func() error {
 			if err := a.metrics.Serve(a.metricsL); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics: %w", err)
 			}
 			return nil
 		})
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	a.ready.Store(true)
 	a.log.Info("rtbhd running", "api", a.api.Addr(), "sflow", a.sflow.Addr(), "metrics", a.cfg.Metrics.Listen,
 		"bgp_port", a.cfg.BGP.ListenPort, "neighbors", len(a.cfg.BGP.Neighbors), "active", len(a.manager.Active()))
 
-	// A component that fails stops everything.
-	failed := make(chan error, 1)
-	go func() { failed <- in.Wait() }()
+	var errs []error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case err := <-failed:
-			failed <- err
+			a.log.Error("a component failed; stopping", "err", err)
+			errs = append(errs, err)
 			break loop
-		case <-hup:
+		case <-a.reloads:
 			a.reload(ctx)
 		}
 	}
@@ -242,10 +287,14 @@ loop:
 		a.metrics.Shutdown(sctx)
 		cancel()
 	}
-	errIn := <-failed
+	in.Wait()
+	close(failed)
+	for err := range failed {
+		errs = append(errs, err)
+	}
 	stopCore()
-	errMid := mid.Wait()
-	return errors.Join(errIn, errMid)
+	errs = append(errs, mid.Wait())
+	return errors.Join(errs...)
 }
 
 func (a *App) closeStore() error {
@@ -257,12 +306,22 @@ func (a *App) closeStore() error {
 	return err
 }
 
-// decideFirings turns detector firings into evidence and blackholes.
-func (a *App) decideFirings(ctx context.Context) {
+// decideFirings turns detector firings into evidence and blackholes, and
+// lifts a source's suppression when its detector blackhole is removed
+// early, so that it is caught again if it carries on.
+func (a *App) decideFirings(ctx context.Context, events <-chan detector.Event) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case ev, ok := <-events:
+			if !ok {
+				_, events = a.manager.Watch(ctx)
+				continue
+			}
+			if rule, isDetector := strings.CutPrefix(ev.Blackhole.Origin, "detector:"); isDetector && ev.Type == detector.EventRemoved {
+				a.engine.Suppress(ev.Blackhole.Prefix.Addr(), rule, time.Time{})
+			}
 		case f := <-a.firings:
 			proto := "tcp"
 			if f.Protocol == 17 {

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"net/netip"
+	"time"
 )
 
 // checks are the rules that involve more than one key. They run even when
@@ -40,7 +41,14 @@ func checkNeighbors(d *decoder, c *Config) {
 		if nb.Passive && c.BGP.ListenAddress == "" && !d.failed("bgp.listen_address") {
 			d.errAt(index("bgp.neighbors", i)+".passive", `waits for the router, but bgp.listen_address is "" (rtbhd does not listen)`)
 		}
+		if nb.Multihop > 0 && nb.ASN == c.BGP.ASN && nb.ASN != 0 {
+			d.errAt(index("bgp.neighbors", i)+".multihop", "only for eBGP neighbors (asn %d is bgp.asn: iBGP)", nb.ASN)
+		}
 		if !nb.Address.IsValid() {
+			continue
+		}
+		if nb.Address.Zone() != "" {
+			d.errAt(index("bgp.neighbors", i)+".address", "%s: zones are not allowed", nb.Address)
 			continue
 		}
 		if j, dup := first[nb.Address]; dup {
@@ -51,7 +59,23 @@ func checkNeighbors(d *decoder, c *Config) {
 	}
 }
 
+// MaxTrackedSources bounds detector.max_tracked_sources (about 200 bytes
+// each: 100 million is ~20 GB).
+const MaxTrackedSources = 100_000_000
+
+// MaxRules is the most detector rules a config may hold.
+const MaxRules = 255
+
+// MinWindow is the shortest detector.window.
+const MinWindow = time.Second
+
 func checkRules(d *decoder, c *Config) {
+	if w := c.Detector.Window; w > 0 && w < MinWindow {
+		d.errAt("detector.window", "%s is shorter than %s", w, MinWindow)
+	}
+	if n := len(c.Detector.Rules); n > MaxRules {
+		d.errAt("detector.rules", "%d rules, at most %d allowed", n, MaxRules)
+	}
 	first := make(map[string]int)
 	for i, r := range c.Detector.Rules {
 		if r.Name == "" {

@@ -142,7 +142,7 @@ func TestFull(t *testing.T) {
 			Neighbors: []Neighbor{
 				{
 					Address:          netip.MustParseAddr("10.0.0.2"),
-					ASN:              4200000000,
+					ASN:              4200000001,
 					Role:             RoleBorder,
 					Port:             11179,
 					Passive:          true,

@@ -94,7 +94,7 @@ func (d *decoder) detectorFields(det *Detector) []field {
 	return []field{
 		{"subscriber_prefixes", false, d.prefixes(&det.SubscriberPrefixes)},
 		{"window", false, d.duration(&det.Window)},
-		{"max_tracked_sources", false, d.intRange(&det.MaxTrackedSources, 1, math.MaxInt32)},
+		{"max_tracked_sources", false, d.intRange(&det.MaxTrackedSources, 1, MaxTrackedSources)},
 		// Present (even empty) replaces the default smtp-fanout rule.
 		{"rules", false, func(n *yaml.Node, path string) {
 			items, _ := d.sequence(n, path)
