@@ -15,7 +15,7 @@ import (
 // neighbor passive) and a BIRD border router that connects to it.
 func birdSetup(t *testing.T, gr bool) (*Speaker, *routertest.BIRD, Config) {
 	me, rtr := testAddr(t), testAddr(t)
-	port := freePort(t, me)
+	port := routertest.FreePort(t, me)
 	b := routertest.StartBIRD(t, routertest.BIRDConfig{
 		LocalAddr: rtr, LocalASN: 64501, PeerAddr: me, PeerPort: port, PeerASN: 64500, GracefulRestart: gr,
 	})

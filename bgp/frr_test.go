@@ -15,7 +15,7 @@ import (
 func TestFRRPeerGetsOnlyOwnSpace(t *testing.T) {
 	ctx := context.Background()
 	me, rtr := testAddr(t), testAddr(t)
-	port := freePort(t, me)
+	port := routertest.FreePort(t, me)
 	f := routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: rtr, LocalASN: 64502, PeerAddr: me, PeerPort: port, PeerASN: 64500})
 	s := newTestSpeaker(t, me, Config{
 		ListenAddress: me.String(), ListenPort: port, GracefulRestart: true,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -19,6 +18,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
 )
 
 // Tests of this package use 127.0.20.0/24 .. 127.0.29.0/24 (see the
@@ -32,17 +33,6 @@ func testAddr(t testing.TB) netip.Addr {
 		t.Fatal("out of test addresses")
 	}
 	return netip.AddrFrom4([4]byte{127, 0, byte(20 + n/250), byte(n%250 + 2)})
-}
-
-// freePort returns a TCP port that is free on addr right now.
-func freePort(t testing.TB, addr netip.Addr) int {
-	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-	if err != nil {
-		t.Fatalf("finding a free port on %s: %v", addr, err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -79,7 +69,7 @@ type receiverOpts struct {
 func startReceiver(t testing.TB, asn uint32, speaker netip.Addr, speakerASN uint32, o receiverOpts) *receiver {
 	t.Helper()
 	r := &receiver{addr: testAddr(t), asn: asn}
-	r.port = freePort(t, r.addr)
+	r.port = routertest.FreePort(t, r.addr)
 	r.srv = server.NewBgpServer(server.LoggerOption(newSlogAdapter(testLogger(t).With("receiver", r.addr))))
 	go r.srv.Serve()
 	ctx := context.Background()
@@ -212,7 +202,7 @@ func newTestSpeaker(t testing.TB, addr netip.Addr, cfg Config) *Speaker {
 	cfg.RouterID = addr
 	if cfg.ListenAddress == "" {
 		cfg.ListenAddress = addr.String()
-		cfg.ListenPort = freePort(t, addr)
+		cfg.ListenPort = routertest.FreePort(t, addr)
 	}
 	if !cfg.NextHopV4.IsValid() {
 		cfg.NextHopV4 = netip.MustParseAddr("192.0.2.1")

@@ -10,6 +10,8 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
 )
 
 func TestAnnounceWithdrawToGoBGP(t *testing.T) {
@@ -27,7 +29,7 @@ func TestAnnounceWithdrawToGoBGP(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	cfg := Config{
-		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: freePort(t, me),
+		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: routertest.FreePort(t, me),
 		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1"),
 		GracefulRestart: true,
 		Neighbors:       []Neighbor{bn, pn},

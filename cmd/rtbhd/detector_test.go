@@ -138,18 +138,8 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 // route on a BGP peer: target <= 1 s. Each zombie gets 19 destinations
 // first (one short of min_destinations), then the crossing sample alone.
 func TestDetectionLatency(t *testing.T) {
-	speaker, peerAddr := netip.MustParseAddr("127.0.34.1"), netip.MustParseAddr("127.0.34.2")
-	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
-		PeerAddr: speaker, PeerASN: 64500})
 	cfg := newDaemonConfig(t, t.TempDir())
-	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = freePort(t, speaker.String())
-	cfg.Neighbors = fmt.Sprintf(`    - address: %s
-      asn: 64501
-      role: border
-      port: %d`, peerAddr, peer.Port())
-	d := startDaemon(t, cfg)
-	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+	d, peer := startWithGoBGPPeer(t, cfg, netip.MustParseAddr("127.0.34.1"), netip.MustParseAddr("127.0.34.2"))
 
 	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort))
 	if err != nil {

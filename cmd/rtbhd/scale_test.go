@@ -21,6 +21,25 @@ import (
 
 var scale = flag.Int("rtbh.scale", 0, "run TestScale with this many blackholes (e.g. 100000)")
 
+// startWithGoBGPPeer starts an in-process GoBGP peer (AS 64501) at peer
+// and rtbhd (cfg, BGP on speaker) with it as a border neighbor, and waits
+// for the session.
+func startWithGoBGPPeer(t *testing.T, cfg daemonConfig, speaker, peerAddr netip.Addr) (*daemon, *routertest.GoBGP) {
+	t.Helper()
+	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
+		PeerAddr: speaker, PeerASN: 64500})
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      port: %d
+      communities: ["65535:666"]`, peerAddr, peer.Port())
+	d := startDaemon(t, cfg)
+	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+	return d, peer
+}
+
 // vmHWM returns the peak resident set size of pid in bytes.
 func vmHWM(t *testing.T, pid int) int64 {
 	t.Helper()
@@ -49,21 +68,10 @@ func TestScale(t *testing.T) {
 	if n == 0 {
 		t.Skip("scale test: run with -rtbh.scale=100000")
 	}
-	speaker, peerAddr := netip.MustParseAddr("127.0.33.1"), netip.MustParseAddr("127.0.33.2")
-	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
-		PeerAddr: speaker, PeerASN: 64500})
 	cfg := newDaemonConfig(t, t.TempDir())
-	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = freePort(t, speaker.String())
 	cfg.MaxActive = n + 1000
 	cfg.LogLevel = "warn" // a log line per call would measure the log, not rtbhd
-	cfg.Neighbors = fmt.Sprintf(`    - address: %s
-      asn: 64501
-      role: border
-      port: %d
-      communities: ["65535:666"]`, peerAddr, peer.Port())
-	d := startDaemon(t, cfg)
-	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+	d, peer := startWithGoBGPPeer(t, cfg, netip.MustParseAddr("127.0.33.1"), netip.MustParseAddr("127.0.33.2"))
 
 	prefixes := make([]string, n)
 	for i := range n {
