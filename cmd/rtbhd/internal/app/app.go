@@ -102,7 +102,7 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.engine, err = fanout.New(fanoutConfig(cfg), a.fire, a.reg); err != nil {
 		return nil, fmt.Errorf("configuring detector: %w", err)
 	}
-	if a.sflow, err = sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents},
+	if a.sflow, err = sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer},
 		a.engine, logger.With("component", "sflow"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring sflow: %w", err)
 	}
@@ -140,7 +140,7 @@ func Check(cfg *config.Config) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
 	}
-	if _, err := sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents}, engine, quiet, nil); err != nil {
+	if _, err := sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer}, engine, quiet, nil); err != nil {
 		errs = append(errs, fmt.Errorf("sflow: %w", err))
 	}
 	if err := api.Check(apiConfig(cfg)); err != nil {

@@ -83,8 +83,9 @@ type Policy struct {
 
 // SFlow is the sflow section.
 type SFlow struct {
-	Listen string         // host:port (UDP)
-	Agents []netip.Prefix // empty = any agent
+	Listen        string         // host:port (UDP)
+	Agents        []netip.Prefix // empty = any agent
+	ReceiveBuffer int            // socket receive buffer in bytes (an extension of the SPEC schema)
 }
 
 // Detector is the detector section.
@@ -186,7 +187,7 @@ func defaults() *Config {
 			MinPrefixLenV4: 32,
 			MinPrefixLenV6: 128,
 		},
-		SFlow: SFlow{Listen: "0.0.0.0:6343"},
+		SFlow: SFlow{Listen: "0.0.0.0:6343", ReceiveBuffer: 8 << 20},
 		Detector: Detector{
 			Window:            10 * time.Minute,
 			MaxTrackedSources: 1000000,

@@ -95,7 +95,7 @@ func TestMinimalGetsDefaults(t *testing.T) {
 			MinPrefixLenV4: 32,
 			MinPrefixLenV6: 128,
 		},
-		SFlow: SFlow{Listen: "0.0.0.0:6343"},
+		SFlow: SFlow{Listen: "0.0.0.0:6343", ReceiveBuffer: 8 << 20},
 		Detector: Detector{
 			Window:            10 * time.Minute,
 			MaxTrackedSources: 1000000,
@@ -169,7 +169,7 @@ func TestFull(t *testing.T) {
 			MinPrefixLenV4: 24,
 			MinPrefixLenV6: 64,
 		},
-		SFlow: SFlow{Listen: "[::1]:16343", Agents: pfx("192.0.2.11/32", "10.1.0.0/16")},
+		SFlow: SFlow{Listen: "[::1]:16343", Agents: pfx("192.0.2.11/32", "10.1.0.0/16"), ReceiveBuffer: 1 << 20},
 		Detector: Detector{
 			SubscriberPrefixes: pfx("198.51.100.128/25"),
 			Window:             5 * time.Minute,

@@ -28,6 +28,7 @@ func (d *decoder) configFields(c *Config) []field {
 		{"sflow", false, d.section([]field{
 			{"listen", false, d.listen(&c.SFlow.Listen, false)},
 			{"agents", false, d.prefixes(&c.SFlow.Agents)},
+			{"receive_buffer", false, d.intRange(&c.SFlow.ReceiveBuffer, 64<<10, 1<<30)},
 		})},
 		{"detector", false, d.section(d.detectorFields(&c.Detector))},
 		{"reports", false, d.section([]field{
