@@ -126,7 +126,7 @@ func startProcess(t testing.TB, name string, logPath string, args ...string) *pr
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		t.Fatalf("starting %s: %v", strings.Join(args, " "), err)
