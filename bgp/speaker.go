@@ -143,6 +143,16 @@ func (s *Speaker) Start(ctx context.Context) error {
 	if s.started || s.closed {
 		return errors.New("starting bgp speaker: already started")
 	}
+	// GoBGP only warns when it cannot set a TCP MD5 key and carries on
+	// unauthenticated: refuse instead.
+	for i, n := range s.cfg.Neighbors {
+		if n.Password == "" {
+			continue
+		}
+		if err := tcpMD5Supported(); err != nil {
+			return fmt.Errorf("starting bgp speaker: neighbors[%d] (%s) password: this system cannot do TCP MD5 (RFC 2385): %w", i, n.Address, err)
+		}
+	}
 	s.srv = server.NewBgpServer(server.LoggerOption(newSlogAdapter(s.logger)))
 	go s.srv.Serve()
 
