@@ -59,6 +59,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// readerKind selects a datagramReader.
+type readerKind uint8
+
+const (
+	readerDefault readerKind = iota // blocking recvmmsg on Linux, else x/net
+	readerPoll                      // recvmmsg through the runtime poller
+	readerXnet                      // x/net ReadBatch
+)
+
 // Stats are the collector's counters since it started.
 type Stats struct {
 	Datagrams   uint64 // valid datagrams decoded
@@ -76,8 +85,8 @@ type Collector struct {
 	sink   Sink
 	logger *slog.Logger
 
-	conn    *net.UDPConn
-	useXnet bool // read with x/net ReadBatch even where raw recvmmsg works (tests)
+	conn   *net.UDPConn
+	reader readerKind // which reader to use (tests and benchmarks)
 
 	mu  sync.Mutex // guards dec
 	dec Decoder
@@ -229,14 +238,40 @@ func (c *Collector) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-	defer stop()
 	defer c.conn.Close()
-	err := c.read(ctx)
+	reader, err := c.newReader()
+	if err != nil {
+		return fmt.Errorf("setting up sFlow reader: %w", err)
+	}
+	defer reader.release()
+	// Wait for a close that has started to finish, so that the socket is
+	// closed (its port free) when Run returns, whatever the reader.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { reader.close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
+	err = c.read(ctx, reader)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// newReader picks the socket's reader: on Linux the blocking recvmmsg
+// reader (falling back to recvmmsg through the runtime poller), elsewhere
+// x/net's ReadBatch.
+func (c *Collector) newReader() (datagramReader, error) {
+	size := c.cfg.DatagramSize + 1 // one spare byte detects truncation
+	switch c.reader {
+	case readerXnet:
+		return newXnetReader(c.conn, c.cfg.BatchSize, size), nil
+	case readerPoll:
+		return newPollReader(c.conn, c.cfg.BatchSize, size)
+	}
+	return newReader(c.conn, c.cfg.BatchSize, size)
 }
 
 // batchCounts are counted locally per batch and added to metrics once.
@@ -244,19 +279,9 @@ type batchCounts struct {
 	ok, malformed, denied, samples uint64
 }
 
-func (c *Collector) read(ctx context.Context) error {
-	size := c.cfg.DatagramSize + 1 // one spare byte detects truncation
+func (c *Collector) read(ctx context.Context, reader datagramReader) error {
+	size := c.cfg.DatagramSize + 1
 	batch := c.cfg.BatchSize
-	var reader datagramReader
-	if c.useXnet {
-		reader = newXnetReader(c.conn, batch, size)
-	} else {
-		r, err := newReader(c.conn, batch, size)
-		if err != nil {
-			return fmt.Errorf("setting up sFlow reader: %w", err)
-		}
-		reader = r
-	}
 	perDatagram := MaxSamples(c.cfg.DatagramSize)
 	samples := make([]Sample, max(batch*8, 256)+perDatagram)
 	fill := 0

@@ -147,13 +147,10 @@ func TestCollector(t *testing.T) {
 		{"no allow-list", "127.0.0.1:0", netip.MustParseAddr("127.0.0.3"), netip.Addr{}, nil},
 	}
 	for _, tc := range tests {
-		for _, reader := range []string{"recvmmsg", "xnet"} {
+		for _, reader := range []string{"recvmmsg", "poll", "xnet"} {
 			t.Run(tc.name+"/"+reader, func(t *testing.T) {
 				sink := &recordingSink{}
-				var opts []func(*sflow.Collector)
-				if reader == "xnet" {
-					opts = append(opts, sflow.UseXnetReader)
-				}
+				opts := readerOpts(reader)
 				c, reg := startCollector(t, sflow.Config{Listen: tc.listen, Agents: tc.agents, BatchSize: 8}, sink, opts...)
 				if !c.Addr().IsValid() || c.Addr().Port() == 0 {
 					t.Fatalf("Addr() = %v", c.Addr())
@@ -231,18 +228,27 @@ func TestCollector(t *testing.T) {
 }
 
 func TestCollectorOversizedDatagram(t *testing.T) {
-	for _, reader := range []string{"recvmmsg", "xnet"} {
-		t.Run(reader, func(t *testing.T) { testOversized(t, reader == "xnet") })
+	for _, reader := range []string{"recvmmsg", "poll", "xnet"} {
+		t.Run(reader, func(t *testing.T) { testOversized(t, reader) })
 	}
 }
 
-func testOversized(t *testing.T, xnet bool) {
+// readerOpts selects the collector's reader: "recvmmsg" (the default),
+// "poll" or "xnet".
+func readerOpts(reader string) []func(*sflow.Collector) {
+	switch reader {
+	case "poll":
+		return []func(*sflow.Collector){sflow.UsePollReader}
+	case "xnet":
+		return []func(*sflow.Collector){sflow.UseXnetReader}
+	}
+	return nil
+}
+
+func testOversized(t *testing.T, reader string) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	sink := &recordingSink{}
-	var opts []func(*sflow.Collector)
-	if xnet {
-		opts = append(opts, sflow.UseXnetReader)
-	}
+	opts := readerOpts(reader)
 	c, reg := startCollector(t, sflow.Config{Listen: "127.0.0.1:0", DatagramSize: 600}, sink, opts...)
 	s := sflowtest.NewStream(agent4, 1)
 	pkts := make([]sflowtest.Packet, 7)
@@ -299,5 +305,54 @@ func TestCollectorReceiveBuffer(t *testing.T) {
 	}
 	if err := c2.Listen(); err == nil {
 		t.Error("Listen on a bad address succeeded")
+	}
+}
+
+// TestCollectorStopsPromptly checks that Run returns soon after its
+// context is cancelled while the reader is blocked on an idle socket, and
+// that the port is free again afterwards.
+func TestCollectorStopsPromptly(t *testing.T) {
+	for _, reader := range []string{"recvmmsg", "poll", "xnet"} {
+		t.Run(reader, func(t *testing.T) {
+			t.Cleanup(func() { goleak.VerifyNone(t) })
+			c, err := sflow.NewCollector(sflow.Config{Listen: "127.0.0.1:0"}, &recordingSink{}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range readerOpts(reader) {
+				o(c)
+			}
+			if err := c.Listen(); err != nil {
+				t.Fatal(err)
+			}
+			addr := c.Addr()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			time.Sleep(50 * time.Millisecond) // let the reader block
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("Run did not return after cancel")
+			}
+			if d := time.Since(start); d > 200*time.Millisecond {
+				t.Errorf("Run returned %v after cancel, want < 200ms", d)
+			} else {
+				t.Logf("Run returned %v after cancel", d)
+			}
+			if c.Addr() != addr {
+				t.Errorf("Addr() = %v after Run, want %v", c.Addr(), addr)
+			}
+			conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+			if err != nil {
+				t.Fatalf("port not released: %v", err)
+			}
+			conn.Close()
+		})
 	}
 }

@@ -19,5 +19,34 @@
 // datagrams in batches (recvmmsg), filters agents by source address,
 // decodes them and hands the samples to a Sink in batches, reusing one
 // slice. Metrics are counted locally per batch and added to Prometheus
-// once per batch.
+// once per batch. The receive path allocates nothing per batch either.
+//
+// Syscall policy. At sFlow rates most of the daemon's CPU goes into
+// waking up and receiving, not decoding, so the reader minimises wake-ups
+// per datagram. On 64-bit Linux it takes the socket out of the runtime
+// poller (it dups the descriptor and closes the net.UDPConn, which
+// deregisters it from epoll) and reads with blocking recvmmsg and
+// MSG_WAITFORONE: one syscall per wake-up that sleeps in the kernel until
+// a datagram arrives and then takes all that are queued, where the poller
+// path costs recvmmsg (EAGAIN) + epoll_wait + recvmmsg. The goroutine's M
+// blocks in the syscall and takes its P back on return. After a partial
+// batch of two or more datagrams it pauses (nanosleep, not a Go timer,
+// which would wake the poller and idle Ps) long enough for about a batch
+// to queue up, at most 4 ms: under load one wake-up then reads tens of
+// datagrams; a full batch is followed by an immediate read, a lone
+// datagram by an immediate blocking read, so a trickle gets no added
+// latency. The socket has SO_RCVTIMEO (100 ms) and is shut down for
+// reading (shutdown(2) wakes a blocked recvmmsg) when Run's context is
+// done; Run returns once the socket is closed. Measured with TestSFlowLoad
+// in cmd/rtbhd (20,000 datagrams/s x 7 samples, 2 cores): ~1,030 ns of
+// daemon CPU per sample and 0.26 thread wake-ups per datagram through the
+// poller, ~950 ns and 0.34 with blocking reads alone, ~380 ns and 0.07
+// with the pause, 0% loss in each. Not used: SO_RCVLOWAT, which Linux
+// accepts on a UDP socket but ignores (a blocking recv returns on the
+// first datagram, however small); SO_BUSY_POLL, which spins a CPU while
+// waiting, the opposite of the aim, and needs a NAPI device; recvmmsg's
+// timeout argument, checked only after each datagram (recvmmsg(2)).
+// Where the socket cannot be set up so, the reader falls back to raw
+// recvmmsg through the runtime poller, and off 64-bit Linux to x/net's
+// ReadBatch.
 package sflow

@@ -9,8 +9,18 @@ import (
 )
 
 // TestReceivePathNoAllocs proves the whole receive path (recvmmsg batch,
-// source address, decode) allocates nothing per datagram.
+// source address, decode) allocates nothing per datagram, for the default
+// reader and the poller one.
 func TestReceivePathNoAllocs(t *testing.T) {
+	t.Run("default", func(t *testing.T) { testReceivePathNoAllocs(t, newReader) })
+	t.Run("poll", func(t *testing.T) {
+		testReceivePathNoAllocs(t, func(conn *net.UDPConn, batch, size int) (datagramReader, error) {
+			return newPollReader(conn, batch, size)
+		})
+	})
+}
+
+func testReceivePathNoAllocs(t *testing.T, newReader func(*net.UDPConn, int, int) (datagramReader, error)) {
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
 	if err != nil {
 		t.Fatal(err)
@@ -20,6 +30,7 @@ func TestReceivePathNoAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.release()
 	tx, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)

@@ -7,3 +7,7 @@ import "net"
 func newReader(conn *net.UDPConn, batch, size int) (datagramReader, error) {
 	return newXnetReader(conn, batch, size), nil
 }
+
+func newPollReader(conn *net.UDPConn, batch, size int) (datagramReader, error) {
+	return newXnetReader(conn, batch, size), nil
+}
