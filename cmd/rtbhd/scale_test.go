@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -159,6 +162,62 @@ func TestScale(t *testing.T) {
 		if rss > 500<<20 {
 			t.Errorf("rtbhd peak RSS %d MB, target <= 500 MB", rss>>20)
 		}
+	}
+	d.stop()
+}
+
+var trackedSources = regexp.MustCompile(`(?m)^rtbh_detector_tracked_sources (\S+)$`)
+
+var sources = flag.Int("rtbh.sources", 0, "run TestManySources with this many distinct sFlow sources (e.g. 1000000)")
+
+// TestManySources sends one tcp/25 sample from each of N distinct
+// subscriber addresses to a real rtbhd and reports its peak RSS with all of
+// them tracked. Target for N = 1,000,000 (PERFORMANCE.md): RSS <= 500 MB.
+//
+//	go test -run TestManySources -v ./cmd/rtbhd -rtbh.sources=1000000
+func TestManySources(t *testing.T) {
+	n := *sources
+	if n == 0 {
+		t.Skip("run with -rtbh.sources=1000000")
+	}
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.LogLevel = "warn"
+	cfg.Subscribers = `"10.0.0.0/8"`
+	d := startDaemon(t, cfg)
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream := sflowtest.NewStream(netip.MustParseAddr("192.0.2.11"), 1024)
+	pkts := make([]sflowtest.Packet, 7)
+	start := time.Now()
+	for i := 0; i < n; i += len(pkts) {
+		for j := range pkts {
+			k := i + j
+			pkts[j] = sflowtest.Packet{Src: netip.AddrFrom4([4]byte{10, byte(k >> 16), byte(k >> 8), byte(k)}),
+				Dst: netip.AddrFrom4([4]byte{192, 0, 2, byte(k)}), Protocol: sflowtest.ProtoTCP,
+				SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn}
+		}
+		if _, err := conn.Write(stream.Datagram(pkts...)); err != nil {
+			t.Fatal(err)
+		}
+		if (i/7)%64 == 63 {
+			time.Sleep(time.Millisecond) // ~64k datagrams/s: stay within the socket buffer
+		}
+	}
+	var tracked float64
+	routertest.WaitFor(t, 30*time.Second, "rtbhd to track the sources", func() bool {
+		m := trackedSources.FindStringSubmatch(d.metrics())
+		if m != nil {
+			tracked, _ = strconv.ParseFloat(m[1], 64)
+		}
+		return tracked >= float64(n)*0.99
+	})
+	rss := vmHWM(t, d.cmd.Process.Pid)
+	t.Logf("%d sources sent in %s; rtbhd tracks %.0f; peak RSS (VmHWM) %d MB", n, time.Since(start).Round(time.Millisecond), tracked, rss>>20)
+	if n >= 1000000 && rss > 500<<20 {
+		t.Errorf("rtbhd peak RSS %d MB with %d sources, target <= 500 MB", rss>>20, n)
 	}
 	d.stop()
 }
