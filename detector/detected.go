@@ -3,52 +3,32 @@ package detector
 import (
 	"context"
 	"fmt"
-	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/rtbh/rtbh/store"
 )
 
-// Detection is a fan-out rule that fired for a source.
-type Detection struct {
-	Rule     string
-	Action   string // blackhole or log (shadow mode)
-	Protocol string // tcp or udp
-	DstPorts []uint16
-	TTL      time.Duration // the rule's first TTL; repeat offenders get it doubled per previous offense
-
-	Source               netip.Addr
-	DistinctDestinations uint64
-	EstimatedPackets     uint64
-	EstimatedConnections uint64
-	Window               time.Duration
-	FirstSeen, LastSeen  time.Time
-	Examples             []netip.Addr
-}
-
-// Detected records a rule's evidence and, unless the rule is in shadow mode
-// or the source is already blackholed, blackholes the source host through
-// Add with origin detector:<rule>. Repeat offenders get double the previous
-// TTL, up to policy.max_ttl; the count lives in the store and survives
-// restarts. It returns the blackhole when one is active afterwards.
-func (m *Manager) Detected(ctx context.Context, d Detection) (*store.Blackhole, error) {
-	src := d.Source.Unmap()
-	host := netip.PrefixFrom(src, src.BitLen())
+// Detected records a rule's evidence (ev.Address is the source; RecordedAt
+// is set here) and, unless the rule is in shadow mode (ev.Action "log") or
+// the source is already blackholed, blackholes the source host through Add
+// with origin detector:<rule>. The first blackhole lasts ttl; repeat
+// offenders get double the previous TTL, up to policy.max_ttl (the count
+// lives in the store and survives restarts). It returns the blackhole when
+// one is active afterwards.
+func (m *Manager) Detected(ctx context.Context, ev store.Evidence, ttl time.Duration) (*store.Blackhole, error) {
+	src := ev.Address.Unmap()
+	host := hostPrefix(src)
 	now := m.now().UTC()
-	ev := &store.Evidence{
-		Address: src, Rule: d.Rule, Action: d.Action, Protocol: d.Protocol, DstPorts: d.DstPorts,
-		DistinctDestinations: d.DistinctDestinations, EstimatedPackets: d.EstimatedPackets,
-		EstimatedConnections: d.EstimatedConnections, Window: d.Window, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen,
-		Examples: d.Examples, RecordedAt: now,
-	}
-	origin := "detector:" + d.Rule
+	ev.Address, ev.RecordedAt = src, now
+	origin := DetectorOrigin(ev.Rule)
 	reason := fmt.Sprintf("%s: %d destinations, ~%d packets on %s/%v in %s",
-		d.Rule, d.DistinctDestinations, d.EstimatedPackets, d.Protocol, d.DstPorts, d.Window)
+		ev.Rule, ev.DistinctDestinations, ev.EstimatedPackets, ev.Protocol, ev.DstPorts, ev.Window)
 	onlyEvidence := func(detail string) error {
-		return m.db.Commit(&store.Write{At: now, Evidence: ev, Audit: []store.AuditEntry{{
+		return m.db.Commit(&store.Write{At: now, Evidence: &ev, Audit: []store.AuditEntry{{
 			Actor: origin, Action: "detect", Prefix: host.String(), Origin: origin, Reason: reason, Detail: detail}}})
 	}
-	if d.Action == "log" {
+	if ev.Action == "log" {
 		if err := onlyEvidence("shadow rule (action log): nothing announced"); err != nil {
 			return nil, fmt.Errorf("recording evidence for %s: %w", src, err)
 		}
@@ -64,9 +44,9 @@ func (m *Manager) Detected(ctx context.Context, d Detection) (*store.Blackhole, 
 	if err != nil {
 		return nil, err
 	}
-	ttl := doubled(d.TTL, offenses, m.maxTTL())
+	ttl = doubled(ttl, offenses, m.maxTTL())
 	b, _, err := m.Add(ctx, Request{Prefix: host, TTL: ttl, HasTTL: true, Origin: origin, Actor: origin,
-		Reason: fmt.Sprintf("%s (offense %d)", reason, offenses+1), evidence: ev, offense: true})
+		Reason: fmt.Sprintf("%s (offense %d)", reason, offenses+1), evidence: &ev, offense: true})
 	if err != nil {
 		if KindOf(err) == 0 {
 			return nil, err
@@ -79,6 +59,12 @@ func (m *Manager) Detected(ctx context.Context, d Detection) (*store.Blackhole, 
 	}
 	return &b, nil
 }
+
+// DetectorOrigin is the origin of a blackhole added by a detector rule.
+func DetectorOrigin(rule string) string { return "detector:" + rule }
+
+// DetectorRule returns the rule of a detector origin.
+func DetectorRule(origin string) (string, bool) { return strings.CutPrefix(origin, "detector:") }
 
 // doubled returns ttl doubled once per previous offense, capped at max.
 func doubled(ttl time.Duration, offenses int, max time.Duration) time.Duration {

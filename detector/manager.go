@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -335,30 +334,30 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (store.Blackhol
 func (m *Manager) end(b store.Blackhole, why, actor, reason string, now time.Time) func() error {
 	delete(m.active, b.Prefix)
 	m.queueRoutes(routeChange{b.Prefix, false})
-	w := &store.Write{Op: store.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []store.AuditEntry{{Actor: actor, Action: strings.TrimSuffix(why, "d"), Prefix: b.Prefix.String(),
-			Origin: b.Origin, Reason: reason}}}
-	if why == "expired" {
-		w.Audit[0].Action = "expire"
-		w.Audit[0].Detail = "expires_at " + b.ExpiresAt.Format(time.RFC3339)
-	}
+	audit := store.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
 	if why == "expired" {
-		typ = EventExpired
+		audit.Action, audit.Detail, typ = "expire", "expires_at "+b.ExpiresAt.Format(time.RFC3339), EventExpired
 	}
 	m.broadcast(Event{Type: typ, Blackhole: b, Actor: actor})
-	return m.db.Submit(w)
+	return m.db.Submit(&store.Write{Op: store.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
+		Audit: []store.AuditEntry{audit}})
 }
 
 // Active returns the active blackholes sorted by prefix.
 func (m *Manager) Active() []store.Blackhole {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snapshot()
+}
+
+// snapshot returns the active set sorted by prefix; m.mu must be held.
+func (m *Manager) snapshot() []store.Blackhole {
 	out := make([]store.Blackhole, 0, len(m.active))
 	for _, b := range m.active {
 		out = append(out, b)
 	}
-	m.mu.Unlock()
-	sortBlackholes(out)
+	slices.SortFunc(out, func(a, b store.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
 	return out
 }
 
@@ -370,28 +369,15 @@ func (m *Manager) Lookup(p netip.Prefix) (store.Blackhole, bool) {
 	return b, ok
 }
 
-func sortBlackholes(bs []store.Blackhole) {
-	slices.SortFunc(bs, func(a, b store.Blackhole) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
-	})
-}
-
 // Watch returns the active set and a channel of every later change. The
 // channel is closed when ctx ends, or when the watcher falls more than
 // watchBuffer events behind (the client should reconnect).
 func (m *Manager) Watch(ctx context.Context) ([]store.Blackhole, <-chan Event) {
 	w := &watcher{ch: make(chan Event, watchBuffer)}
 	m.mu.Lock()
-	snap := make([]store.Blackhole, 0, len(m.active))
-	for _, b := range m.active {
-		snap = append(snap, b)
-	}
+	snap := m.snapshot()
 	m.watchers[w] = struct{}{}
 	m.mu.Unlock()
-	sortBlackholes(snap)
 	go func() {
 		<-ctx.Done()
 		m.mu.Lock()
@@ -493,7 +479,7 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) nextExpiry() (time.Time, bool) {
 	for len(m.expiry) > 0 {
 		it := m.expiry[0]
-		if b, ok := m.active[it.prefix]; ok && b.ExpiresAt.Equal(it.at) {
+		if m.live(it) {
 			return it.at, true
 		}
 		heap.Pop(&m.expiry)
@@ -701,12 +687,19 @@ func (m *Manager) compactExpiry() {
 	}
 	live := m.expiry[:0]
 	for _, it := range m.expiry {
-		if b, ok := m.active[it.prefix]; ok && b.ExpiresAt.Equal(it.at) {
+		if m.live(it) {
 			live = append(live, it)
 		}
 	}
 	m.expiry = live
 	heap.Init(&m.expiry)
+}
+
+// live reports whether it is the current expiry of an active entry (not
+// one left stale by an extension or removal); m.mu must be held.
+func (m *Manager) live(it expiryItem) bool {
+	b, ok := m.active[it.prefix]
+	return ok && b.ExpiresAt.Equal(it.at)
 }
 
 type expiryItem struct {

@@ -272,34 +272,34 @@ func TestDetectedDoublesTTLAndShadowMode(t *testing.T) {
 	f := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
 	ctx := context.Background()
 	src := netip.MustParseAddr("198.51.100.66")
-	d := Detection{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25}, TTL: time.Hour,
-		Source: src, DistinctDestinations: 150, EstimatedPackets: 40000, Window: 10 * time.Minute,
+	d := store.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
+		Address: src, DistinctDestinations: 150, EstimatedPackets: 40000, Window: 10 * time.Minute,
 		FirstSeen: time.Now().Add(-time.Minute), LastSeen: time.Now(), Examples: []netip.Addr{netip.MustParseAddr("192.0.2.25")}}
-	b, err := f.m.Detected(ctx, d)
+	b, err := f.m.Detected(ctx, d, time.Hour)
 	if err != nil || b == nil || b.Origin != "detector:smtp-fanout" || b.ExpiresAt.Sub(b.CreatedAt) != time.Hour {
 		t.Fatalf("first detection = %+v, %v", b, err)
 	}
 	// Already blackholed: evidence recorded, not re-added.
-	if b2, err := f.m.Detected(ctx, d); err != nil || b2.CreatedAt != b.CreatedAt {
+	if b2, err := f.m.Detected(ctx, d, time.Hour); err != nil || b2.CreatedAt != b.CreatedAt {
 		t.Fatalf("second detection while active = %+v, %v", b2, err)
 	}
 	f.m.Remove(ctx, RemoveRequest{Prefix: pfx("198.51.100.66"), Actor: "noc"})
 	f.close()
 	// The offense count survives a restart: the repeat gets double.
 	f2 := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
-	b3, err := f2.m.Detected(ctx, d)
+	b3, err := f2.m.Detected(ctx, d, time.Hour)
 	if err != nil || b3.ExpiresAt.Sub(b3.CreatedAt) != 2*time.Hour {
 		t.Fatalf("repeat offense = %+v, %v; want TTL 2h", b3, err)
 	}
 	// Shadow rule: evidence only.
 	shadow := d
-	shadow.Rule, shadow.Action, shadow.Source = "worm-scan", "log", netip.MustParseAddr("198.51.100.67")
-	if b4, err := f2.m.Detected(ctx, shadow); err != nil || b4 != nil {
+	shadow.Rule, shadow.Action, shadow.Address = "worm-scan", "log", netip.MustParseAddr("198.51.100.67")
+	if b4, err := f2.m.Detected(ctx, shadow, time.Hour); err != nil || b4 != nil {
 		t.Fatalf("shadow detection = %+v, %v", b4, err)
 	}
 	f2.announced("198.51.100.66/32")
 	ev, err := f2.m.Offenders(ctx, true, 10)
-	if err != nil || len(ev) != 1 || ev[0].Address != shadow.Source || ev[0].Rule != "worm-scan" {
+	if err != nil || len(ev) != 1 || ev[0].Address != shadow.Address || ev[0].Rule != "worm-scan" {
 		t.Fatalf("shadow offenders = %+v, %v", ev, err)
 	}
 	o, _, _, _ := f2.m.Offender(ctx, src)

@@ -23,7 +23,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 			return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", s)
 		}
 		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
+		return hostPrefix(a), nil
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {

@@ -51,49 +51,52 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	}
 	audit := store.AuditEntry{Actor: who.Name, Action: "report", Detail: detail}
 	if len(valid) == 1 {
-		audit.Prefix = netip.PrefixFrom(valid[0].Address, valid[0].Address.BitLen()).String()
+		audit.Prefix = hostPrefix(valid[0].Address).String()
 	}
 	if err := m.db.Commit(&store.Write{At: now, Reports: valid, Audit: []store.AuditEntry{audit}}); err != nil {
 		return 0, nil, fmt.Errorf("storing reports: %w", err)
 	}
 
+	type hit struct {
+		addr   netip.Addr
+		score  float64
+		reason string
+	}
+	var hits []hit
 	m.mu.Lock()
 	rp := m.reports
-	var hit []netip.Addr
 	for _, r := range valid {
 		m.markReport(r.Address, who.Name, who.Trust, r.ObservedAt)
 	}
+	seen := make(map[netip.Addr]bool, len(valid))
 	for _, r := range valid {
-		if slices.Contains(hit, r.Address) {
+		if seen[r.Address] {
 			continue
 		}
-		if s, _ := m.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
-			if _, active := m.active[netip.PrefixFrom(r.Address, r.Address.BitLen())]; !active {
-				hit = append(hit, r.Address)
-			}
+		seen[r.Address] = true
+		if _, active := m.active[hostPrefix(r.Address)]; active {
+			continue
+		}
+		if s := m.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
+			hits = append(hits, hit{r.Address, s, fmt.Sprintf("report score %.2f >= %.2f from %s",
+				s, rp.Threshold, strings.Join(m.reporters(r.Address, now, rp.Window), ", "))})
 		}
 	}
 	m.mu.Unlock()
 
-	for _, a := range hit {
-		m.mu.Lock()
-		s, names := m.score(a, now, rp.Window)
-		m.mu.Unlock()
-		_, _, err := m.Add(ctx, Request{
-			Prefix: netip.PrefixFrom(a, a.BitLen()),
-			TTL:    rp.TTL,
-			Origin: "reports",
-			Actor:  "reports",
-			Reason: fmt.Sprintf("report score %.2f >= %.2f from %s", s, rp.Threshold, strings.Join(names, ", ")),
-		})
+	for _, h := range hits {
+		_, _, err := m.Add(ctx, Request{Prefix: hostPrefix(h.addr), TTL: rp.TTL, Origin: "reports", Actor: "reports", Reason: h.reason})
 		if err != nil {
 			// The reports are stored; policy (never_blackhole, max_active...)
 			// decided against the blackhole. That is not the reporter's error.
-			m.log.Warn("reported address not blackholed", "address", a, "score", s, "err", err)
+			m.log.Warn("reported address not blackholed", "address", h.addr, "score", h.score, "err", err)
 		}
 	}
 	return len(valid), rejected, nil
 }
+
+// hostPrefix is a's host prefix (/32 or /128).
+func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 func checkReport(r Report, now time.Time) (store.Report, error) {
 	var sr store.Report
@@ -104,7 +107,7 @@ func checkReport(r Report, now time.Time) (store.Report, error) {
 	if err != nil {
 		return sr, fmt.Errorf("address: %v", err)
 	}
-	if p.Bits() != p.Addr().BitLen() {
+	if !p.IsSingleIP() {
 		return sr, fmt.Errorf("address: %s is not a single address", p)
 	}
 	sr.Address = p.Addr()
@@ -155,27 +158,34 @@ func reaches(score, threshold float64) bool { return score >= threshold-1e-9 }
 
 // score is the sum of the trust of the distinct reporters of a whose newest
 // report lies within window; m.mu must be held.
-func (m *Manager) score(a netip.Addr, now time.Time, window time.Duration) (float64, []string) {
-	var (
-		s     float64
-		names []string
-	)
-	for name, r := range m.scores[a] {
+func (m *Manager) score(a netip.Addr, now time.Time, window time.Duration) float64 {
+	var s float64
+	for _, r := range m.scores[a] {
 		if now.Sub(r.at) <= window {
 			s += r.trust
+		}
+	}
+	return s
+}
+
+// reporters names, sorted, the reporters that count in a's score; m.mu
+// must be held.
+func (m *Manager) reporters(a netip.Addr, now time.Time, window time.Duration) []string {
+	var names []string
+	for name, r := range m.scores[a] {
+		if now.Sub(r.at) <= window {
 			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
-	return s, names
+	return names
 }
 
 // Score returns the current report score of a.
 func (m *Manager) Score(a netip.Addr) float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s, _ := m.score(a, m.now(), m.reports.Window)
-	return s
+	return m.score(a, m.now(), m.reports.Window)
 }
 
 // pruneScores forgets reports that fell out of the window.
@@ -204,7 +214,7 @@ func (m *Manager) Offender(ctx context.Context, a netip.Addr) (store.Offender, f
 		return o, 0, nil, fmt.Errorf("reading offender %s: %w", a, err)
 	}
 	var bh *store.Blackhole
-	if b, ok := m.Lookup(netip.PrefixFrom(a, a.BitLen())); ok {
+	if b, ok := m.Lookup(hostPrefix(a)); ok {
 		bh = &b
 	}
 	return o, m.Score(a), bh, nil

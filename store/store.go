@@ -350,11 +350,7 @@ func apply(st func(string) *sql.Stmt, w *Write) error {
 		}
 	}
 	for _, a := range w.Audit {
-		when := a.At
-		if when.IsZero() {
-			when = w.At
-		}
-		if _, err := st(sqlInsertAudit).Exec(when.UnixNano(), a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
+		if _, err := st(sqlInsertAudit).Exec(at, a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
 			return fmt.Errorf("writing audit row: %w", err)
 		}
 	}
@@ -489,7 +485,7 @@ func (db *DB) Offender(ctx context.Context, addr netip.Addr, limit int) (Offende
 	if o.Evidence, err = db.queryEvidence(ctx, `WHERE address = ?`, []any{addr.String()}, limit); err != nil {
 		return o, err
 	}
-	if o.Reports, err = db.ReportsFor(ctx, addr, time.Time{}, limit); err != nil {
+	if o.Reports, err = db.reportsFor(ctx, addr, limit); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -539,12 +535,12 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 	return out, rows.Err()
 }
 
-// ReportsFor returns the reports about addr observed at or after since,
-// newest first (limit <= 0: all).
-func (db *DB) ReportsFor(ctx context.Context, addr netip.Addr, since time.Time, limit int) ([]Report, error) {
+// reportsFor returns the reports about addr, newest first (limit <= 0:
+// all).
+func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]Report, error) {
 	q := `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at FROM reports
-		WHERE address = ? AND observed_at >= ? ORDER BY observed_at DESC, id DESC`
-	args := []any{addr.String(), unixNanoOrZero(since)}
+		WHERE address = ? ORDER BY observed_at DESC, id DESC`
+	args := []any{addr.String()}
 	if limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, limit)

@@ -374,13 +374,13 @@ func TestNeighborsReportOffender(t *testing.T) {
 
 	// Detector catches, shadow and not.
 	ctx := context.Background()
-	det := detector.Detection{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25}, TTL: time.Hour,
-		Source: netip.MustParseAddr("198.51.100.60"), DistinctDestinations: 31, EstimatedPackets: 4096, Window: 10 * time.Minute}
-	if _, err := d.manager.Detected(ctx, det); err != nil {
+	det := store.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
+		Address: netip.MustParseAddr("198.51.100.60"), DistinctDestinations: 31, EstimatedPackets: 4096, Window: 10 * time.Minute}
+	if _, err := d.manager.Detected(ctx, det, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	det.Rule, det.Action, det.Source = "smtp-fanout-10", "log", netip.MustParseAddr("198.51.100.61")
-	if _, err := d.manager.Detected(ctx, det); err != nil {
+	det.Rule, det.Action, det.Address = "smtp-fanout-10", "log", netip.MustParseAddr("198.51.100.61")
+	if _, err := d.manager.Detected(ctx, det, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	out = mustCtl(t, append(g, "offenders")...)

@@ -54,9 +54,9 @@ var needsCredentials = selector.MatchFunc(func(_ context.Context, c interceptors
 
 // authorize refuses a method the caller's role may not call.
 func authorize(ctx context.Context, fullMethod string) error {
-	id, ok := identityFrom(ctx)
-	if !ok {
-		return status.Error(codes.Unauthenticated, "no credentials")
+	id, err := caller(ctx)
+	if err != nil {
+		return err
 	}
 	for _, r := range roleTable[fullMethod] {
 		if r == id.Role {

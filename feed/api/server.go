@@ -80,16 +80,22 @@ type Server struct {
 // Check validates cfg as New does, including loading the TLS files,
 // without building a server (for rtbhd --check).
 func Check(cfg Config) error {
+	_, _, err := prepare(cfg)
+	return err
+}
+
+// prepare applies defaults, validates cfg and loads its TLS configuration
+// (nil when plaintext).
+func prepare(cfg Config) (Config, *tls.Config, error) {
 	cfg.applyDefaults()
 	if err := cfg.validate(); err != nil {
-		return err
+		return cfg, nil, err
 	}
-	if cfg.tlsEnabled() {
-		if _, err := serverTLS(cfg); err != nil {
-			return err
-		}
+	if !cfg.tlsEnabled() {
+		return cfg, nil, nil
 	}
-	return nil
+	tc, err := serverTLS(cfg)
+	return cfg, tc, err
 }
 
 // New checks cfg and builds a server; it opens no socket (see Listen).
@@ -101,8 +107,8 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg, tc, err := prepare(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("creating API server: %w", err)
 	}
 	m, err := newMetrics(reg)
@@ -123,11 +129,7 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	if cfg.tlsEnabled() {
-		tc, err := serverTLS(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("creating API server: %w", err)
-		}
+	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s.grpc = grpc.NewServer(opts...)

@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/rtbh/rtbh/detector"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+	"github.com/rtbh/rtbh/store"
 )
 
 func TestGetOffenderAndListOffenders(t *testing.T) {
@@ -28,18 +28,18 @@ func TestGetOffenderAndListOffenders(t *testing.T) {
 	}
 
 	first := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
-	det := detector.Detection{
-		Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25, 587}, TTL: time.Hour,
-		Source: netip.MustParseAddr("198.51.100.77"), DistinctDestinations: 42, EstimatedPackets: 5000,
+	det := store.Evidence{
+		Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25, 587},
+		Address: netip.MustParseAddr("198.51.100.77"), DistinctDestinations: 42, EstimatedPackets: 5000,
 		EstimatedConnections: 800, Window: 10 * time.Minute, FirstSeen: first, LastSeen: first.Add(4 * time.Minute),
 		Examples: []netip.Addr{netip.MustParseAddr("192.0.2.25"), netip.MustParseAddr("192.0.2.26")},
 	}
-	if _, err := backend.Detected(ctx, det); err != nil {
+	if _, err := backend.Detected(ctx, det, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	shadow := det
-	shadow.Rule, shadow.Action, shadow.Source = "smtp-fanout-strict", "log", netip.MustParseAddr("198.51.100.78")
-	if _, err := backend.Detected(ctx, shadow); err != nil {
+	shadow.Rule, shadow.Action, shadow.Address = "smtp-fanout-strict", "log", netip.MustParseAddr("198.51.100.78")
+	if _, err := backend.Detected(ctx, shadow, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.rp.SubmitReports(withToken(ctx, "isp-b-token"), &rtbhv1.SubmitReportsRequest{Reports: []*rtbhv1.Report{{Address: "198.51.100.77", Evidence: "spamtrap hit"}}}); err != nil {

@@ -12,9 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,15 +43,14 @@ type App struct {
 	cfg        *config.Config
 	configPath string
 
-	reg      *prometheus.Registry
-	db       *store.DB
-	speaker  *bgp.Speaker
-	manager  *detector.Manager
-	engine   *fanout.Engine
-	sflow    *sflow.Collector
-	api      *api.Server
-	metrics  *http.Server
-	metricsL net.Listener
+	reg     *prometheus.Registry
+	db      *store.DB
+	speaker *bgp.Speaker
+	manager *detector.Manager
+	engine  *fanout.Engine
+	sflow   *sflow.Collector
+	api     *api.Server
+	metrics *http.Server
 
 	reloads        <-chan os.Signal
 	firings        chan fanout.Firing
@@ -102,7 +99,7 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.engine, err = fanout.New(fanoutConfig(cfg), a.fire, a.reg); err != nil {
 		return nil, fmt.Errorf("configuring detector: %w", err)
 	}
-	if a.sflow, err = sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer},
+	if a.sflow, err = sflow.NewCollector(sflowConfig(cfg),
 		a.engine, logger.With("component", "sflow"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring sflow: %w", err)
 	}
@@ -140,7 +137,7 @@ func Check(cfg *config.Config) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
 	}
-	if _, err := sflow.NewCollector(sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer}, engine, quiet, nil); err != nil {
+	if _, err := sflow.NewCollector(sflowConfig(cfg), engine, quiet, nil); err != nil {
 		errs = append(errs, fmt.Errorf("sflow: %w", err))
 	}
 	if err := api.Check(apiConfig(cfg)); err != nil {
@@ -148,19 +145,6 @@ func Check(cfg *config.Config) error {
 	}
 	return errors.Join(errs...)
 }
-
-// Manager is the decision path (for in-process tests and tools).
-func (a *App) Manager() *detector.Manager { return a.manager }
-
-// APIAddr, SFlowAddr and MetricsAddr return the bound addresses after Run
-// has started listening.
-func (a *App) APIAddr() net.Addr { return a.api.Addr() }
-
-// SFlowAddr returns the bound sFlow address.
-func (a *App) SFlowAddr() netip.AddrPort { return a.sflow.Addr() }
-
-// Ready reports whether every listener is bound and BGP has started.
-func (a *App) Ready() bool { return a.ready.Load() }
 
 func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
 	if !a.ready.Load() {
@@ -222,8 +206,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err := a.api.Listen(); err != nil {
 		return fmt.Errorf("api.listen: %w", err)
 	}
+	var metricsL net.Listener
 	if a.metrics != nil {
-		if a.metricsL, err = net.Listen("tcp", a.cfg.Metrics.Listen); err != nil {
+		if metricsL, err = net.Listen("tcp", a.cfg.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
 	}
@@ -254,7 +239,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	goInput(func() error { return a.api.Serve(inputs) })
 	if a.metrics != nil {
 		goInput(func() error {
-			if err := a.metrics.Serve(a.metricsL); !errors.Is(err, http.ErrServerClosed) {
+			if err := a.metrics.Serve(metricsL); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics: %w", err)
 			}
 			return nil
@@ -319,20 +304,15 @@ func (a *App) decideFirings(ctx context.Context, events <-chan detector.Event) {
 				_, events = a.manager.Watch(ctx)
 				continue
 			}
-			if rule, isDetector := strings.CutPrefix(ev.Blackhole.Origin, "detector:"); isDetector && ev.Type == detector.EventRemoved {
+			if rule, isDetector := detector.DetectorRule(ev.Blackhole.Origin); isDetector && ev.Type == detector.EventRemoved {
 				a.engine.Suppress(ev.Blackhole.Prefix.Addr(), rule, time.Time{})
 			}
 		case f := <-a.firings:
-			proto := "tcp"
-			if f.Protocol == 17 {
-				proto = "udp"
-			}
-			b, err := a.manager.Detected(ctx, detector.Detection{
-				Rule: f.Rule, Action: f.Action, Protocol: proto, DstPorts: f.DstPorts, TTL: f.TTL,
-				Source: f.Source, DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets,
-				EstimatedConnections: f.Connections, Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen,
-				Examples: f.ExampleAddrs(),
-			})
+			b, err := a.manager.Detected(ctx, store.Evidence{
+				Address: f.Source, Rule: f.Rule, Action: f.Action, Protocol: protocolName(f.Protocol), DstPorts: f.DstPorts,
+				DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets, EstimatedConnections: f.Connections,
+				Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Examples: f.ExampleAddrs(),
+			}, f.TTL)
 			level := slog.LevelInfo
 			if err != nil && detector.KindOf(err) == 0 {
 				level = slog.LevelError
@@ -419,14 +399,30 @@ func fanoutConfig(cfg *config.Config) fanout.Config {
 	out := fanout.Config{SubscriberPrefixes: d.SubscriberPrefixes, NeverBlackhole: cfg.Policy.NeverBlackhole,
 		Window: d.Window, MaxTrackedSources: d.MaxTrackedSources}
 	for _, r := range d.Rules {
-		proto := uint8(6)
-		if r.Protocol == config.ProtocolUDP {
-			proto = 17
-		}
-		out.Rules = append(out.Rules, fanout.Rule{Name: r.Name, Protocol: proto, DstPorts: r.DstPorts,
+		out.Rules = append(out.Rules, fanout.Rule{Name: r.Name, Protocol: protocolNumber(r.Protocol), DstPorts: r.DstPorts,
 			MinDestinations: r.MinDestinations, MinPackets: r.MinPackets, Exempt: r.Exempt, Action: r.Action, TTL: r.TTL})
 	}
 	return out
+}
+
+// protocolNumber and protocolName map the config's protocol names to IP
+// protocol numbers and back.
+func protocolNumber(name string) uint8 {
+	if name == config.ProtocolUDP {
+		return fanout.ProtocolUDP
+	}
+	return fanout.ProtocolTCP
+}
+
+func protocolName(n uint8) string {
+	if n == fanout.ProtocolUDP {
+		return config.ProtocolUDP
+	}
+	return config.ProtocolTCP
+}
+
+func sflowConfig(cfg *config.Config) sflow.Config {
+	return sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer}
 }
 
 func apiConfig(cfg *config.Config) api.Config {
