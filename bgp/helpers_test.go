@@ -240,7 +240,7 @@ func keys(m map[netip.Prefix]route) []netip.Prefix {
 	for p := range m {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, netip.Prefix.Compare)
 	return out
 }
 

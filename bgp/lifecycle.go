@@ -40,7 +40,6 @@ func (s *Speaker) Close() error {
 	}
 	s.srv.Stop()
 	s.cancel()
-	<-s.watchDone
 	for _, nb := range s.cfg.Neighbors {
 		s.metrics.neighborUp.WithLabelValues(nb.Address.String()).Set(0)
 	}
@@ -95,7 +94,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	for p := range s.announced {
 		order = append(order, p)
 	}
-	slices.SortFunc(order, comparePrefix)
+	slices.SortFunc(order, netip.Prefix.Compare)
 	nbrs := s.newNeighborStates(&cfg, order)
 
 	var pb *pathBuilder

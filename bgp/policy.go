@@ -34,13 +34,6 @@ func hostPrefix(a netip.Addr) string {
 	return netip.PrefixFrom(a, a.BitLen()).String()
 }
 
-func maxLen(p netip.Prefix) uint32 {
-	if p.Addr().Is4() {
-		return 32
-	}
-	return 128
-}
-
 // buildPolicies returns the complete routing policy for cfg: defined sets
 // (with the current held-back prefixes of each neighbor) and the global
 // import and export policies.
@@ -95,7 +88,7 @@ func buildPolicies(cfg *Config, held map[netip.Addr]*neighborState) *api.SetPoli
 			}
 			sets = append(sets, hs)
 			stmts = append(stmts, &api.Statement{
-				Name: setName(map[bool]string{false: "held4", true: "held6"}[v6], n.Address),
+				Name: hs.Name,
 				Conditions: &api.Conditions{
 					NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: ns},
 					PrefixSet:   &api.MatchSet{Type: api.MatchSet_ANY, Name: hs.Name},
@@ -112,7 +105,7 @@ func buildPolicies(cfg *Config, held map[netip.Addr]*neighborState) *api.SetPoli
 		}
 		for _, p := range cfg.OwnPrefixes {
 			d := own[p.Addr().Is6()]
-			d.Prefixes = append(d.Prefixes, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: maxLen(p)})
+			d.Prefixes = append(d.Prefixes, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(p.Addr().BitLen())})
 		}
 		for _, v6 := range []bool{false, true} {
 			d := own[v6]

@@ -32,7 +32,6 @@ type Speaker struct {
 	announced map[netip.Prefix]struct{}
 	nbrs      map[netip.Addr]*neighborState
 	cancel    context.CancelFunc
-	watchDone chan struct{}
 
 	stateMu sync.Mutex
 	states  map[netip.Addr]peerState
@@ -54,6 +53,29 @@ type neighborState struct {
 	held      map[netip.Prefix]struct{}
 	heldQueue []netip.Prefix // promotion order; may hold stale entries
 	warned    bool
+}
+
+// admit counts p against the neighbor's max_routes, or holds it back when
+// the neighbor is full; it reports whether p was held.
+func (st *neighborState) admit(p netip.Prefix) (held bool) {
+	if st.limit > 0 && st.admitted >= st.limit {
+		st.held[p] = struct{}{}
+		st.heldQueue = append(st.heldQueue, p)
+		return true
+	}
+	st.admitted++
+	return false
+}
+
+// release undoes admit for a prefix that is gone; it reports whether p
+// was held (heldQueue entries go stale and are skipped on promotion).
+func (st *neighborState) release(p netip.Prefix) (wasHeld bool) {
+	if _, ok := st.held[p]; ok {
+		delete(st.held, p)
+		return true
+	}
+	st.admitted--
+	return false
 }
 
 // NeighborStatus is one session as Neighbors reports it.
@@ -118,15 +140,9 @@ func (s *Speaker) newNeighborStates(cfg *Config, order []netip.Prefix) map[netip
 		n := &cfg.Neighbors[i]
 		st := &neighborState{n: *n, limit: cfg.maxRoutes(n), held: make(map[netip.Prefix]struct{})}
 		for _, p := range order {
-			if !cfg.eligible(n.Role, p) {
-				continue
+			if cfg.eligible(n.Role, p) {
+				st.admit(p)
 			}
-			if st.limit > 0 && st.admitted >= st.limit {
-				st.held[p] = struct{}{}
-				st.heldQueue = append(st.heldQueue, p)
-				continue
-			}
-			st.admitted++
 		}
 		m[n.Address] = st
 	}
@@ -241,8 +257,6 @@ func (s *Speaker) peerConfig(n *Neighbor) *api.Peer {
 }
 
 func (s *Speaker) watchPeers(ctx context.Context) error {
-	done := make(chan struct{})
-	s.watchDone = done
 	err := s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
 		pe := r.GetPeer()
 		if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer == nil || pe.Peer.State == nil {
@@ -272,7 +286,6 @@ func (s *Speaker) watchPeers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watching bgp peer events: %w", err)
 	}
-	go func() { <-ctx.Done(); close(done) }()
 	return nil
 }
 
@@ -336,16 +349,9 @@ func (s *Speaker) Announce(ctx context.Context, prefixes []netip.Prefix) error {
 	heldAdds := make(map[netip.Addr][]netip.Prefix)
 	for addr, st := range s.nbrs {
 		for _, p := range fresh {
-			if !s.cfg.eligible(st.n.Role, p) {
-				continue
-			}
-			if st.limit > 0 && st.admitted >= st.limit {
-				st.held[p] = struct{}{}
-				st.heldQueue = append(st.heldQueue, p)
+			if s.cfg.eligible(st.n.Role, p) && st.admit(p) {
 				heldAdds[addr] = append(heldAdds[addr], p)
-				continue
 			}
-			st.admitted++
 		}
 	}
 	var errs []error
@@ -373,14 +379,8 @@ func (s *Speaker) forget(ps []netip.Prefix) {
 	for _, p := range ps {
 		delete(s.announced, p)
 		for addr, st := range s.nbrs {
-			if !s.cfg.eligible(st.n.Role, p) {
-				continue
-			}
-			if _, ok := st.held[p]; ok {
-				delete(st.held, p)
+			if s.cfg.eligible(st.n.Role, p) && st.release(p) {
 				_ = s.changeHeldSets(context.Background(), addr, []netip.Prefix{p}, true)
-			} else {
-				st.admitted--
 			}
 		}
 	}
@@ -454,14 +454,8 @@ func (s *Speaker) Withdraw(ctx context.Context, prefixes []netip.Prefix) error {
 	for addr, st := range s.nbrs {
 		var unheld []netip.Prefix
 		for _, p := range gone {
-			if !s.cfg.eligible(st.n.Role, p) {
-				continue
-			}
-			if _, ok := st.held[p]; ok {
-				delete(st.held, p)
+			if s.cfg.eligible(st.n.Role, p) && st.release(p) {
 				unheld = append(unheld, p)
-			} else {
-				st.admitted--
 			}
 		}
 		for st.admitted < st.limit && len(st.heldQueue) > 0 {
@@ -509,15 +503,8 @@ func (s *Speaker) Announced() []netip.Prefix {
 		out = append(out, p)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, netip.Prefix.Compare)
 	return out
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }
 
 // Neighbors returns the state of every configured neighbor, in config order.
