@@ -95,11 +95,8 @@ type Collector struct {
 		datagrams, malformed, denied, samples, socketDrops, batches atomic.Uint64
 	}
 
-	mDatagramsOK, mMalformed, mDenied prometheus.Counter
-	mSamples                          prometheus.Counter
-	mErrors                           [numReasons]prometheus.Counter
-	mLost                             *prometheus.CounterVec
-	mRcvBuf                           prometheus.Gauge
+	mLost   *prometheus.CounterVec
+	mRcvBuf prometheus.Gauge
 }
 
 // NewCollector returns a Collector for cfg that delivers samples to sink.
@@ -119,33 +116,29 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 	}
 	c := &Collector{cfg: cfg, sink: sink, logger: logger}
 
-	datagrams := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rtbh_sflow_datagrams_total",
-		Help: "sFlow datagrams received, by result (ok, malformed, agent_denied).",
-	}, []string{"result"})
-	c.mDatagramsOK = datagrams.WithLabelValues("ok")
-	c.mMalformed = datagrams.WithLabelValues("malformed")
-	c.mDenied = datagrams.WithLabelValues("agent_denied")
-	samples := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "rtbh_sflow_samples_total",
-		Help: "sFlow flow samples decoded and handed to the detector.",
-	})
-	c.mSamples = samples
-	decodeErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rtbh_sflow_decode_errors_total",
-		Help: "sFlow datagrams rejected as malformed, by reason.",
-	}, []string{"reason"})
+	// Counters are read from the collector's own counts at scrape time:
+	// nothing is added to Prometheus on the read path.
+	counter := func(name, help string, labels prometheus.Labels, read func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(read()) })
+	}
+	const datagramsHelp = "sFlow datagrams received, by result (ok, malformed, agent_denied)."
+	metrics := []prometheus.Collector{
+		counter("rtbh_sflow_datagrams_total", datagramsHelp, prometheus.Labels{"result": "ok"}, c.stats.datagrams.Load),
+		counter("rtbh_sflow_datagrams_total", datagramsHelp, prometheus.Labels{"result": "malformed"}, c.stats.malformed.Load),
+		counter("rtbh_sflow_datagrams_total", datagramsHelp, prometheus.Labels{"result": "agent_denied"}, c.stats.denied.Load),
+		counter("rtbh_sflow_samples_total", "sFlow flow samples decoded and handed to the detector.", nil, c.stats.samples.Load),
+		counter("rtbh_sflow_socket_drops_total", "sFlow datagrams dropped by the kernel because the socket buffer was full (SO_RXQ_OVFL).",
+			nil, c.stats.socketDrops.Load),
+	}
 	for _, r := range Reasons() {
-		c.mErrors[r] = decodeErrors.WithLabelValues(r.String())
+		metrics = append(metrics, counter("rtbh_sflow_decode_errors_total", "sFlow datagrams rejected as malformed, by reason.",
+			prometheus.Labels{"reason": r.String()}, func() uint64 { return c.DecodeErrors(r) }))
 	}
 	c.mLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rtbh_sflow_lost_datagrams_total",
 		Help: "sFlow datagrams missing from an agent's sequence numbers.",
 	}, []string{"agent"})
-	socketDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "rtbh_sflow_socket_drops_total",
-		Help: "sFlow datagrams dropped by the kernel because the socket buffer was full (SO_RXQ_OVFL).",
-	}, func() float64 { return float64(c.stats.socketDrops.Load()) })
 	c.mRcvBuf = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "rtbh_sflow_receive_buffer_bytes",
 		Help: "Receive buffer of the sFlow socket as granted by the kernel.",
@@ -154,7 +147,7 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 		return c.mLost.WithLabelValues(agent.String())
 	}
 	if reg != nil {
-		for _, m := range []prometheus.Collector{datagrams, samples, decodeErrors, c.mLost, socketDrops, c.mRcvBuf} {
+		for _, m := range append(metrics, c.mLost, c.mRcvBuf) {
 			if err := reg.Register(m); err != nil {
 				return nil, fmt.Errorf("registering sFlow metrics: %w", err)
 			}
@@ -288,7 +281,6 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 	var bc batchCounts
 	var lastDrops uint32
 	haveDrops := false
-	var reported [numReasons]uint64 // decode errors already added to metrics
 	for {
 		n, err := reader.readBatch()
 		if err != nil {
@@ -330,14 +322,6 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 				fill = 0
 			}
 		}
-		if bc.malformed > 0 {
-			for r := ReasonNone + 1; r < numReasons; r++ {
-				if d := c.dec.errors[r] - reported[r]; d > 0 {
-					c.mErrors[r].Add(float64(d))
-					reported[r] = c.dec.errors[r]
-				}
-			}
-		}
 		c.mu.Unlock()
 		if fill > 0 {
 			c.sink.HandleSamples(samples[:fill])
@@ -363,20 +347,8 @@ func (c *Collector) allowed(ip netip.Addr) bool {
 // commit adds one batch's counts to the stats and metrics.
 func (c *Collector) commit(bc *batchCounts) {
 	c.stats.batches.Add(1)
-	if bc.ok > 0 {
-		c.stats.datagrams.Add(bc.ok)
-		c.mDatagramsOK.Add(float64(bc.ok))
-	}
-	if bc.samples > 0 {
-		c.stats.samples.Add(bc.samples)
-		c.mSamples.Add(float64(bc.samples))
-	}
-	if bc.denied > 0 {
-		c.stats.denied.Add(bc.denied)
-		c.mDenied.Add(float64(bc.denied))
-	}
-	if bc.malformed > 0 {
-		c.stats.malformed.Add(bc.malformed)
-		c.mMalformed.Add(float64(bc.malformed))
-	}
+	c.stats.datagrams.Add(bc.ok)
+	c.stats.samples.Add(bc.samples)
+	c.stats.denied.Add(bc.denied)
+	c.stats.malformed.Add(bc.malformed)
 }
