@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/rtbh/rtbh/detector/fanout"
 )
 
 // Neighbor roles.
@@ -199,17 +201,22 @@ func defaults() *Config {
 	}
 }
 
-// defaultRule is the smtp-fanout rule; a rule in the file starts from its
-// values (except the name, which is required).
+// defaultRule is the smtp-fanout rule, as the detector defines it; a rule
+// in the file starts from its values (except the name, which is required).
 func defaultRule() Rule {
+	r := fanout.SMTPFanout()
+	proto := ProtocolTCP
+	if r.Protocol == fanout.ProtocolUDP {
+		proto = ProtocolUDP
+	}
 	return Rule{
-		Name:            "smtp-fanout",
-		Protocol:        ProtocolTCP,
-		DstPorts:        []uint16{25},
-		MinDestinations: 20,
-		MinPackets:      1000,
-		TTL:             time.Hour,
-		Action:          ActionBlackhole,
+		Name:            r.Name,
+		Protocol:        proto,
+		DstPorts:        r.DstPorts,
+		MinDestinations: r.MinDestinations,
+		MinPackets:      r.MinPackets,
+		TTL:             r.TTL,
+		Action:          r.Action,
 	}
 }
 
