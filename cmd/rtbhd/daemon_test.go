@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/rtbh/rtbh/bgp/routertest"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -65,18 +67,8 @@ func sha(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// freePort returns a TCP (and, by luck of the kernel, usually UDP) port
-// that was free on addr a moment ago.
-func freePort(t testing.TB, addr string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
+// freeUDPPort returns a UDP port that was free on addr a moment ago (TCP
+// ports come from routertest.FreePort).
 func freeUDPPort(t testing.TB, addr string) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
@@ -86,6 +78,8 @@ func freeUDPPort(t testing.TB, addr string) int {
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
+
+var loopback = netip.MustParseAddr("127.0.0.1")
 
 // daemonConfig is the template data of a test rtbhd config.
 type daemonConfig struct {
@@ -169,8 +163,8 @@ type daemon struct {
 // newDaemonConfig fills a config with fresh ports in dir.
 func newDaemonConfig(t testing.TB, dir string) daemonConfig {
 	return daemonConfig{
-		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: freePort(t, "127.0.0.1"),
-		APIPort: freePort(t, "127.0.0.1"), MetricsPort: freePort(t, "127.0.0.1"), SFlowPort: freeUDPPort(t, "127.0.0.1"),
+		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: routertest.FreePort(t, loopback),
+		APIPort: routertest.FreePort(t, loopback), MetricsPort: routertest.FreePort(t, loopback), SFlowPort: freeUDPPort(t, "127.0.0.1"),
 		MaxActive: 200000, Threshold: 1.0, Rate: 100000, Token: sha(testToken), Partner: sha(partnerToken),
 		Subscribers: `"198.51.100.0/24"`,
 	}

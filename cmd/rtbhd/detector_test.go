@@ -74,13 +74,7 @@ func trafficMix() []sflowtest.Packet {
 }
 
 func TestDetectorEndToEndWithPmacct(t *testing.T) {
-	if sflowtest.PmacctPath() == "" {
-		t.Log("pmacctd not installed")
-	}
-	speaker, birdA := netip.MustParseAddr("127.0.32.1"), netip.MustParseAddr("127.0.32.2")
 	cfg := newDaemonConfig(t, t.TempDir())
-	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = freePort(t, speaker.String())
 	cfg.Subscribers = `"198.51.100.128/25"`
 	cfg.Rules = `    - name: smtp-fanout
       protocol: tcp
@@ -89,13 +83,7 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
       min_packets: 1000
       exempt: ["198.51.100.140"]
       ttl: 1h`
-	cfg.Neighbors = fmt.Sprintf(`    - address: %s
-      asn: 64501
-      role: border
-      passive: true
-      communities: ["65535:666"]`, birdA)
-	d := startDaemon(t, cfg)
-	bird := startBIRDFor(t, birdA, speaker, cfg.BGPPort)
+	d, bird, _ := routerSetup(t, cfg, false, netip.MustParseAddr("127.0.32.1"), netip.MustParseAddr("127.0.32.2"), netip.Addr{})
 
 	pkts := trafficMix()
 	pcap := filepath.Join(t.TempDir(), "traffic.pcap")

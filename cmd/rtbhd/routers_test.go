@@ -26,13 +26,13 @@ var (
 	frrAddr     = netip.MustParseAddr("127.0.30.3")
 )
 
-// routerSetup starts rtbhd (BIRD as border neighbor, optionally FRR as peer)
-// and the routers, and waits for the sessions.
-func routerSetup(t *testing.T, withFRR bool, speaker netip.Addr, bird, frr netip.Addr) (*daemon, *routertest.BIRD, *routertest.FRR) {
+// routerSetup starts rtbhd from cfg (BGP on speaker; BIRD as border
+// neighbor, optionally FRR as peer) and the routers, and waits for the
+// sessions.
+func routerSetup(t *testing.T, cfg daemonConfig, withFRR bool, speaker netip.Addr, bird, frr netip.Addr) (*daemon, *routertest.BIRD, *routertest.FRR) {
 	t.Helper()
-	cfg := newDaemonConfig(t, t.TempDir())
 	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.BGPPort = routertest.FreePort(t, speaker)
 	cfg.Neighbors = fmt.Sprintf(`    - address: %s
       asn: 64501
       role: border
@@ -48,7 +48,9 @@ func routerSetup(t *testing.T, withFRR bool, speaker netip.Addr, bird, frr netip
       communities: ["64502:666"]`, frr)
 	}
 	d := startDaemon(t, cfg)
-	b := startBIRDFor(t, bird, speaker, cfg.BGPPort)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: bird, LocalASN: 64501, PeerAddr: speaker,
+		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true})
+	b.WaitEstablished(20 * time.Second)
 	var f *routertest.FRR
 	if withFRR {
 		f = routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: frr, LocalASN: 64502, PeerAddr: speaker,
@@ -56,16 +58,6 @@ func routerSetup(t *testing.T, withFRR bool, speaker netip.Addr, bird, frr netip
 		f.WaitEstablished(20 * time.Second)
 	}
 	return d, b, f
-}
-
-// startBIRDFor starts BIRD as a graceful-restart border router (AS 64501)
-// peering with rtbhd at speaker:port and waits for the session.
-func startBIRDFor(t *testing.T, bird, speaker netip.Addr, port int) *routertest.BIRD {
-	t.Helper()
-	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: bird, LocalASN: 64501, PeerAddr: speaker,
-		PeerPort: port, PeerASN: 64500, GracefulRestart: true})
-	b.WaitEstablished(20 * time.Second)
-	return b
 }
 
 func ctl(t *testing.T, d *daemon, args ...string) string {
@@ -88,7 +80,7 @@ func within(t *testing.T, what string, start time.Time, max time.Duration) {
 }
 
 func TestRoutersEndToEnd(t *testing.T) {
-	d, bird, frr := routerSetup(t, true, speakerAddr, birdAddr, frrAddr)
+	d, bird, frr := routerSetup(t, newDaemonConfig(t, t.TempDir()), true, speakerAddr, birdAddr, frrAddr)
 	own := netip.MustParsePrefix("198.51.100.7/32")
 	foreign := netip.MustParsePrefix("203.0.113.9/32")
 	v6 := netip.MustParsePrefix("2001:db8::7/128")
@@ -205,7 +197,7 @@ func waitBirdSet(t *testing.T, b *routertest.BIRD, want []string, timeout time.D
 // restart leave BIRD with exactly the set that was active: nothing lost,
 // nothing resurrected, nothing kept past its expiry.
 func TestRestartsKeepExactlyTheActiveSet(t *testing.T) {
-	d, bird, _ := routerSetup(t, false, netip.MustParseAddr("127.0.31.1"), netip.MustParseAddr("127.0.31.2"), netip.Addr{})
+	d, bird, _ := routerSetup(t, newDaemonConfig(t, t.TempDir()), false, netip.MustParseAddr("127.0.31.1"), netip.MustParseAddr("127.0.31.2"), netip.Addr{})
 	active := []string{"198.51.100.10/32", "198.51.100.11/32", "2001:db8::10/128"}
 	for _, p := range active {
 		ctl(t, d, "add", "--ttl", "2h", "--reason", "keep", p)
@@ -246,7 +238,7 @@ func TestRestartsKeepExactlyTheActiveSet(t *testing.T) {
 // file is refused and the running config kept.
 func TestReloadKeepsSessions(t *testing.T) {
 	speaker, birdA := netip.MustParseAddr("127.0.35.1"), netip.MustParseAddr("127.0.35.2")
-	d, bird, _ := routerSetup(t, false, speaker, birdA, netip.Addr{})
+	d, bird, _ := routerSetup(t, newDaemonConfig(t, t.TempDir()), false, speaker, birdA, netip.Addr{})
 	p := netip.MustParsePrefix("198.51.100.30/32")
 	ctl(t, d, "add", "--reason", "before reload", "198.51.100.30")
 	bird.WaitRoute(p, 5*time.Second, nil)

@@ -35,7 +35,7 @@ func startWithGoBGPPeer(t *testing.T, cfg daemonConfig, speaker, peerAddr netip.
 	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
 		PeerAddr: speaker, PeerASN: 64500})
 	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = freePort(t, speaker.String())
+	cfg.BGPPort = routertest.FreePort(t, speaker)
 	cfg.Neighbors = fmt.Sprintf(`    - address: %s
       asn: 64501
       role: border
