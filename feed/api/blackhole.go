@@ -27,6 +27,20 @@ func caller(ctx context.Context) (*identity, error) {
 	return id, nil
 }
 
+// callerAndPrefix returns the caller and the request's prefix, refusing
+// a malformed one with INVALID_ARGUMENT.
+func callerAndPrefix(ctx context.Context, prefix string) (*identity, netip.Prefix, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, netip.Prefix{}, err
+	}
+	p, err := detector.ParsePrefix(prefix)
+	if err != nil {
+		return nil, netip.Prefix{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
+	}
+	return id, p, nil
+}
+
 // scope is the space the caller may act on: nil (unrestricted) for
 // operators, the configured prefixes for partners — never nil for them, so
 // a partner without prefixes may act on nothing.
@@ -40,13 +54,9 @@ func (id *identity) scope() []netip.Prefix {
 func (id *identity) origin() string { return id.Role + ":" + id.Name }
 
 func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
-	id, err := caller(ctx)
+	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
 	if err != nil {
 		return nil, err
-	}
-	p, err := detector.ParsePrefix(req.GetPrefix())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
 	}
 	dreq := detector.Request{
 		Prefix: p,
@@ -70,13 +80,9 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 }
 
 func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.RemoveBlackholeRequest) (*rtbhv1.RemoveBlackholeResponse, error) {
-	id, err := caller(ctx)
+	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
 	if err != nil {
 		return nil, err
-	}
-	p, err := detector.ParsePrefix(req.GetPrefix())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
 	}
 	rreq := detector.RemoveRequest{
 		Prefix: p,
