@@ -1,29 +1,59 @@
 #!/usr/bin/env bash
 # Installs what rtbh's tests need on Debian/Ubuntu: BIRD 2 and FRR (real
-# routers for the end-to-end tests), pmacct (a real sFlow exporter) and
-# protoc (regenerating the gRPC code).
+# routers for the end-to-end tests), pmacct (a real sFlow exporter), protoc
+# with the protobuf well-known types (regenerating the gRPC code).
 #
-# Idempotent: does nothing when every tool is already there. Needs root (or
-# sudo) only when something is missing. Exits non-zero, loudly, when it cannot
-# install them.
+# Idempotent: installs only when a check of the installed result fails.
+# The checks use what was installed, not the presence of a binary: protoc
+# must compile a file that imports google/protobuf/timestamp.proto and
+# duration.proto (Debian ships those headers in libprotobuf-dev, which
+# protoc only recommends), and each router binary must print its version.
+# Needs root (or sudo) only when something is missing. Exits non-zero,
+# loudly, when it cannot install them.
 set -euo pipefail
 
-packages=(bird2 frr pmacct protobuf-compiler)
+packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev)
 
-have() {
-	# bird and pmacctd live in /usr/sbin, which is not always on PATH.
-	command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]] || [[ -x "$1" ]]
+# check NAME: runs the check for one dependency; 0 = usable.
+check() {
+	case "$1" in
+	bird) PATH="$PATH:/usr/sbin" bird --version >/dev/null 2>&1 ;;
+	bgpd) /usr/lib/frr/bgpd --version >/dev/null 2>&1 ;;
+	vtysh) [[ -x /usr/bin/vtysh ]] && vtysh -h >/dev/null 2>&1 ;;
+	pmacctd) PATH="$PATH:/usr/sbin" pmacctd -V >/dev/null 2>&1 ;;
+	protoc-wkt)
+		local dir rc
+		dir=$(mktemp -d)
+		cat >"$dir/wkt.proto" <<'PROTO'
+syntax = "proto3";
+package rtbh.installcheck;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+message M { google.protobuf.Timestamp at = 1; google.protobuf.Duration ttl = 2; }
+PROTO
+		protoc -I "$dir" --descriptor_set_out="$dir/out.pb" "$dir/wkt.proto" >"$dir/log" 2>&1
+		rc=$?
+		((rc == 0)) || sed 's/^/  protoc: /' "$dir/log" >&2
+		rm -rf "$dir"
+		return $rc
+		;;
+	esac
 }
 
-missing=()
-for tool in bird /usr/lib/frr/bgpd pmacctd protoc; do
-	have "$tool" || missing+=("$tool")
-done
-if ((${#missing[@]} == 0)); then
-	echo "install-test-deps: bird, frr, pmacct and protoc are already installed"
+failing() {
+	local out=()
+	for c in bird bgpd vtysh pmacctd protoc-wkt; do
+		check "$c" || out+=("$c")
+	done
+	echo "${out[@]}"
+}
+
+missing=$(failing)
+if [[ -z "$missing" ]]; then
+	echo "install-test-deps: bird, frr, pmacct and protoc (with the well-known types) work"
 	exit 0
 fi
-echo "install-test-deps: missing ${missing[*]}; installing ${packages[*]}"
+echo "install-test-deps: not working: $missing; installing ${packages[*]}"
 
 if ! command -v apt-get >/dev/null 2>&1; then
 	echo "install-test-deps: ERROR: apt-get not found; install ${packages[*]} by hand" >&2
@@ -43,12 +73,9 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update
 "${sudo[@]}" apt-get install -y --no-install-recommends "${packages[@]}"
 
-still=()
-for tool in bird /usr/lib/frr/bgpd pmacctd protoc; do
-	have "$tool" || still+=("$tool")
-done
-if ((${#still[@]} > 0)); then
-	echo "install-test-deps: ERROR: still missing after install: ${still[*]}" >&2
+still=$(failing)
+if [[ -n "$still" ]]; then
+	echo "install-test-deps: ERROR: still not working after install: $still" >&2
 	exit 1
 fi
-echo "install-test-deps: done"
+echo "install-test-deps: done; every check passes"
