@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 const (
@@ -30,10 +32,6 @@ func heldSetName(a netip.Addr, v6 bool) string {
 	return setName("held4", a)
 }
 
-func hostPrefix(a netip.Addr) string {
-	return netip.PrefixFrom(a, a.BitLen()).String()
-}
-
 // buildPolicies returns the complete routing policy for cfg: defined sets
 // (with the current held-back prefixes of each neighbor) and the global
 // import and export policies.
@@ -55,9 +53,9 @@ func buildPolicies(cfg *Config, held map[netip.Addr]*neighborState) *api.SetPoli
 	for i := range cfg.Neighbors {
 		n := &cfg.Neighbors[i]
 		ns := setName("n", n.Address)
-		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: ns, List: []string{hostPrefix(n.Address)}})
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: ns, List: []string{domain.HostPrefix(n.Address).String()}})
 		if n.Role == RolePeer {
-			peers = append(peers, hostPrefix(n.Address))
+			peers = append(peers, domain.HostPrefix(n.Address).String())
 		}
 		if len(n.Communities) > 0 || len(n.LargeCommunities) > 0 {
 			act := &api.Actions{}

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/rtbh/rtbh/store"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Kind classifies a refusal so that callers (the gRPC API) can map it to a
@@ -61,7 +61,7 @@ type Request struct {
 	Scope []netip.Prefix
 
 	// Set by Detected: stored atomically with the blackhole.
-	evidence *store.Evidence
+	evidence *domain.Evidence
 	offense  bool
 }
 
@@ -98,7 +98,7 @@ const (
 // Event is one change to the active set, as streamed to watchers.
 type Event struct {
 	Type      EventType
-	Blackhole store.Blackhole
+	Blackhole domain.Blackhole
 	Actor     string
 }
 

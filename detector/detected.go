@@ -3,10 +3,9 @@ package detector
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/rtbh/rtbh/store"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Detected records a rule's evidence (ev.Address is the source; RecordedAt
@@ -16,16 +15,16 @@ import (
 // offenders get double the previous TTL, up to policy.max_ttl (the count
 // lives in the store and survives restarts). It returns the blackhole when
 // one is active afterwards.
-func (m *Manager) Detected(ctx context.Context, ev store.Evidence, ttl time.Duration) (*store.Blackhole, error) {
+func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Duration) (*domain.Blackhole, error) {
 	src := ev.Address.Unmap()
-	host := hostPrefix(src)
+	host := domain.HostPrefix(src)
 	now := m.now().UTC()
 	ev.Address, ev.RecordedAt = src, now
-	origin := DetectorOrigin(ev.Rule)
+	origin := domain.DetectorOrigin(ev.Rule)
 	reason := fmt.Sprintf("%s: %d destinations, ~%d packets on %s/%v in %s",
 		ev.Rule, ev.DistinctDestinations, ev.EstimatedPackets, ev.Protocol, ev.DstPorts, ev.Window)
 	onlyEvidence := func(detail string) error {
-		return m.db.Commit(&store.Write{At: now, Evidence: &ev, Audit: []store.AuditEntry{{
+		return m.db.Commit(&domain.Write{At: now, Evidence: &ev, Audit: []domain.AuditEntry{{
 			Actor: origin, Action: "detect", Prefix: host.String(), Origin: origin, Reason: reason, Detail: detail}}})
 	}
 	if ev.Action == "log" {
@@ -59,12 +58,6 @@ func (m *Manager) Detected(ctx context.Context, ev store.Evidence, ttl time.Dura
 	}
 	return &b, nil
 }
-
-// DetectorOrigin is the origin of a blackhole added by a detector rule.
-func DetectorOrigin(rule string) string { return "detector:" + rule }
-
-// DetectorRule returns the rule of a detector origin.
-func DetectorRule(origin string) (string, bool) { return strings.CutPrefix(origin, "detector:") }
 
 // doubled returns ttl doubled once per previous offense, capped at max.
 func doubled(ttl time.Duration, offenses int, max time.Duration) time.Duration {

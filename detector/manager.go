@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store"
 )
 
@@ -68,7 +69,7 @@ type Manager struct {
 	mu       sync.Mutex
 	policy   Policy
 	reports  ReportPolicy
-	active   map[netip.Prefix]store.Blackhole
+	active   map[netip.Prefix]domain.Blackhole
 	expiry   expiryHeap
 	watchers map[*watcher]struct{}
 	scores   map[netip.Addr]map[string]reportMark // address -> reporter -> newest report
@@ -115,7 +116,7 @@ func NewManager(cfg Config, db *store.DB, routes Announcer, logger *slog.Logger,
 		now:       cfg.Now,
 		policy:    cfg.Policy,
 		reports:   cfg.Reports,
-		active:    make(map[netip.Prefix]store.Blackhole),
+		active:    make(map[netip.Prefix]domain.Blackhole),
 		watchers:  make(map[*watcher]struct{}),
 		scores:    make(map[netip.Addr]map[string]reportMark),
 		wake:      make(chan struct{}, 1),
@@ -218,22 +219,22 @@ func (m *Manager) waitAll(waits []func() error) {
 // Add validates req against policy, records it and announces it. Adding an
 // active prefix keeps one entry and moves its expiry to the later of the
 // two. The returned error is a *Error for refusals.
-func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change, error) {
+func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Change, error) {
 	// Malformed requests are INVALID_ARGUMENT whatever else is wrong with
 	// them; then scope, then policy.
 	p := req.Prefix
 	if err := checkWellFormed(p); err != nil {
-		return store.Blackhole{}, 0, err
+		return domain.Blackhole{}, 0, err
 	}
 	ttl := req.TTL
 	if ttl < 0 || (req.HasTTL && ttl == 0) {
-		return store.Blackhole{}, 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
+		return domain.Blackhole{}, 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
 	}
 	m.mu.Lock()
 	pol := m.policy
 	if err := checkAllowed(p, req.Scope, pol); err != nil {
 		m.mu.Unlock()
-		return store.Blackhole{}, 0, err
+		return domain.Blackhole{}, 0, err
 	}
 	switch {
 	case ttl == 0:
@@ -243,13 +244,13 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 	}
 	now := m.now().UTC()
 	expires := now.Add(ttl)
-	w := &store.Write{At: now, Evidence: req.evidence}
+	w := &domain.Write{At: now, Evidence: req.evidence}
 	if req.offense {
 		w.Offense = p.Addr()
 	}
-	audit := store.AuditEntry{Actor: req.Actor, Prefix: p.String(), Origin: req.Origin, Reason: req.Reason}
+	audit := domain.AuditEntry{Actor: req.Actor, Prefix: p.String(), Origin: req.Origin, Reason: req.Reason}
 	var (
-		b      store.Blackhole
+		b      domain.Blackhole
 		change Change
 	)
 	if old, ok := m.active[p]; ok {
@@ -257,7 +258,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 		if expires.After(old.ExpiresAt) {
 			change = Extended
 			b.ExpiresAt = expires
-			w.Op = store.BlackholeExtend
+			w.Op = domain.BlackholeExtend
 			audit.Action = "extend"
 			audit.Detail = fmt.Sprintf("expires_at %s -> %s", old.ExpiresAt.Format(time.RFC3339), expires.Format(time.RFC3339))
 			m.active[p] = b
@@ -272,11 +273,11 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 	} else {
 		if len(m.active) >= pol.MaxActive {
 			m.mu.Unlock()
-			return store.Blackhole{}, 0, refuse(KindLimit, "max_active (%d) blackholes are active: refusing %s", pol.MaxActive, p)
+			return domain.Blackhole{}, 0, refuse(KindLimit, "max_active (%d) blackholes are active: refusing %s", pol.MaxActive, p)
 		}
 		change = Added
-		b = store.Blackhole{Prefix: p, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
-		w.Op = store.BlackholeInsert
+		b = domain.Blackhole{Prefix: p, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
+		w.Op = domain.BlackholeInsert
 		audit.Action = "add"
 		audit.Detail = "expires_at " + expires.Format(time.RFC3339)
 		m.active[p] = b
@@ -285,7 +286,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 		m.queueRoutes(routeChange{p, true})
 	}
 	w.Blackhole = b
-	w.Audit = []store.AuditEntry{audit}
+	w.Audit = []domain.AuditEntry{audit}
 	wait := m.db.Submit(w)
 	switch change {
 	case Added:
@@ -296,73 +297,73 @@ func (m *Manager) Add(ctx context.Context, req Request) (store.Blackhole, Change
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
-		return store.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", p, err)
+		return domain.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", p, err)
 	}
 	return b, change, nil
 }
 
 // Remove withdraws an active blackhole now.
-func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (store.Blackhole, error) {
+func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackhole, error) {
 	p := req.Prefix
 	if err := checkWellFormed(p); err != nil {
-		return store.Blackhole{}, err
+		return domain.Blackhole{}, err
 	}
 	if req.Scope != nil && !inside(p, req.Scope) {
-		return store.Blackhole{}, refuse(KindScope, "%s is outside your prefixes", p)
+		return domain.Blackhole{}, refuse(KindScope, "%s is outside your prefixes", p)
 	}
 	m.mu.Lock()
 	b, ok := m.active[p]
 	if !ok {
 		m.mu.Unlock()
-		return store.Blackhole{}, refuse(KindNotFound, "%s is not blackholed", p)
+		return domain.Blackhole{}, refuse(KindNotFound, "%s is not blackholed", p)
 	}
 	if req.Owner != "" && b.Origin != req.Owner {
 		m.mu.Unlock()
-		return store.Blackhole{}, refuse(KindScope, "%s was added by %s, not by you", p, b.Origin)
+		return domain.Blackhole{}, refuse(KindScope, "%s was added by %s, not by you", p, b.Origin)
 	}
 	now := m.now().UTC()
 	wait := m.end(b, "removed", req.Actor, req.Reason, now)
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
-		return store.Blackhole{}, fmt.Errorf("recording removal of %s: %w", p, err)
+		return domain.Blackhole{}, fmt.Errorf("recording removal of %s: %w", p, err)
 	}
 	return b, nil
 }
 
 // end ends an active entry; m.mu must be held.
-func (m *Manager) end(b store.Blackhole, why, actor, reason string, now time.Time) func() error {
+func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Time) func() error {
 	delete(m.active, b.Prefix)
 	m.queueRoutes(routeChange{b.Prefix, false})
-	audit := store.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
+	audit := domain.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
 	if why == "expired" {
 		audit.Action, audit.Detail, typ = "expire", "expires_at "+b.ExpiresAt.Format(time.RFC3339), EventExpired
 	}
 	m.broadcast(Event{Type: typ, Blackhole: b, Actor: actor})
-	return m.db.Submit(&store.Write{Op: store.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []store.AuditEntry{audit}})
+	return m.db.Submit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
+		Audit: []domain.AuditEntry{audit}})
 }
 
 // Active returns the active blackholes sorted by prefix.
-func (m *Manager) Active() []store.Blackhole {
+func (m *Manager) Active() []domain.Blackhole {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.snapshot()
 }
 
 // snapshot returns the active set sorted by prefix; m.mu must be held.
-func (m *Manager) snapshot() []store.Blackhole {
-	out := make([]store.Blackhole, 0, len(m.active))
+func (m *Manager) snapshot() []domain.Blackhole {
+	out := make([]domain.Blackhole, 0, len(m.active))
 	for _, b := range m.active {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b store.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
+	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
 	return out
 }
 
 // Lookup returns the active blackhole for p, if any.
-func (m *Manager) Lookup(p netip.Prefix) (store.Blackhole, bool) {
+func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.active[p]
@@ -372,7 +373,7 @@ func (m *Manager) Lookup(p netip.Prefix) (store.Blackhole, bool) {
 // Watch returns the active set and a channel of every later change. The
 // channel is closed when ctx ends, or when the watcher falls more than
 // watchBuffer events behind (the client should reconnect).
-func (m *Manager) Watch(ctx context.Context) ([]store.Blackhole, <-chan Event) {
+func (m *Manager) Watch(ctx context.Context) ([]domain.Blackhole, <-chan Event) {
 	w := &watcher{ch: make(chan Event, watchBuffer)}
 	m.mu.Lock()
 	snap := m.snapshot()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store"
 )
 
@@ -93,7 +94,7 @@ func (f *fixture) announced(want ...string) {
 }
 
 func pfx(s string) netip.Prefix {
-	p, err := ParsePrefix(s)
+	p, err := domain.ParsePrefix(s)
 	if err != nil {
 		panic(err)
 	}
@@ -272,7 +273,7 @@ func TestDetectedDoublesTTLAndShadowMode(t *testing.T) {
 	f := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
 	ctx := context.Background()
 	src := netip.MustParseAddr("198.51.100.66")
-	d := store.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
+	d := domain.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
 		Address: src, DistinctDestinations: 150, EstimatedPackets: 40000, Window: 10 * time.Minute,
 		FirstSeen: time.Now().Add(-time.Minute), LastSeen: time.Now(), Examples: []netip.Addr{netip.MustParseAddr("192.0.2.25")}}
 	b, err := f.m.Detected(ctx, d, time.Hour)

@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/rtbh/rtbh/store"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Limits on one report's fields.
@@ -31,7 +31,7 @@ const OperatorTrust = 1.0
 // blackholed with origin "reports" through Add.
 func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Report) (int, []Rejected, error) {
 	now := m.now().UTC()
-	valid := make([]store.Report, 0, len(reports))
+	valid := make([]domain.Report, 0, len(reports))
 	var rejected []Rejected
 	for i, r := range reports {
 		sr, err := checkReport(r, now)
@@ -49,11 +49,11 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	if len(valid) == 1 {
 		detail = fmt.Sprintf("1 report: %s %s x%d", valid[0].Address, valid[0].Kind, valid[0].Count)
 	}
-	audit := store.AuditEntry{Actor: who.Name, Action: "report", Detail: detail}
+	audit := domain.AuditEntry{Actor: who.Name, Action: "report", Detail: detail}
 	if len(valid) == 1 {
-		audit.Prefix = hostPrefix(valid[0].Address).String()
+		audit.Prefix = domain.HostPrefix(valid[0].Address).String()
 	}
-	if err := m.db.Commit(&store.Write{At: now, Reports: valid, Audit: []store.AuditEntry{audit}}); err != nil {
+	if err := m.db.Commit(&domain.Write{At: now, Reports: valid, Audit: []domain.AuditEntry{audit}}); err != nil {
 		return 0, nil, fmt.Errorf("storing reports: %w", err)
 	}
 
@@ -74,7 +74,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 			continue
 		}
 		seen[r.Address] = true
-		if _, active := m.active[hostPrefix(r.Address)]; active {
+		if _, active := m.active[domain.HostPrefix(r.Address)]; active {
 			continue
 		}
 		if s := m.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
@@ -85,7 +85,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	m.mu.Unlock()
 
 	for _, h := range hits {
-		_, _, err := m.Add(ctx, Request{Prefix: hostPrefix(h.addr), TTL: rp.TTL, Origin: "reports", Actor: "reports", Reason: h.reason})
+		_, _, err := m.Add(ctx, Request{Prefix: domain.HostPrefix(h.addr), TTL: rp.TTL, Origin: domain.OriginReports, Actor: domain.OriginReports, Reason: h.reason})
 		if err != nil {
 			// The reports are stored; policy (never_blackhole, max_active...)
 			// decided against the blackhole. That is not the reporter's error.
@@ -96,14 +96,14 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 }
 
 // hostPrefix is a's host prefix (/32 or /128).
-func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+func HostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
-func checkReport(r Report, now time.Time) (store.Report, error) {
-	var sr store.Report
+func checkReport(r Report, now time.Time) (domain.Report, error) {
+	var sr domain.Report
 	if strings.TrimSpace(r.Address) == "" {
 		return sr, fmt.Errorf("address is required")
 	}
-	p, err := ParsePrefix(r.Address)
+	p, err := domain.ParsePrefix(r.Address)
 	if err != nil {
 		return sr, fmt.Errorf("address: %v", err)
 	}
@@ -207,14 +207,14 @@ func (m *Manager) pruneScores() {
 
 // Offender returns what is known about a: evidence and reports from the
 // store, the current report score, and its active blackhole (nil if none).
-func (m *Manager) Offender(ctx context.Context, a netip.Addr) (store.Offender, float64, *store.Blackhole, error) {
+func (m *Manager) Offender(ctx context.Context, a netip.Addr) (domain.Offender, float64, *domain.Blackhole, error) {
 	a = a.Unmap()
 	o, err := m.db.Offender(ctx, a, 100)
 	if err != nil {
 		return o, 0, nil, fmt.Errorf("reading offender %s: %w", a, err)
 	}
-	var bh *store.Blackhole
-	if b, ok := m.Lookup(hostPrefix(a)); ok {
+	var bh *domain.Blackhole
+	if b, ok := m.Lookup(domain.HostPrefix(a)); ok {
 		bh = &b
 	}
 	return o, m.Score(a), bh, nil
@@ -222,6 +222,6 @@ func (m *Manager) Offender(ctx context.Context, a netip.Addr) (store.Offender, f
 
 // Offenders returns the most recent detector evidence, optionally only that
 // of shadow rules (action log).
-func (m *Manager) Offenders(ctx context.Context, shadowOnly bool, limit int) ([]store.Evidence, error) {
+func (m *Manager) Offenders(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error) {
 	return m.db.RecentEvidence(ctx, shadowOnly, limit)
 }

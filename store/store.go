@@ -13,6 +13,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // maxBatch bounds how many writes share one transaction.
@@ -53,7 +55,7 @@ const (
 )
 
 type pending struct {
-	w    *Write
+	w    *domain.Write
 	done chan error
 }
 
@@ -219,34 +221,10 @@ func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
 	return v, err
 }
 
-// BlackholeOp says what a Write does to the blackholes table.
-type BlackholeOp int
-
-const (
-	BlackholeNone   BlackholeOp = iota
-	BlackholeInsert             // a new active entry
-	BlackholeExtend             // move the active entry's expires_at (and reason)
-	BlackholeEnd                // end the active entry (removed or expired)
-)
-
-// Write is one unit of work, committed atomically: either all of it is
-// stored or none.
-type Write struct {
-	Op        BlackholeOp
-	Blackhole Blackhole
-	EndReason string // for BlackholeEnd: removed or expired
-	At        time.Time
-
-	Audit    []AuditEntry
-	Evidence *Evidence
-	Offense  netip.Addr // when valid, count one more detector blackhole for it
-	Reports  []Report
-}
-
 // Submit queues w for the next group commit and returns a function that
 // waits for the outcome. Writes are applied in the order they were
 // submitted. The returned function must be called exactly once.
-func (db *DB) Submit(w *Write) func() error {
+func (db *DB) Submit(w *domain.Write) func() error {
 	p := &pending{w: w, done: make(chan error, 1)}
 	db.mu.RLock()
 	if db.closed {
@@ -259,7 +237,7 @@ func (db *DB) Submit(w *Write) func() error {
 }
 
 // Commit submits w and waits until it is durable.
-func (db *DB) Commit(w *Write) error { return db.Submit(w)() }
+func (db *DB) Commit(w *domain.Write) error { return db.Submit(w)() }
 
 func (db *DB) writer() {
 	defer close(db.done)
@@ -332,19 +310,19 @@ func (db *DB) commit(batch []*pending) {
 	}
 }
 
-func apply(st func(string) *sql.Stmt, w *Write) error {
+func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 	at := w.At.UnixNano()
 	b := w.Blackhole
 	switch w.Op {
-	case BlackholeInsert:
+	case domain.BlackholeInsert:
 		if _, err := st(sqlInsertBH).Exec(b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
 			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
 		}
-	case BlackholeExtend:
+	case domain.BlackholeExtend:
 		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Prefix.String())); err != nil {
 			return fmt.Errorf("extending blackhole %s: %w", b.Prefix, err)
 		}
-	case BlackholeEnd:
+	case domain.BlackholeEnd:
 		if err := one(st(sqlEndBH).Exec(at, w.EndReason, b.Prefix.String())); err != nil {
 			return fmt.Errorf("ending blackhole %s: %w", b.Prefix, err)
 		}
@@ -398,17 +376,17 @@ func one(res sql.Result, err error) error {
 // ActiveBlackholes returns the entries that were not removed or expired
 // when they were last written, including those whose expires_at has passed
 // while rtbhd was down (the caller expires them).
-func (db *DB) ActiveBlackholes(ctx context.Context) ([]Blackhole, error) {
+func (db *DB) ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT prefix, origin, reason, created_at, expires_at
 		FROM blackholes WHERE ended_at IS NULL ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing active blackholes: %w", err)
 	}
 	defer rows.Close()
-	var out []Blackhole
+	var out []domain.Blackhole
 	for rows.Next() {
 		var (
-			b                  Blackhole
+			b                  domain.Blackhole
 			prefix             string
 			created, expiresAt int64
 		)
@@ -429,7 +407,7 @@ func (db *DB) ActiveBlackholes(ctx context.Context) ([]Blackhole, error) {
 
 // AuditLog returns audit rows, oldest first; prefix "" means all. limit <= 0
 // means no limit.
-func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]AuditEntry, error) {
+func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]domain.AuditEntry, error) {
 	q := `SELECT id, at, actor, action, prefix, origin, reason, detail FROM audit`
 	var args []any
 	if prefix != "" {
@@ -446,10 +424,10 @@ func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]AuditEn
 		return nil, fmt.Errorf("reading audit log: %w", err)
 	}
 	defer rows.Close()
-	var out []AuditEntry
+	var out []domain.AuditEntry
 	for rows.Next() {
 		var (
-			a  AuditEntry
+			a  domain.AuditEntry
 			at int64
 		)
 		if err := rows.Scan(&a.ID, &at, &a.Actor, &a.Action, &a.Prefix, &a.Origin, &a.Reason, &a.Detail); err != nil {
@@ -476,8 +454,8 @@ func (db *DB) Offenses(ctx context.Context, addr netip.Addr) (int, error) {
 
 // Offender returns what is recorded about addr: detector evidence, reports
 // (at most limit of each, newest first) and the offense count.
-func (db *DB) Offender(ctx context.Context, addr netip.Addr, limit int) (Offender, error) {
-	o := Offender{Address: addr}
+func (db *DB) Offender(ctx context.Context, addr netip.Addr, limit int) (domain.Offender, error) {
+	o := domain.Offender{Address: addr}
 	var err error
 	if o.Offenses, err = db.Offenses(ctx, addr); err != nil {
 		return o, err
@@ -493,14 +471,14 @@ func (db *DB) Offender(ctx context.Context, addr netip.Addr, limit int) (Offende
 
 // RecentEvidence returns the newest evidence rows, optionally only those of
 // rules in shadow mode (action log).
-func (db *DB) RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]Evidence, error) {
+func (db *DB) RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error) {
 	if shadowOnly {
 		return db.queryEvidence(ctx, `WHERE action = ?`, []any{"log"}, limit)
 	}
 	return db.queryEvidence(ctx, ``, nil, limit)
 }
 
-func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit int) ([]Evidence, error) {
+func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit int) ([]domain.Evidence, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -512,10 +490,10 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 		return nil, fmt.Errorf("reading evidence: %w", err)
 	}
 	defer rows.Close()
-	var out []Evidence
+	var out []domain.Evidence
 	for rows.Next() {
 		var (
-			e                         Evidence
+			e                         domain.Evidence
 			addr, ports, examples     string
 			window, first, last, recd int64
 		)
@@ -537,7 +515,7 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 
 // reportsFor returns the reports about addr, newest first (limit <= 0:
 // all).
-func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]Report, error) {
+func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]domain.Report, error) {
 	q := `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at FROM reports
 		WHERE address = ? ORDER BY observed_at DESC, id DESC`
 	args := []any{addr.String()}
@@ -550,21 +528,21 @@ func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]Rep
 
 // ReportsSince returns every report observed at or after since, oldest
 // first; rtbhd rebuilds its report scores from it at start.
-func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]Report, error) {
+func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]domain.Report, error) {
 	return db.queryReports(ctx, `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at
 		FROM reports WHERE observed_at >= ? ORDER BY observed_at, id`, unixNanoOrZero(since))
 }
 
-func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]Report, error) {
+func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]domain.Report, error) {
 	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading reports: %w", err)
 	}
 	defer rows.Close()
-	var out []Report
+	var out []domain.Report
 	for rows.Next() {
 		var (
-			r              Report
+			r              domain.Report
 			addr           string
 			observed, recd int64
 		)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 var netipEqual = cmp.Options{
@@ -28,8 +30,8 @@ func openTest(t *testing.T, path string) *DB {
 	return db
 }
 
-func bh(p string, exp time.Time) Blackhole {
-	return Blackhole{Prefix: netip.MustParsePrefix(p), Origin: "operator:noc", Reason: "test",
+func bh(p string, exp time.Time) domain.Blackhole {
+	return domain.Blackhole{Prefix: netip.MustParsePrefix(p), Origin: "operator:noc", Reason: "test",
 		CreatedAt: exp.Add(-time.Hour), ExpiresAt: exp}
 }
 
@@ -69,22 +71,22 @@ func TestBlackholeLifecycleSurvivesReopen(t *testing.T) {
 	db := openTest(t, path)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	a, b := bh("198.51.100.7/32", now.Add(time.Hour)), bh("2001:db8::1/128", now.Add(2*time.Hour))
-	for _, x := range []Blackhole{a, b} {
-		if err := db.Commit(&Write{Op: BlackholeInsert, Blackhole: x, At: now,
-			Audit: []AuditEntry{{Actor: "noc", Action: "add", Prefix: x.Prefix.String()}}}); err != nil {
+	for _, x := range []domain.Blackhole{a, b} {
+		if err := db.Commit(&domain.Write{Op: domain.BlackholeInsert, Blackhole: x, At: now,
+			Audit: []domain.AuditEntry{{Actor: "noc", Action: "add", Prefix: x.Prefix.String()}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a.ExpiresAt = now.Add(3 * time.Hour)
-	if err := db.Commit(&Write{Op: BlackholeExtend, Blackhole: a, At: now}); err != nil {
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeExtend, Blackhole: a, At: now}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Commit(&Write{Op: BlackholeEnd, Blackhole: b, EndReason: "removed", At: now,
-		Audit: []AuditEntry{{Actor: "noc", Action: "remove", Prefix: b.Prefix.String()}}}); err != nil {
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: "removed", At: now,
+		Audit: []domain.AuditEntry{{Actor: "noc", Action: "remove", Prefix: b.Prefix.String()}}}); err != nil {
 		t.Fatal(err)
 	}
 	// Ending it twice fails: it is no longer active.
-	if err := db.Commit(&Write{Op: BlackholeEnd, Blackhole: b, EndReason: "removed", At: now}); err == nil {
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: "removed", At: now}); err == nil {
 		t.Fatal("ending an inactive entry succeeded")
 	}
 	db.Close()
@@ -94,7 +96,7 @@ func TestBlackholeLifecycleSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]Blackhole{a}, got, netipEqual); diff != "" {
+	if diff := cmp.Diff([]domain.Blackhole{a}, got, netipEqual); diff != "" {
 		t.Fatalf("active after reopen (-want +got):\n%s", diff)
 	}
 	log, err := db.AuditLog(context.Background(), "", 0)
@@ -124,11 +126,11 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i / 256), byte(i)}), 32)
-			w := &Write{Op: BlackholeInsert, Blackhole: bh(p.String(), now.Add(time.Hour)), At: now,
-				Audit: []AuditEntry{{Actor: "t", Action: "add", Prefix: p.String()}}}
+			w := &domain.Write{Op: domain.BlackholeInsert, Blackhole: bh(p.String(), now.Add(time.Hour)), At: now,
+				Audit: []domain.AuditEntry{{Actor: "t", Action: "add", Prefix: p.String()}}}
 			if i%10 == 0 {
 				// Extending an entry that does not exist fails.
-				w.Op = BlackholeExtend
+				w.Op = domain.BlackholeExtend
 			}
 			errs[i] = db.Commit(w)
 		}()
@@ -155,23 +157,23 @@ func TestEvidenceReportsAndOffenses(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	addr := netip.MustParseAddr("198.51.100.9")
-	ev := Evidence{Address: addr, Rule: "smtp-fanout", Action: "log", Protocol: "tcp", DstPorts: []uint16{25, 465},
+	ev := domain.Evidence{Address: addr, Rule: "smtp-fanout", Action: "log", Protocol: "tcp", DstPorts: []uint16{25, 465},
 		DistinctDestinations: 120, EstimatedPackets: 5000, EstimatedConnections: 900, Window: 10 * time.Minute,
 		FirstSeen: now.Add(-time.Minute), LastSeen: now, RecordedAt: now,
 		Examples: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::25")}}
-	rep := Report{Address: addr, Reporter: "isp-b", Trust: 0.5, Kind: "spam", ObservedAt: now.Add(-time.Hour),
+	rep := domain.Report{Address: addr, Reporter: "isp-b", Trust: 0.5, Kind: "spam", ObservedAt: now.Add(-time.Hour),
 		Count: 3, Evidence: "Received: from ...", ReceivedAt: now}
-	if err := db.Commit(&Write{At: now, Evidence: &ev, Offense: addr, Reports: []Report{rep}}); err != nil {
+	if err := db.Commit(&domain.Write{At: now, Evidence: &ev, Offense: addr, Reports: []domain.Report{rep}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Commit(&Write{At: now, Offense: addr}); err != nil {
+	if err := db.Commit(&domain.Write{At: now, Offense: addr}); err != nil {
 		t.Fatal(err)
 	}
 	o, err := db.Offender(ctx, addr, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Offender{Address: addr, Evidence: []Evidence{ev}, Reports: []Report{rep}, Offenses: 2}
+	want := domain.Offender{Address: addr, Evidence: []domain.Evidence{ev}, Reports: []domain.Report{rep}, Offenses: 2}
 	if diff := cmp.Diff(want, o, netipEqual); diff != "" {
 		t.Fatalf("offender (-want +got):\n%s", diff)
 	}
@@ -188,7 +190,7 @@ func TestEvidenceReportsAndOffenses(t *testing.T) {
 func TestSubmitAfterClose(t *testing.T) {
 	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
 	db.Close()
-	if err := db.Commit(&Write{At: time.Now()}); err != ErrClosed {
+	if err := db.Commit(&domain.Write{At: time.Now()}); err != ErrClosed {
 		t.Fatalf("commit after close = %v, want ErrClosed", err)
 	}
 }

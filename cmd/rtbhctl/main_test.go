@@ -27,6 +27,7 @@ import (
 
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/api"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 	"github.com/rtbh/rtbh/store"
@@ -374,7 +375,7 @@ func TestNeighborsReportOffender(t *testing.T) {
 
 	// Detector catches, shadow and not.
 	ctx := context.Background()
-	det := store.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
+	det := domain.Evidence{Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25},
 		Address: netip.MustParseAddr("198.51.100.60"), DistinctDestinations: 31, EstimatedPackets: 4096, Window: 10 * time.Minute}
 	if _, err := d.manager.Detected(ctx, det, time.Hour); err != nil {
 		t.Fatal(err)

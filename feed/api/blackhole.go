@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -34,7 +35,7 @@ func callerAndPrefix(ctx context.Context, prefix string) (*identity, netip.Prefi
 	if err != nil {
 		return nil, netip.Prefix{}, err
 	}
-	p, err := detector.ParsePrefix(prefix)
+	p, err := domain.ParsePrefix(prefix)
 	if err != nil {
 		return nil, netip.Prefix{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
 	}
@@ -51,7 +52,7 @@ func (id *identity) scope() []netip.Prefix {
 	return append(make([]netip.Prefix, 0, len(id.Prefixes)), id.Prefixes...)
 }
 
-func (id *identity) origin() string { return id.Role + ":" + id.Name }
+func (id *identity) origin() string { return domain.ClientOrigin(id.Role, id.Name) }
 
 func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
 	id, p, err := callerAndPrefix(ctx, req.GetPrefix())

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
-	"github.com/rtbh/rtbh/store"
 )
 
 // backendError maps an error of the decision path to a gRPC status.
@@ -50,7 +50,7 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func blackholeToProto(b store.Blackhole) *rtbhv1.Blackhole {
+func blackholeToProto(b domain.Blackhole) *rtbhv1.Blackhole {
 	return &rtbhv1.Blackhole{
 		Prefix:    b.Prefix.String(),
 		Origin:    b.Origin,
@@ -74,7 +74,7 @@ func eventTypeToProto(t detector.EventType) rtbhv1.EventType {
 	return rtbhv1.EventType_EVENT_TYPE_UNSPECIFIED
 }
 
-func evidenceToProto(e store.Evidence) *rtbhv1.Evidence {
+func evidenceToProto(e domain.Evidence) *rtbhv1.Evidence {
 	ports := make([]uint32, len(e.DstPorts))
 	for i, p := range e.DstPorts {
 		ports[i] = uint32(p)
@@ -103,7 +103,7 @@ func evidenceToProto(e store.Evidence) *rtbhv1.Evidence {
 	}
 }
 
-func reportToProto(r store.Report) *rtbhv1.ReportRecord {
+func reportToProto(r domain.Report) *rtbhv1.ReportRecord {
 	return &rtbhv1.ReportRecord{
 		Reporter:   r.Reporter,
 		Kind:       r.Kind,

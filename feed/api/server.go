@@ -22,25 +22,25 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
-	"github.com/rtbh/rtbh/store"
 )
 
 // Backend is the decision path the API writes through (detector.Manager).
 type Backend interface {
-	Add(ctx context.Context, req detector.Request) (store.Blackhole, detector.Change, error)
-	Remove(ctx context.Context, req detector.RemoveRequest) (store.Blackhole, error)
+	Add(ctx context.Context, req detector.Request) (domain.Blackhole, detector.Change, error)
+	Remove(ctx context.Context, req detector.RemoveRequest) (domain.Blackhole, error)
 	// Active returns the active blackholes sorted by prefix.
-	Active() []store.Blackhole
+	Active() []domain.Blackhole
 	// Watch returns the active set and a channel of later changes. The
 	// channel is closed when ctx ends or the watcher falls too far behind.
-	Watch(ctx context.Context) ([]store.Blackhole, <-chan detector.Event)
+	Watch(ctx context.Context) ([]domain.Blackhole, <-chan detector.Event)
 	SubmitReports(ctx context.Context, who detector.Reporter, reports []detector.Report) (accepted int, rejected []detector.Rejected, err error)
 	// Offender returns what is recorded about addr, its report score and
 	// its blackhole when active (else nil).
-	Offender(ctx context.Context, addr netip.Addr) (store.Offender, float64, *store.Blackhole, error)
+	Offender(ctx context.Context, addr netip.Addr) (domain.Offender, float64, *domain.Blackhole, error)
 	// Offenders returns the most recent detector evidence, newest first.
-	Offenders(ctx context.Context, shadowOnly bool, limit int) ([]store.Evidence, error)
+	Offenders(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error)
 }
 
 // Neighbor is one BGP session as shown by ListNeighbors.

@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -46,7 +46,7 @@ func (st *statusService) ListNeighbors(ctx context.Context, _ *rtbhv1.ListNeighb
 }
 
 func (st *statusService) GetOffender(ctx context.Context, req *rtbhv1.GetOffenderRequest) (*rtbhv1.GetOffenderResponse, error) {
-	p, err := detector.ParsePrefix(req.GetAddress())
+	p, err := domain.ParsePrefix(req.GetAddress())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "address: %v", err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
-	"github.com/rtbh/rtbh/store"
 )
 
 func TestGetOffenderAndListOffenders(t *testing.T) {
@@ -28,7 +28,7 @@ func TestGetOffenderAndListOffenders(t *testing.T) {
 	}
 
 	first := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
-	det := store.Evidence{
+	det := domain.Evidence{
 		Rule: "smtp-fanout", Action: "blackhole", Protocol: "tcp", DstPorts: []uint16{25, 587},
 		Address: netip.MustParseAddr("198.51.100.77"), DistinctDestinations: 42, EstimatedPackets: 5000,
 		EstimatedConnections: 800, Window: 10 * time.Minute, FirstSeen: first, LastSeen: first.Add(4 * time.Minute),

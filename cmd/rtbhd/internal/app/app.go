@@ -25,6 +25,7 @@ import (
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/cmd/rtbhd/internal/config"
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/detector/fanout"
 	"github.com/rtbh/rtbh/feed/api"
 	"github.com/rtbh/rtbh/feed/sflow"
@@ -304,11 +305,11 @@ func (a *App) decideFirings(ctx context.Context, events <-chan detector.Event) {
 				_, events = a.manager.Watch(ctx)
 				continue
 			}
-			if rule, isDetector := detector.DetectorRule(ev.Blackhole.Origin); isDetector && ev.Type == detector.EventRemoved {
+			if rule, isDetector := domain.DetectorRule(ev.Blackhole.Origin); isDetector && ev.Type == detector.EventRemoved {
 				a.engine.Suppress(ev.Blackhole.Prefix.Addr(), rule, time.Time{})
 			}
 		case f := <-a.firings:
-			b, err := a.manager.Detected(ctx, store.Evidence{
+			b, err := a.manager.Detected(ctx, domain.Evidence{
 				Address: f.Source, Rule: f.Rule, Action: f.Action, Protocol: protocolName(f.Protocol), DstPorts: f.DstPorts,
 				DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets, EstimatedConnections: f.Connections,
 				Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Examples: f.ExampleAddrs(),

@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rtbh/rtbh/detector"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // The file is decoded by walking the YAML node tree rather than with
@@ -435,7 +436,7 @@ func (d *decoder) prefixes(p *[]netip.Prefix) setter {
 			if !ok {
 				continue
 			}
-			pfx, err := detector.ParsePrefix(s)
+			pfx, err := domain.ParsePrefix(s)
 			if err != nil {
 				d.errorf(ip, it.Line, "%s", err)
 				continue

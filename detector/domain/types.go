@@ -1,11 +1,11 @@
-package store
+package domain
 
 import (
 	"net/netip"
 	"time"
 )
 
-// Blackhole is one blackholed prefix as recorded in the store.
+// Blackhole is one blackholed prefix as recorded by the decision path and the store.
 type Blackhole struct {
 	Prefix    netip.Prefix
 	Origin    string // detector:<rule>, operator:<client>, partner:<client> or reports
@@ -60,4 +60,28 @@ type AuditEntry struct {
 	Origin string
 	Reason string
 	Detail string
+}
+
+// BlackholeOp says what a Write does to the blackholes table.
+type BlackholeOp int
+
+const (
+	BlackholeNone   BlackholeOp = iota
+	BlackholeInsert             // a new active entry
+	BlackholeExtend             // move the active entry's expires_at (and reason)
+	BlackholeEnd                // end the active entry (removed or expired)
+)
+
+// Write is one unit of work, committed atomically: either all of it is
+// stored or none.
+type Write struct {
+	Op        BlackholeOp
+	Blackhole Blackhole
+	EndReason string // for BlackholeEnd: removed or expired
+	At        time.Time
+
+	Audit    []AuditEntry
+	Evidence *Evidence
+	Offense  netip.Addr // when valid, count one more detector blackhole for it
+	Reports  []Report
 }

@@ -1,4 +1,4 @@
-package detector
+package domain
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 			return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", s)
 		}
 		a = a.Unmap()
-		return hostPrefix(a), nil
+		return HostPrefix(a), nil
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
@@ -40,3 +40,6 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	return p, nil
 }
+
+// HostPrefix is a's host prefix (/32 or /128).
+func HostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
