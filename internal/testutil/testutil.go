@@ -1,0 +1,81 @@
+// Package testutil holds the generic helpers that the tests of every rtbh
+// package share: waiting for a condition with a deadline (WaitFor, Poll)
+// and picking a free port (FreePort). It is the one copy of them; router
+// helpers live in bgp/routertest, sFlow helpers in feed/sflow/sflowtest.
+//
+// No helper here sleeps to wait for something: a wait polls a condition
+// until it holds or a deadline passes. Code driven by time itself is
+// tested under testing/synctest with fake time; Poll works inside a
+// synctest bubble too (its ticker then runs on the bubble's clock).
+package testutil
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// PollInterval is the shortest pause between two checks of Poll's
+// condition. It paces the re-checks of a polling loop that has a deadline;
+// nothing waits on it for something to happen.
+const PollInterval = 10 * time.Millisecond
+
+// WaitFor checks cond until it returns true, and fails the test with what
+// when it has not after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// Poll checks cond until it returns true (Poll returns true) or timeout
+// has passed (false; cond is checked one last time at the deadline).
+// Checks are paced by a time.Ticker: the pause after a check is
+// PollInterval, or as long as the check took when that was longer, so a
+// costly condition (a router's CLI, a big table walk) keeps at most half
+// a core busy.
+func Poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(PollInterval)
+	defer tick.Stop()
+	for {
+		start := time.Now()
+		if cond() {
+			return true
+		}
+		tick.Reset(max(PollInterval, time.Since(start)))
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return cond()
+		}
+	}
+}
+
+// FreePort returns a port that was free on addr for both TCP and UDP at
+// the time of the call (so one helper serves BGP, gRPC and HTTP listeners
+// as well as sFlow sockets).
+func FreePort(t testing.TB, addr netip.Addr) int {
+	t.Helper()
+	var err error
+	for range 20 {
+		var l net.Listener
+		l, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+		if err != nil {
+			break
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		var c net.PacketConn
+		c, err = net.ListenPacket("udp", netip.AddrPortFrom(addr, uint16(port)).String())
+		l.Close()
+		if err == nil {
+			c.Close()
+			return port
+		}
+	}
+	t.Fatalf("finding a free port on %s: %v", addr, err)
+	return 0
+}
