@@ -24,7 +24,7 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 	reason := fmt.Sprintf("%s: %d destinations, ~%d packets on %s/%v in %s",
 		ev.Rule, ev.DistinctDestinations, ev.EstimatedPackets, ev.Protocol, ev.DstPorts, ev.Window)
 	onlyEvidence := func(detail string) error {
-		return m.db.Commit(&domain.Write{At: now, Evidence: &ev, Audit: []domain.AuditEntry{{
+		return commit(m.db, &domain.Write{At: now, Evidence: &ev, Audit: []domain.AuditEntry{{
 			Actor: origin, Action: "detect", Prefix: host.String(), Origin: origin, Reason: reason, Detail: detail}}})
 	}
 	if ev.Action == "log" {

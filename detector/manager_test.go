@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store"
 )
@@ -41,6 +42,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, path string, pol Policy, rp ReportPolicy) *fixture {
 	t.Helper()
+	return newFixtureAt(t, path, pol, rp, nil)
+}
+
+// newFixtureAt is newFixture with the Manager's clock (nil: time.Now).
+func newFixtureAt(t *testing.T, path string, pol Policy, rp ReportPolicy, now func() time.Time) *fixture {
+	t.Helper()
 	db, err := store.Open(path, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +61,7 @@ func newFixture(t *testing.T, path string, pol Policy, rp ReportPolicy) *fixture
 	if err := sp.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewManager(Config{Policy: pol, Reports: rp}, db, sp, quiet, nil)
+	m, err := NewManager(Config{Policy: pol, Reports: rp, Now: now}, db, sp, quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,17 +87,14 @@ func (f *fixture) announced(want ...string) {
 	f.t.Helper()
 	slices.Sort(want)
 	var got []string
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	routertest.WaitFor(f.t, 2*time.Second, fmt.Sprintf("BGP to announce exactly %v", want), func() bool {
 		got = got[:0]
 		for _, p := range f.speaker.Announced() {
 			got = append(got, p.String())
 		}
 		slices.Sort(got)
-		if slices.Equal(got, want) {
-			return
-		}
-	}
-	f.t.Fatalf("announced = %v, want %v", got, want)
+		return slices.Equal(got, want)
+	})
 }
 
 func pfx(s string) netip.Prefix {
@@ -215,9 +219,10 @@ func TestExpiryAndRestart(t *testing.T) {
 	f.announced("198.51.100.2/32", "198.51.100.4/32")
 	f.close()
 
-	// Down while 198.51.100.4 lapses.
-	time.Sleep(time.Until(willLapse.ExpiresAt) + 100*time.Millisecond)
-	f2 := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	// Down while 198.51.100.4 lapses: the restarted Manager's clock is
+	// past its expiry.
+	later := func() time.Time { return time.Now().Add(time.Until(willLapse.ExpiresAt) + 100*time.Millisecond) }
+	f2 := newFixtureAt(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour}, later)
 	f2.announced("198.51.100.2/32")
 	act := f2.m.Active()
 	if len(act) != 1 || act[0].Prefix != long.Prefix || !act[0].ExpiresAt.Equal(long.ExpiresAt) {
@@ -377,9 +382,7 @@ func TestNewNeverBlackholeAppliesToActive(t *testing.T) {
 	}
 	pol := testPolicy()
 	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.40"))
-	if err := f.m.SetPolicy(pol, rp); err != nil {
-		t.Fatal(err)
-	}
+	f.m.SetPolicy(pol, rp)
 	f.announced("198.51.100.41/32", "198.51.100.42/32")
 	f.close()
 	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.41"))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -53,7 +52,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	if len(valid) == 1 {
 		audit.Prefix = domain.HostPrefix(valid[0].Address).String()
 	}
-	if err := m.db.Commit(&domain.Write{At: now, Reports: valid, Audit: []domain.AuditEntry{audit}}); err != nil {
+	if err := commit(m.db, &domain.Write{At: now, Reports: valid, Audit: []domain.AuditEntry{audit}}); err != nil {
 		return 0, nil, fmt.Errorf("storing reports: %w", err)
 	}
 
@@ -66,7 +65,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	m.mu.Lock()
 	rp := m.reports
 	for _, r := range valid {
-		m.markReport(r.Address, who.Name, who.Trust, r.ObservedAt)
+		m.scores.mark(r.Address, who.Name, who.Trust, r.ObservedAt)
 	}
 	seen := make(map[netip.Addr]bool, len(valid))
 	for _, r := range valid {
@@ -74,12 +73,12 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 			continue
 		}
 		seen[r.Address] = true
-		if _, active := m.active[domain.HostPrefix(r.Address)]; active {
+		if _, active := m.active.get(domain.HostPrefix(r.Address)); active {
 			continue
 		}
-		if s := m.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
+		if s := m.scores.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
 			hits = append(hits, hit{r.Address, s, fmt.Sprintf("report score %.2f >= %.2f from %s",
-				s, rp.Threshold, strings.Join(m.reporters(r.Address, now, rp.Window), ", "))})
+				s, rp.Threshold, strings.Join(m.scores.reporters(r.Address, now, rp.Window), ", "))})
 		}
 	}
 	m.mu.Unlock()
@@ -94,9 +93,6 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	}
 	return len(valid), rejected, nil
 }
-
-// hostPrefix is a's host prefix (/32 or /128).
-func HostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 func checkReport(r Report, now time.Time) (domain.Report, error) {
 	var sr domain.Report
@@ -139,70 +135,18 @@ func checkReport(r Report, now time.Time) (domain.Report, error) {
 	return sr, nil
 }
 
-// markReport remembers the newest report of reporter about a; m.mu must be
-// held (or the Manager not yet shared).
-func (m *Manager) markReport(a netip.Addr, reporter string, trust float64, at time.Time) {
-	rs := m.scores[a]
-	if rs == nil {
-		rs = make(map[string]reportMark, 1)
-		m.scores[a] = rs
-	}
-	if old, ok := rs[reporter]; !ok || at.After(old.at) {
-		rs[reporter] = reportMark{trust: trust, at: at}
-	}
-}
-
-// reaches reports whether score is at threshold, allowing for rounding in
-// sums of fractional trust (ten reports of 0.1 reach 1.0).
-func reaches(score, threshold float64) bool { return score >= threshold-1e-9 }
-
-// score is the sum of the trust of the distinct reporters of a whose newest
-// report lies within window; m.mu must be held.
-func (m *Manager) score(a netip.Addr, now time.Time, window time.Duration) float64 {
-	var s float64
-	for _, r := range m.scores[a] {
-		if now.Sub(r.at) <= window {
-			s += r.trust
-		}
-	}
-	return s
-}
-
-// reporters names, sorted, the reporters that count in a's score; m.mu
-// must be held.
-func (m *Manager) reporters(a netip.Addr, now time.Time, window time.Duration) []string {
-	var names []string
-	for name, r := range m.scores[a] {
-		if now.Sub(r.at) <= window {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	return names
-}
-
 // Score returns the current report score of a.
 func (m *Manager) Score(a netip.Addr) float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.score(a, m.now(), m.reports.Window)
+	return m.scores.score(a, m.now(), m.reports.Window)
 }
 
 // pruneScores forgets reports that fell out of the window.
 func (m *Manager) pruneScores() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
-	for a, rs := range m.scores {
-		for name, r := range rs {
-			if now.Sub(r.at) > m.reports.Window {
-				delete(rs, name)
-			}
-		}
-		if len(rs) == 0 {
-			delete(m.scores, a)
-		}
-	}
+	m.scores.prune(m.now(), m.reports.Window)
 }
 
 // Offender returns what is known about a: evidence and reports from the

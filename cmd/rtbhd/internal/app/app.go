@@ -340,9 +340,7 @@ func (a *App) reload(ctx context.Context) {
 		return
 	}
 	var errs []error
-	if err := a.manager.SetPolicy(policy(cfg), reportPolicy(cfg)); err != nil {
-		errs = append(errs, fmt.Errorf("policy: %w", err))
-	}
+	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
 	if err := a.engine.Reconfigure(fanoutConfig(cfg)); err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
 	}

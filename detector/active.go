@@ -1,0 +1,133 @@
+package detector
+
+import (
+	"container/heap"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
+)
+
+// activeSet is the set of active blackholes and their order of expiry. It
+// is not safe for concurrent use: the Manager's mutex guards it.
+//
+// The expiry heap may hold stale items (left by extensions and removals);
+// they are skipped when reached and compacted away once they outnumber the
+// live ones.
+type activeSet struct {
+	byPrefix map[netip.Prefix]domain.Blackhole
+	expiry   expiryHeap
+}
+
+func newActiveSet() *activeSet {
+	return &activeSet{byPrefix: make(map[netip.Prefix]domain.Blackhole)}
+}
+
+// reset replaces the whole set.
+func (s *activeSet) reset(bs []domain.Blackhole) {
+	clear(s.byPrefix)
+	s.expiry = s.expiry[:0]
+	for _, b := range bs {
+		s.byPrefix[b.Prefix] = b
+		s.expiry = append(s.expiry, expiryItem{b.ExpiresAt, b.Prefix})
+	}
+	heap.Init(&s.expiry)
+}
+
+func (s *activeSet) len() int { return len(s.byPrefix) }
+
+func (s *activeSet) get(p netip.Prefix) (domain.Blackhole, bool) {
+	b, ok := s.byPrefix[p]
+	return b, ok
+}
+
+// put adds b or replaces the entry of its prefix (an extension).
+func (s *activeSet) put(b domain.Blackhole) {
+	s.byPrefix[b.Prefix] = b
+	heap.Push(&s.expiry, expiryItem{b.ExpiresAt, b.Prefix})
+	s.compact()
+}
+
+func (s *activeSet) delete(p netip.Prefix) { delete(s.byPrefix, p) }
+
+// sorted returns the entries sorted by prefix.
+func (s *activeSet) sorted() []domain.Blackhole {
+	out := make([]domain.Blackhole, 0, len(s.byPrefix))
+	for _, b := range s.byPrefix {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
+	return out
+}
+
+// prefixes returns the active prefixes in no particular order.
+func (s *activeSet) prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(s.byPrefix))
+	for p := range s.byPrefix {
+		out = append(out, p)
+	}
+	return out
+}
+
+// next returns the earliest expiry, dropping stale heap items.
+func (s *activeSet) next() (time.Time, bool) {
+	for len(s.expiry) > 0 {
+		it := s.expiry[0]
+		if s.live(it) {
+			return it.at, true
+		}
+		heap.Pop(&s.expiry)
+	}
+	return time.Time{}, false
+}
+
+// popDue removes from the expiry order and returns the next entry whose
+// expiry is at or before now; the caller ends it.
+func (s *activeSet) popDue(now time.Time) (domain.Blackhole, bool) {
+	at, ok := s.next()
+	if !ok || at.After(now) {
+		return domain.Blackhole{}, false
+	}
+	it := heap.Pop(&s.expiry).(expiryItem)
+	return s.byPrefix[it.prefix], true
+}
+
+// compact drops stale heap items once they outnumber the live ones.
+func (s *activeSet) compact() {
+	if len(s.expiry) < 2*len(s.byPrefix)+1024 {
+		return
+	}
+	live := s.expiry[:0]
+	for _, it := range s.expiry {
+		if s.live(it) {
+			live = append(live, it)
+		}
+	}
+	s.expiry = live
+	heap.Init(&s.expiry)
+}
+
+// live reports whether it is the current expiry of an active entry.
+func (s *activeSet) live(it expiryItem) bool {
+	b, ok := s.byPrefix[it.prefix]
+	return ok && b.ExpiresAt.Equal(it.at)
+}
+
+type expiryItem struct {
+	at     time.Time
+	prefix netip.Prefix
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}

@@ -1,0 +1,115 @@
+package detector
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Policy is the operator's policy every blackhole request is checked
+// against (the policy section of the config, already validated).
+type Policy struct {
+	OwnPrefixes    []netip.Prefix
+	NeverBlackhole []netip.Prefix
+	MaxActive      int
+	DefaultTTL     time.Duration
+	MaxTTL         time.Duration
+	MinPrefixLenV4 int
+	MinPrefixLenV6 int
+}
+
+// ReportPolicy is how partner reports become blackholes.
+type ReportPolicy struct {
+	Window    time.Duration // reports observed longer ago stop counting
+	Threshold float64       // score at which the address is blackholed
+	TTL       time.Duration // TTL of a blackhole caused by reports
+}
+
+// checkAdd is the policy check of an add: a pure function of the policy and
+// the request. Malformed requests are INVALID_ARGUMENT whatever else is
+// wrong with them; then the caller's scope, then policy. It returns the TTL
+// to apply (the default when none was given, clamped to max_ttl). What
+// depends on the active set (max_active) is checked by the Manager.
+func checkAdd(pol Policy, req Request) (time.Duration, error) {
+	if err := checkWellFormed(req.Prefix); err != nil {
+		return 0, err
+	}
+	ttl := req.TTL
+	if ttl < 0 || (req.HasTTL && ttl == 0) {
+		return 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
+	}
+	if err := checkAllowed(req.Prefix, req.Scope, pol); err != nil {
+		return 0, err
+	}
+	switch {
+	case ttl == 0:
+		ttl = pol.DefaultTTL
+	case ttl > pol.MaxTTL:
+		ttl = pol.MaxTTL
+	}
+	return ttl, nil
+}
+
+// checkRemove is the check of a removal that needs no state: a usable
+// prefix inside the caller's scope.
+func checkRemove(req RemoveRequest) error {
+	if err := checkWellFormed(req.Prefix); err != nil {
+		return err
+	}
+	if req.Scope != nil && !inside(req.Prefix, req.Scope) {
+		return refuse(KindScope, "%s is outside your prefixes", req.Prefix)
+	}
+	return nil
+}
+
+// checkWellFormed refuses what is not a usable prefix (INVALID_ARGUMENT).
+func checkWellFormed(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return refuse(KindInvalid, "missing or malformed prefix")
+	case p.Addr().Zone() != "":
+		return refuse(KindInvalid, "%s: zones are not allowed", p)
+	case p.Addr().Is4In6():
+		return refuse(KindInvalid, "%s: use the IPv4 form, not IPv4-mapped IPv6", p)
+	case p.Masked() != p:
+		return refuse(KindInvalid, "%s has host bits set (did you mean %s?)", p, p.Masked())
+	}
+	return nil
+}
+
+// checkAllowed applies the caller's scope, then policy.
+func checkAllowed(p netip.Prefix, scope []netip.Prefix, pol Policy) error {
+	if scope != nil && !inside(p, scope) {
+		return refuse(KindScope, "%s is outside your prefixes", p)
+	}
+	minLen, key := pol.MinPrefixLenV4, "min_prefix_len_v4"
+	if p.Addr().Is6() {
+		minLen, key = pol.MinPrefixLenV6, "min_prefix_len_v6"
+	}
+	if p.Bits() < minLen {
+		return refuse(KindPolicy, "%s is shorter than /%d (policy.%s)", p, minLen, key)
+	}
+	if n, ok := neverOverlap(p, pol.NeverBlackhole); ok {
+		return refuse(KindPolicy, "%s overlaps %s in policy.never_blackhole", p, n)
+	}
+	return nil
+}
+
+// neverOverlap returns the never_blackhole entry p overlaps, if any.
+func neverOverlap(p netip.Prefix, never []netip.Prefix) (netip.Prefix, bool) {
+	for _, n := range never {
+		if n.Overlaps(p) {
+			return n, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// inside reports whether p lies within one of ps.
+func inside(p netip.Prefix, ps []netip.Prefix) bool {
+	for _, s := range ps {
+		if s.Bits() <= p.Bits() && s.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}

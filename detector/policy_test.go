@@ -1,0 +1,59 @@
+package detector
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// The policy check is a pure function of policy and request: no store, no
+// clock, no BGP.
+func TestCheckAdd(t *testing.T) {
+	pol := testPolicy()
+	scope := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")}
+	for _, tc := range []struct {
+		name    string
+		req     Request
+		wantTTL time.Duration
+		kind    Kind
+		msg     string
+	}{
+		{"default ttl", Request{Prefix: pfx("198.51.100.7")}, time.Hour, 0, ""},
+		{"clamped ttl", Request{Prefix: pfx("198.51.100.7"), TTL: 1000 * time.Hour, HasTTL: true}, 24 * time.Hour, 0, ""},
+		{"explicit ttl", Request{Prefix: pfx("2001:db8::7"), TTL: time.Minute, HasTTL: true}, time.Minute, 0, ""},
+		{"missing prefix", Request{}, 0, KindInvalid, "missing or malformed prefix"},
+		{"host bits", Request{Prefix: netip.MustParsePrefix("198.51.100.7/24")}, 0, KindInvalid,
+			"198.51.100.7/24 has host bits set (did you mean 198.51.100.0/24?)"},
+		{"mapped", Request{Prefix: netip.MustParsePrefix("::ffff:198.51.100.7/128")}, 0, KindInvalid,
+			"::ffff:198.51.100.7/128: use the IPv4 form, not IPv4-mapped IPv6"},
+		{"zero explicit ttl", Request{Prefix: pfx("198.51.100.7"), HasTTL: true}, 0, KindInvalid, "ttl must be positive, got 0s"},
+		{"negative ttl", Request{Prefix: pfx("198.51.100.7"), TTL: -time.Second}, 0, KindInvalid, "ttl must be positive, got -1s"},
+		{"invalid beats scope", Request{Prefix: netip.MustParsePrefix("203.0.113.7/24"), Scope: scope}, 0, KindInvalid,
+			"203.0.113.7/24 has host bits set (did you mean 203.0.113.0/24?)"},
+		{"outside scope", Request{Prefix: pfx("198.51.100.200"), Scope: scope}, 0, KindScope, "198.51.100.200/32 is outside your prefixes"},
+		{"scope beats policy", Request{Prefix: pfx("198.51.100.0/24"), Scope: scope}, 0, KindScope, "198.51.100.0/24 is outside your prefixes"},
+		{"inside scope", Request{Prefix: pfx("198.51.100.7"), Scope: scope}, time.Hour, 0, ""},
+		{"too short v4", Request{Prefix: pfx("198.51.100.0/31")}, 0, KindPolicy, "198.51.100.0/31 is shorter than /32 (policy.min_prefix_len_v4)"},
+		{"too short v6", Request{Prefix: pfx("2001:db8::/64")}, 0, KindPolicy, "2001:db8::/64 is shorter than /128 (policy.min_prefix_len_v6)"},
+		{"never", Request{Prefix: pfx("198.51.100.53")}, 0, KindPolicy, "198.51.100.53/32 overlaps 198.51.100.53/32 in policy.never_blackhole"},
+		{"never v6", Request{Prefix: pfx("2001:db8:53::1")}, 0, KindPolicy, "2001:db8:53::1/128 overlaps 2001:db8:53::/48 in policy.never_blackhole"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ttl, err := checkAdd(pol, tc.req)
+			if KindOf(err) != tc.kind || (err != nil && err.Error() != tc.msg) {
+				t.Fatalf("checkAdd = %v (kind %d), want %q (kind %d)", err, KindOf(err), tc.msg, tc.kind)
+			}
+			if err == nil && ttl != tc.wantTTL {
+				t.Fatalf("ttl = %s, want %s", ttl, tc.wantTTL)
+			}
+		})
+	}
+}
+
+func TestFoldRouteChanges(t *testing.T) {
+	a, b, c := pfx("198.51.100.1"), pfx("198.51.100.2"), pfx("198.51.100.3")
+	ann, wd := fold([]routeChange{{a, true}, {b, true}, {a, false}, {c, false}, {b, false}, {b, true}})
+	if len(ann) != 1 || ann[0] != b || len(wd) != 2 || wd[0] != a || wd[1] != c {
+		t.Fatalf("fold = announce %v, withdraw %v; want [%s], [%s %s]", ann, wd, b, a, c)
+	}
+}

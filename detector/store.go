@@ -1,0 +1,30 @@
+package detector
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
+)
+
+// Store is what the decision path needs from storage. The Manager owns this
+// interface; store.DB (SQLite) implements it, and so can any other backend
+// with the same semantics:
+//
+//   - Submit queues w and returns a function that waits for its outcome
+//     (called exactly once). Writes are applied in the order they were
+//     submitted, each atomically; a nil outcome means w is durable.
+//   - ActiveBlackholes returns every entry not ended when last written,
+//     including those whose expires_at has passed (the Manager expires them).
+type Store interface {
+	Submit(w *domain.Write) func() error
+	ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error)
+	ReportsSince(ctx context.Context, since time.Time) ([]domain.Report, error)
+	Offenses(ctx context.Context, addr netip.Addr) (int, error)
+	Offender(ctx context.Context, addr netip.Addr, limit int) (domain.Offender, error)
+	RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error)
+}
+
+// commit submits w and waits until it is durable.
+func commit(s Store, w *domain.Write) error { return s.Submit(w)() }
