@@ -57,8 +57,8 @@ type Request struct {
 	Origin string // operator:<client>, partner:<client>, detector:<rule>, reports
 	Actor  string // who, for the audit log
 	// Scope, when non-nil, restricts the request to prefixes inside one of
-	// these (partners). A nil Scope is unrestricted.
-	Scope []netip.Prefix
+	// the set's (partners). A nil Scope is unrestricted.
+	Scope *domain.PrefixSet
 
 	// Set by Detected: stored atomically with the blackhole.
 	evidence *domain.Evidence
@@ -70,7 +70,7 @@ type RemoveRequest struct {
 	Prefix netip.Prefix
 	Reason string
 	Actor  string
-	Scope  []netip.Prefix // as in Request
+	Scope  *domain.PrefixSet // as in Request
 	// Owner, when set, allows removing only entries with this origin
 	// (a partner removes only its own entries: "partner:<client>").
 	Owner string

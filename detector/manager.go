@@ -132,7 +132,7 @@ func (m *Manager) enforceNever() []func() error {
 	var waits []func() error
 	now := m.now().UTC()
 	for _, p := range m.active.prefixes() {
-		if n, ok := neverOverlap(p, m.policy.NeverBlackhole); ok {
+		if n, ok := m.policy.NeverBlackhole.Overlapping(p); ok {
 			b, _ := m.active.get(p)
 			m.log.Warn("withdrawing a blackhole that policy.never_blackhole now covers", "prefix", p, "never_blackhole", n)
 			waits = append(waits, m.end(b, "removed", "policy", "overlaps "+n.String()+" in policy.never_blackhole", now))

@@ -20,10 +20,12 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+var testNever = []netip.Prefix{netip.MustParsePrefix("198.51.100.53/32"), netip.MustParsePrefix("2001:db8:53::/48")}
+
 func testPolicy() Policy {
 	return Policy{
 		OwnPrefixes:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
-		NeverBlackhole: []netip.Prefix{netip.MustParsePrefix("198.51.100.53/32"), netip.MustParsePrefix("2001:db8:53::/48")},
+		NeverBlackhole: domain.NewPrefixSet(testNever),
 		MaxActive:      5, DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, MinPrefixLenV4: 32, MinPrefixLenV6: 128,
 	}
 }
@@ -108,7 +110,7 @@ func pfx(s string) netip.Prefix {
 func TestRefusals(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
 	ctx := context.Background()
-	partner := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	partner := domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")})
 	for _, tc := range []struct {
 		name string
 		req  Request
@@ -356,7 +358,7 @@ func TestConcurrentAddsShareCommitsAndOrder(t *testing.T) {
 // scope or policy.
 func TestInvalidBeatsScopeAndPolicy(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
-	partner := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	partner := domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")})
 	for _, req := range []Request{
 		{Prefix: pfx("198.51.100.53"), HasTTL: true},                // never_blackhole, ttl 0
 		{Prefix: pfx("198.51.100.0/24"), TTL: -time.Minute},         // too short, negative ttl
@@ -381,11 +383,12 @@ func TestNewNeverBlackholeAppliesToActive(t *testing.T) {
 		}
 	}
 	pol := testPolicy()
-	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.40"))
+	never := append(slices.Clone(testNever), pfx("198.51.100.40"))
+	pol.NeverBlackhole = domain.NewPrefixSet(never)
 	f.m.SetPolicy(pol, rp)
 	f.announced("198.51.100.41/32", "198.51.100.42/32")
 	f.close()
-	pol.NeverBlackhole = append(pol.NeverBlackhole, pfx("198.51.100.41"))
+	pol.NeverBlackhole = domain.NewPrefixSet(append(never, pfx("198.51.100.41")))
 	f2 := newFixture(t, path, pol, rp)
 	f2.announced("198.51.100.42/32")
 	log, _ := f2.db.AuditLog(ctx, "198.51.100.41/32", 0)

@@ -3,13 +3,15 @@ package detector
 import (
 	"net/netip"
 	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Policy is the operator's policy every blackhole request is checked
 // against (the policy section of the config, already validated).
 type Policy struct {
 	OwnPrefixes    []netip.Prefix
-	NeverBlackhole []netip.Prefix
+	NeverBlackhole *domain.PrefixSet
 	MaxActive      int
 	DefaultTTL     time.Duration
 	MaxTTL         time.Duration
@@ -55,7 +57,7 @@ func checkRemove(req RemoveRequest) error {
 	if err := checkWellFormed(req.Prefix); err != nil {
 		return err
 	}
-	if req.Scope != nil && !inside(req.Prefix, req.Scope) {
+	if req.Scope != nil && !req.Scope.ContainsPrefix(req.Prefix) {
 		return refuse(KindScope, "%s is outside your prefixes", req.Prefix)
 	}
 	return nil
@@ -77,8 +79,8 @@ func checkWellFormed(p netip.Prefix) error {
 }
 
 // checkAllowed applies the caller's scope, then policy.
-func checkAllowed(p netip.Prefix, scope []netip.Prefix, pol Policy) error {
-	if scope != nil && !inside(p, scope) {
+func checkAllowed(p netip.Prefix, scope *domain.PrefixSet, pol Policy) error {
+	if scope != nil && !scope.ContainsPrefix(p) {
 		return refuse(KindScope, "%s is outside your prefixes", p)
 	}
 	minLen, key := pol.MinPrefixLenV4, "min_prefix_len_v4"
@@ -88,28 +90,8 @@ func checkAllowed(p netip.Prefix, scope []netip.Prefix, pol Policy) error {
 	if p.Bits() < minLen {
 		return refuse(KindPolicy, "%s is shorter than /%d (policy.%s)", p, minLen, key)
 	}
-	if n, ok := neverOverlap(p, pol.NeverBlackhole); ok {
+	if n, ok := pol.NeverBlackhole.Overlapping(p); ok {
 		return refuse(KindPolicy, "%s overlaps %s in policy.never_blackhole", p, n)
 	}
 	return nil
-}
-
-// neverOverlap returns the never_blackhole entry p overlaps, if any.
-func neverOverlap(p netip.Prefix, never []netip.Prefix) (netip.Prefix, bool) {
-	for _, n := range never {
-		if n.Overlaps(p) {
-			return n, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
-// inside reports whether p lies within one of ps.
-func inside(p netip.Prefix, ps []netip.Prefix) bool {
-	for _, s := range ps {
-		if s.Bits() <= p.Bits() && s.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
 }

@@ -4,13 +4,15 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // The policy check is a pure function of policy and request: no store, no
 // clock, no BGP.
 func TestCheckAdd(t *testing.T) {
 	pol := testPolicy()
-	scope := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")}
+	scope := domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")})
 	for _, tc := range []struct {
 		name    string
 		req     Request

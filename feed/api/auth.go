@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // clientRuntime is the state of one client that survives a config reload:
@@ -32,7 +34,8 @@ type clientRuntime struct {
 // the call and its runtime state.
 type identity struct {
 	Client
-	rt *clientRuntime
+	rt        *clientRuntime
+	prefixSet *domain.PrefixSet // Client.Prefixes, built once
 }
 
 // identities is an immutable lookup table, swapped whole on reload.
@@ -74,7 +77,7 @@ func (r *registry) set(clients []Client) {
 		}
 		seen[c.Name] = true
 		c.Prefixes = append([]netip.Prefix(nil), c.Prefixes...)
-		id := &identity{Client: c, rt: rt}
+		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes)}
 		ids.all = append(ids.all, id)
 		if c.CertName != "" {
 			ids.byCert[c.CertName] = id

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector"
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store"
 )
 
@@ -18,7 +19,7 @@ func testPolicy() detector.Config {
 	return detector.Config{
 		Policy: detector.Policy{
 			OwnPrefixes:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")},
-			NeverBlackhole: []netip.Prefix{netip.MustParsePrefix("198.51.100.53/32")},
+			NeverBlackhole: domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("198.51.100.53/32")}),
 			MaxActive:      10000,
 			DefaultTTL:     time.Hour,
 			MaxTTL:         168 * time.Hour,

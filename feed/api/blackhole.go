@@ -45,11 +45,13 @@ func callerAndPrefix(ctx context.Context, prefix string) (*identity, netip.Prefi
 // scope is the space the caller may act on: nil (unrestricted) for
 // operators, the configured prefixes for partners — never nil for them, so
 // a partner without prefixes may act on nothing.
-func (id *identity) scope() []netip.Prefix {
+// scope is what the caller may blackhole: nil (anything) for operators, the
+// partner's prefixes otherwise.
+func (id *identity) scope() *domain.PrefixSet {
 	if id.Role == RoleOperator {
 		return nil
 	}
-	return append(make([]netip.Prefix, 0, len(id.Prefixes)), id.Prefixes...)
+	return id.prefixSet
 }
 
 func (id *identity) origin() string { return domain.ClientOrigin(id.Role, id.Name) }

@@ -372,7 +372,7 @@ func (a *App) reload(ctx context.Context) {
 
 func policy(cfg *config.Config) detector.Policy {
 	p := cfg.Policy
-	return detector.Policy{OwnPrefixes: p.OwnPrefixes, NeverBlackhole: p.NeverBlackhole, MaxActive: p.MaxActive,
+	return detector.Policy{OwnPrefixes: p.OwnPrefixes, NeverBlackhole: domain.NewPrefixSet(p.NeverBlackhole), MaxActive: p.MaxActive,
 		DefaultTTL: p.DefaultTTL, MaxTTL: p.MaxTTL, MinPrefixLenV4: p.MinPrefixLenV4, MinPrefixLenV6: p.MinPrefixLenV6}
 }
 
