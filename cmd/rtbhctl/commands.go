@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -35,7 +35,7 @@ func commandTable() []command {
 	}
 }
 
-func setupAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	ttl := fs.Duration("ttl", 0, "how long the blackhole lasts (default: policy.default_ttl)")
 	reason := fs.String("reason", "", "why, for the audit log (required)")
 	return func(ctx context.Context, c *cli, args []string) error {
@@ -43,7 +43,7 @@ func setupAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 			return usagef("add needs --reason")
 		}
 		req := &rtbhv1.AddBlackholeRequest{Prefix: args[0], Reason: *reason}
-		if flagSet(fs, "ttl") {
+		if fs.Changed("ttl") {
 			req.Ttl = durationpb.New(*ttl)
 		}
 		ctx, cancel := c.callCtx(ctx, false)
@@ -65,7 +65,7 @@ func setupAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	}
 }
 
-func setupRemove(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupRemove(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	reason := fs.String("reason", "", "why, for the audit log")
 	return func(ctx context.Context, c *cli, args []string) error {
 		ctx, cancel := c.callCtx(ctx, false)
@@ -82,7 +82,7 @@ func setupRemove(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	}
 }
 
-func setupList(*flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupList(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 	return func(ctx context.Context, c *cli, _ []string) error {
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
@@ -109,7 +109,7 @@ var eventNames = map[rtbhv1.EventType]string{
 	rtbhv1.EventType_EVENT_TYPE_EXPIRED:  "expired",
 }
 
-func setupWatch(*flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupWatch(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 	return func(ctx context.Context, c *cli, _ []string) error {
 		ctx, cancel := c.callCtx(ctx, true)
 		defer cancel()
@@ -156,7 +156,7 @@ func setupWatch(*flag.FlagSet) func(context.Context, *cli, []string) error {
 	}
 }
 
-func setupNeighbors(*flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupNeighbors(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 	return func(ctx context.Context, c *cli, _ []string) error {
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
@@ -175,7 +175,7 @@ func setupNeighbors(*flag.FlagSet) func(context.Context, *cli, []string) error {
 	}
 }
 
-func setupOffender(*flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupOffender(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 	return func(ctx context.Context, c *cli, args []string) error {
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
@@ -223,7 +223,7 @@ func setupOffender(*flag.FlagSet) func(context.Context, *cli, []string) error {
 	}
 }
 
-func setupOffenders(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupOffenders(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	shadow := fs.Bool("shadow", false, "only offenders caught by shadow rules (action: log)")
 	limit := fs.Uint("limit", 100, "at most this many, most recent first")
 	return func(ctx context.Context, c *cli, _ []string) error {
@@ -244,7 +244,7 @@ func setupOffenders(fs *flag.FlagSet) func(context.Context, *cli, []string) erro
 	}
 }
 
-func setupReport(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+func setupReport(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	kind := fs.String("kind", "spam", "what was seen")
 	count := fs.Uint64("count", 1, "how many times")
 	evidence := fs.String("evidence", "", "free text: log lines, message ids, headers")

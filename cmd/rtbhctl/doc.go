@@ -3,9 +3,18 @@
 //
 //	rtbhctl [global flags] COMMAND [flags] ARGS
 //
-// Global flags (accepted before or after the command and its arguments):
-// --addr (default 127.0.0.1:50051), --token (or $RTBH_TOKEN), --ca, --cert,
-// --key (TLS when --ca or --cert is given), --json, --timeout.
+// Flags are parsed by github.com/spf13/pflag, and may come before, between
+// or after the arguments ("--" ends them). Global flags: --addr (default
+// 127.0.0.1:50051), --token (or $RTBH_TOKEN), --tls, --ca, --cert, --key,
+// --json, --timeout.
+//
+// Transport: plaintext unless --tls, --ca or --cert is given. --tls
+// verifies rtbhd's certificate against the system roots; --ca FILE
+// against that CA alone; --cert/--key add a client certificate (mTLS).
+// The token is sent as gRPC per-RPC credentials (authorization: Bearer),
+// and rtbhctl refuses, with exit status 2 and before connecting, to send
+// it in plaintext to anything but a loopback address (127.0.0.0/8, ::1,
+// localhost; or a unix: socket).
 //
 // Exit status: 0 on success, 1 when rtbhd refused the request (the gRPC
 // status code and message are printed on stderr as "rtbhctl: CODE:

@@ -5,20 +5,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 )
 
@@ -43,19 +46,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 type globals struct {
 	addr    string
 	token   string
+	tls     bool
 	ca      string
 	cert    string
 	key     string
 	json    bool
 	timeout time.Duration
+
+	tokenFromEnv bool // token came from $RTBH_TOKEN
 }
 
 // register defines the global flags on fs, with the values already in g
-// as defaults (so a second FlagSet keeps what the first one parsed).
-func (g *globals) register(fs *flag.FlagSet) {
+// as defaults.
+func (g *globals) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "rtbhd gRPC `address`")
-	fs.StringVar(&g.token, "token", g.token, "bearer `token` (default $RTBH_TOKEN)")
-	fs.StringVar(&g.ca, "ca", g.ca, "PEM `file` of the CA that signed rtbhd's certificate (enables TLS)")
+	fs.StringVar(&g.token, "token", g.token, "bearer `token` (default $RTBH_TOKEN); sent in plaintext only to a loopback --addr")
+	fs.BoolVar(&g.tls, "tls", g.tls, "use TLS, verifying rtbhd's certificate against the system CA roots")
+	fs.StringVar(&g.ca, "ca", g.ca, "PEM `file` of the CA that signed rtbhd's certificate, instead of the system roots (enables TLS)")
 	fs.StringVar(&g.cert, "cert", g.cert, "PEM client certificate `file` for mTLS (enables TLS; needs --key)")
 	fs.StringVar(&g.key, "key", g.key, "PEM client key `file` for --cert")
 	fs.BoolVar(&g.json, "json", g.json, "print results as protobuf JSON")
@@ -83,7 +90,16 @@ type command struct {
 	name     string
 	synopsis string
 	nargs    int // exact number of positional arguments
-	setup    func(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []string) error
+	setup    func(fs *pflag.FlagSet) func(ctx context.Context, c *cli, args []string) error
+}
+
+// newFlagSet is a pflag set that reports errors to the caller and prints
+// nothing by itself.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
 }
 
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -91,11 +107,13 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		addr:    "127.0.0.1:50051",
 		timeout: 30 * time.Second,
 	}}
-	top := flag.NewFlagSet("rtbhctl", flag.ContinueOnError)
-	top.SetOutput(io.Discard)
+	// The global flags before the command: parsing stops at the command
+	// name, whose own flags are not known yet.
+	top := newFlagSet("rtbhctl")
+	top.SetInterspersed(false)
 	c.g.register(top)
-	if err := top.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	if err := top.Parse(longFlags(top, args, false)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
 			c.usage(stdout, top)
 			return exitOK
 		}
@@ -113,20 +131,23 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if !ok {
 		return c.usageFail(usagef("unknown command %q", name), top)
 	}
-	fs := flag.NewFlagSet("rtbhctl "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	c.g.register(fs)
+	// The command's flags and, again, the global ones (the same flags,
+	// so what was parsed before the command stays), anywhere among the
+	// arguments. After "--" everything is an argument.
+	fs := newFlagSet("rtbhctl " + name)
 	runCmd := cmd.setup(fs)
-	pos, err := parseInterspersed(fs, top.Args()[1:])
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	fs.AddFlagSet(top)
+	if err := fs.Parse(longFlags(fs, top.Args()[1:], true)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
 			c.commandUsage(stdout, cmd, fs)
 			return exitOK
 		}
 		return c.commandUsageFail(err, cmd, fs)
 	}
+	pos := fs.Args()
 	if c.g.token == "" {
 		c.g.token = os.Getenv("RTBH_TOKEN")
+		c.g.tokenFromEnv = c.g.token != ""
 	}
 	if len(pos) != cmd.nargs {
 		return c.commandUsageFail(usagef("%s takes %d argument(s), got %d", name, cmd.nargs, len(pos)), cmd, fs)
@@ -135,7 +156,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return c.commandUsageFail(err, cmd, fs)
 	}
 	defer c.conn.Close()
-	err = runCmd(ctx, c, pos)
+	err := runCmd(ctx, c, pos)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -160,112 +181,182 @@ func findCommand(name string) (command, bool) {
 	return command{}, false
 }
 
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments, and returns the positional arguments. After
-// "--" everything is positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+// longFlags rewrites the single-dash long flags that earlier rtbhctl
+// (Go's flag package) accepted, -addr x or -ttl=1h, into pflag's --addr x
+// and --ttl=1h, so existing scripts keep working; rtbhctl has no
+// one-letter flags, and -h stays pflag's help. Flag values and everything
+// after "--" are left alone, and so, unless interspersed, is everything
+// from the first argument on.
+func longFlags(fs *pflag.FlagSet, args []string, interspersed bool) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
 		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
+		if len(a) < 2 || a[0] != '-' {
+			if !interspersed {
+				return append(out, args[i:]...)
+			}
+			out = append(out, a)
+			continue
 		}
-		if len(rest) == 0 {
-			return pos, nil
+		if a[1] != '-' && len(a) > 2 {
+			a = "-" + a
 		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+		out = append(out, a)
+		if name, ok := strings.CutPrefix(a, "--"); ok && !strings.Contains(name, "=") {
+			if f := fs.Lookup(name); f != nil && f.NoOptDefVal == "" && i+1 < len(args) {
+				i++
+				out = append(out, args[i]) // the flag's value, even if it starts with "-"
+			}
+		}
 	}
+	return out
 }
 
-// connect sets up the (lazy) client connection.
+// connect sets up the (lazy) client connection. It refuses, before any
+// connection is made, to send a token in plaintext to anything but a
+// loopback address.
 func (c *cli) connect() error {
-	creds := insecure.NewCredentials()
-	if c.g.ca != "" || c.g.cert != "" {
+	g := &c.g
+	loopback := isLoopbackTarget(g.addr)
+	var creds credentials.TransportCredentials
+	if g.tls || g.ca != "" || g.cert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.g.ca != "" {
-			pem, err := os.ReadFile(c.g.ca)
+		if g.ca != "" {
+			pem, err := os.ReadFile(g.ca)
 			if err != nil {
 				return usagef("reading --ca: %v", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return usagef("reading --ca %s: no PEM certificate", c.g.ca)
+				return usagef("reading --ca %s: no PEM certificate", g.ca)
+			}
+			tc.RootCAs = pool
+		} else {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				return usagef("--tls: loading the system CA roots: %v (name a CA file with --ca)", err)
 			}
 			tc.RootCAs = pool
 		}
-		if c.g.cert != "" || c.g.key != "" {
-			if c.g.cert == "" || c.g.key == "" {
+		if g.cert != "" || g.key != "" {
+			if g.cert == "" || g.key == "" {
 				return usagef("--cert and --key go together")
 			}
-			kp, err := tls.LoadX509KeyPair(c.g.cert, c.g.key)
+			kp, err := tls.LoadX509KeyPair(g.cert, g.key)
 			if err != nil {
 				return usagef("loading --cert/--key: %v", err)
 			}
 			tc.Certificates = []tls.Certificate{kp}
 		}
 		creds = credentials.NewTLS(tc)
-	} else if c.g.key != "" {
-		return usagef("--key needs --cert")
+	} else {
+		if g.key != "" {
+			return usagef("--key needs --cert")
+		}
+		if g.token != "" && !loopback {
+			from := "--token"
+			if g.tokenFromEnv {
+				from = "$RTBH_TOKEN"
+			}
+			return usagef("refusing to send the token (%s) in plaintext to %s, which is not a loopback address: "+
+				"use --tls (system CA roots) or --ca FILE (rtbhd's CA), or reach rtbhd on a loopback address", from, g.addr)
+		}
+		creds = insecure.NewCredentials()
 	}
-	conn, err := grpc.NewClient(c.g.addr, grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if g.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: g.token, requireTLS: !loopback}))
+	}
+	conn, err := grpc.NewClient(g.addr, opts...)
 	if err != nil {
-		return usagef("--addr %q: %v", c.g.addr, err)
+		return usagef("--addr %q: %v", g.addr, err)
 	}
 	c.conn = conn
 	return nil
 }
 
-// callCtx adds the bearer token and, unless streaming, the deadline.
-func (c *cli) callCtx(ctx context.Context, stream bool) (context.Context, context.CancelFunc) {
-	if c.g.token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.g.token)
+// bearerToken is the per-RPC credential "authorization: Bearer <token>".
+// gRPC itself refuses to send it over a connection without transport
+// security when requireTLS is set, as it is for non-loopback targets.
+type bearerToken struct {
+	token      string
+	requireTLS bool
+}
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearerToken) RequireTransportSecurity() bool { return b.requireTLS }
+
+// isLoopbackTarget reports whether the gRPC target (host:port, or a
+// resolver URL such as dns:///host:port) names a loopback address:
+// 127.0.0.0/8, ::1 or the name localhost. A Unix socket (unix:PATH)
+// counts too: it never leaves the host either. Anything unparsable is
+// not loopback.
+func isLoopbackTarget(target string) bool {
+	// As grpc.NewClient does: a URL with a registered resolver scheme, or
+	// else a plain endpoint for the default (dns) resolver.
+	endpoint := target
+	if u, err := url.Parse(target); err == nil && u.Scheme != "" && resolver.Get(u.Scheme) != nil {
+		switch u.Scheme {
+		case "unix", "unix-abstract":
+			return true
+		}
+		endpoint = u.Path
+		if endpoint == "" {
+			endpoint = u.Opaque
+		}
+		endpoint = strings.TrimPrefix(endpoint, "/")
 	}
+	host := endpoint
+	if h, _, err := net.SplitHostPort(endpoint); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.Unmap().IsLoopback()
+}
+
+// callCtx adds, unless streaming, the deadline. The token travels as
+// per-RPC credentials of the connection.
+func (c *cli) callCtx(ctx context.Context, stream bool) (context.Context, context.CancelFunc) {
 	if stream || c.g.timeout <= 0 {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, c.g.timeout)
 }
 
-func (c *cli) usageFail(err error, top *flag.FlagSet) int {
+func (c *cli) usageFail(err error, top *pflag.FlagSet) int {
 	fmt.Fprintf(c.stderr, "rtbhctl: %v\n\n", err)
 	c.usage(c.stderr, top)
 	return exitUsage
 }
 
-func (c *cli) commandUsageFail(err error, cmd command, fs *flag.FlagSet) int {
+func (c *cli) commandUsageFail(err error, cmd command, fs *pflag.FlagSet) int {
 	fmt.Fprintf(c.stderr, "rtbhctl: %v\n\n", err)
 	c.commandUsage(c.stderr, cmd, fs)
 	return exitUsage
 }
 
-func (c *cli) usage(w io.Writer, top *flag.FlagSet) {
+func (c *cli) usage(w io.Writer, top *pflag.FlagSet) {
 	fmt.Fprintf(w, "usage: rtbhctl [global flags] COMMAND [flags] ARGS\n\ncommands:\n")
 	for _, cmd := range commandTable() {
 		fmt.Fprintf(w, "  rtbhctl %s\n", cmd.synopsis)
 	}
-	fmt.Fprintf(w, "\nglobal flags (before or after the command):\n")
-	top.SetOutput(w)
-	top.PrintDefaults()
-	top.SetOutput(io.Discard)
+	fmt.Fprintf(w, "\nglobal flags (before or after the command):\n%s", top.FlagUsages())
 	fmt.Fprintf(w, "\nexit status: 0 success, 1 request refused, 2 usage error\n")
 }
 
-func (c *cli) commandUsage(w io.Writer, cmd command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: rtbhctl %s\n\nflags (global ones included, before or after arguments):\n", cmd.synopsis)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
-}
-
-// flagSet reports whether the flag name was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+func (c *cli) commandUsage(w io.Writer, cmd command, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "usage: rtbhctl %s\n\nflags (global ones included, before or after arguments):\n%s", cmd.synopsis, fs.FlagUsages())
 }
 
 // oneLine flattens text for a table cell and cuts it at n runes.

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -23,12 +24,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/api"
+	"github.com/rtbh/rtbh/internal/testutil"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 	"github.com/rtbh/rtbh/store"
 )
@@ -72,7 +76,7 @@ func startDaemon(t *testing.T, tf *tlsFiles) *daemon {
 	m, err := detector.NewManager(detector.Config{
 		Policy: detector.Policy{
 			OwnPrefixes:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
-			NeverBlackhole: []netip.Prefix{netip.MustParsePrefix("198.51.100.53/32")},
+			NeverBlackhole: domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("198.51.100.53/32")}),
 			MaxActive:      1000, DefaultTTL: time.Hour, MaxTTL: 168 * time.Hour,
 			MinPrefixLenV4: 24, MinPrefixLenV6: 64,
 		},
@@ -141,18 +145,21 @@ func mustCtl(t *testing.T, args ...string) string {
 func TestUsageErrors(t *testing.T) {
 	d := startDaemon(t, nil)
 	for name, args := range map[string][]string{
-		"no command":          {},
-		"unknown command":     {"frobnicate"},
-		"unknown flag":        {"list", "--bogus"},
-		"add without reason":  {"--addr", d.addr, "--token", opToken, "add", "198.51.100.7"},
-		"add without prefix":  {"--addr", d.addr, "add", "--reason", "x"},
-		"add two prefixes":    {"--addr", d.addr, "add", "--reason", "x", "198.51.100.7", "198.51.100.8"},
-		"bad ttl":             {"--addr", d.addr, "add", "--ttl", "forever", "--reason", "x", "198.51.100.7"},
-		"list with argument":  {"--addr", d.addr, "list", "extra"},
-		"offender no address": {"--addr", d.addr, "offender"},
-		"count not a number":  {"--addr", d.addr, "report", "--count", "many", "198.51.100.7"},
-		"key without cert":    {"--addr", d.addr, "--key", "k.pem", "list"},
-		"missing ca file":     {"--addr", d.addr, "--ca", filepath.Join(t.TempDir(), "none.pem"), "list"},
+		"no command":           {},
+		"unknown command":      {"frobnicate"},
+		"unknown flag":         {"list", "--bogus"},
+		"add without reason":   {"--addr", d.addr, "--token", opToken, "add", "198.51.100.7"},
+		"add without prefix":   {"--addr", d.addr, "add", "--reason", "x"},
+		"add two prefixes":     {"--addr", d.addr, "add", "--reason", "x", "198.51.100.7", "198.51.100.8"},
+		"bad ttl":              {"--addr", d.addr, "add", "--ttl", "forever", "--reason", "x", "198.51.100.7"},
+		"list with argument":   {"--addr", d.addr, "list", "extra"},
+		"offender no address":  {"--addr", d.addr, "offender"},
+		"count not a number":   {"--addr", d.addr, "report", "--count", "many", "198.51.100.7"},
+		"key without cert":     {"--addr", d.addr, "--key", "k.pem", "list"},
+		"missing ca file":      {"--addr", d.addr, "--ca", filepath.Join(t.TempDir(), "none.pem"), "list"},
+		"tls key without cert": {"--addr", d.addr, "--tls", "--key", "k.pem", "list"},
+		"flag without value":   {"--addr", d.addr, "add", "198.51.100.7", "--reason"},
+		"flag before command":  {"--addr", d.addr, "--reason", "x", "add", "198.51.100.7"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errs := ctl(t, args...)
@@ -164,7 +171,7 @@ func TestUsageErrors(t *testing.T) {
 	if active := d.manager.Active(); len(active) != 0 {
 		t.Fatalf("a usage error reached the server: %v", active)
 	}
-	for _, args := range [][]string{{"--help"}, {"help"}, {"add", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"add", "--help"}, {"add", "198.51.100.7", "-h"}, {"list", "-help"}} {
 		if code, out, _ := ctl(t, args...); code != 0 || !strings.Contains(out, "usage: rtbhctl") {
 			t.Fatalf("rtbhctl %v: exit %d, stdout %q", args, code, out)
 		}
@@ -420,12 +427,8 @@ func (s *syncBuffer) String() string {
 // waitFor polls buf until it contains want, for at most 10 s.
 func waitFor(t *testing.T, buf *syncBuffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(buf.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("output never contained %q:\n%s", want, buf.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, func() bool { return strings.Contains(buf.String(), want) }) {
+		t.Fatalf("output never contained %q:\n%s", want, buf.String())
 	}
 }
 
@@ -513,19 +516,41 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// TestBinary builds rtbhctl and runs it as a process.
-func TestBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
+// binDir holds the rtbhctl binary built by binary, for the whole run.
+var (
+	binDir   string
+	binOnce  sync.Once
+	binPath  string
+	binError error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
-	d := startDaemon(t, nil)
-	bin := filepath.Join(t.TempDir(), "rtbhctl")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	os.Exit(code)
+}
+
+// binary builds rtbhctl once per test run and returns a function that runs
+// it as a process with env added to the environment.
+func binary(t *testing.T) func(env []string, args ...string) (int, string, string) {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binError = os.MkdirTemp("", "rtbhctl-test-"); binError != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "rtbhctl")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			binError = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binError != nil {
+		t.Fatal(binError)
 	}
-	runBin := func(env []string, args ...string) (int, string, string) {
-		cmd := exec.Command(bin, args...)
+	return func(env []string, args ...string) (int, string, string) {
+		t.Helper()
+		cmd := exec.Command(binPath, args...)
 		cmd.Env = append(os.Environ(), env...)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
@@ -537,6 +562,15 @@ func TestBinary(t *testing.T) {
 		}
 		return 0, out.String(), errb.String()
 	}
+}
+
+// TestBinary builds rtbhctl and runs it as a process.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	d := startDaemon(t, nil)
+	runBin := binary(t)
 	if code, out, errs := runBin([]string{"RTBH_TOKEN=" + opToken}, "add", "198.51.100.7", "--addr", d.addr, "--reason", "binary"); code != 0 || !strings.Contains(out, "added 198.51.100.7/32") {
 		t.Fatalf("add: exit %d %q %q", code, out, errs)
 	}
@@ -592,4 +626,214 @@ func writeTLS(t *testing.T) *tlsFiles {
 	tf.serverCert, tf.serverKey = leaf(sca, skey, "rtbhd", &x509.Certificate{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	tf.clientCert, tf.clientKey = leaf(cca, ckey, "noc-client", &x509.Certificate{DNSNames: []string{"noc.example.net"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return tf
+}
+
+// TestPlaintextTokenRefused: a token is never sent in plaintext to a
+// non-loopback address. The refusal is a usage error (exit 2) decided
+// before any connection: the addresses below (TEST-NET, documentation
+// prefixes, reserved names) are never contacted. Were they dialled, the
+// request would fail with UNAVAILABLE (exit 1) or hang until the 1 h
+// --timeout, not answer exit 2 at once.
+func TestPlaintextTokenRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env  string // $RTBH_TOKEN
+		args []string
+		from string
+	}{
+		"ipv4":                 {args: []string{"--addr", "192.0.2.1:50051", "--token", opToken, "list"}, from: "--token"},
+		"no port":              {args: []string{"--addr", "203.0.113.1", "--token", opToken, "neighbors"}, from: "--token"},
+		"ipv6":                 {args: []string{"--addr", "[2001:db8::1]:50051", "--token", opToken, "list"}, from: "--token"},
+		"name":                 {args: []string{"--addr", "rtbhd.example.net:50051", "--token", opToken, "list"}, from: "--token"},
+		"looks like loopback":  {args: []string{"--addr", "127.0.0.1.example.net:50051", "--token", opToken, "list"}, from: "--token"},
+		"dns url":              {args: []string{"--addr", "dns:///192.0.2.1:50051", "--token", opToken, "list"}, from: "--token"},
+		"token from env":       {env: opToken, args: []string{"--addr", "192.0.2.1:50051", "list"}, from: "$RTBH_TOKEN"},
+		"flags after argument": {args: []string{"add", "198.51.100.7", "--reason", "x", "--token", opToken, "--addr", "192.0.2.1:50051"}, from: "--token"},
+		"watch":                {args: []string{"watch", "--addr=192.0.2.1:50051", "--token=" + opToken}, from: "--token"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("RTBH_TOKEN", tc.env)
+			}
+			args := append([]string{"--timeout", "1h"}, tc.args...)
+			done := make(chan struct{})
+			var code int
+			var out, errs string
+			go func() { defer close(done); code, out, errs = ctl(t, args...) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("rtbhctl did not return at once: it is trying to connect")
+			}
+			first, _, _ := strings.Cut(errs, "\n")
+			if code != 2 || out != "" || !strings.HasPrefix(first, "rtbhctl: refusing to send the token ("+tc.from+") in plaintext to ") ||
+				!strings.Contains(first, "not a loopback address") || !strings.Contains(first, "--tls") || !strings.Contains(first, "--ca FILE") ||
+				!strings.Contains(errs, "usage: rtbhctl") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2, the refusal naming --tls and --ca, and usage", code, out, errs)
+			}
+			if strings.Contains(errs, opToken) {
+				t.Fatalf("the refusal shows the token: %q", errs)
+			}
+		})
+	}
+}
+
+// TestPlaintextLoopback: plaintext with a token stays allowed to loopback
+// addresses, however they are spelled.
+func TestPlaintextLoopback(t *testing.T) {
+	d := startDaemon(t, nil)
+	_, port, _ := net.SplitHostPort(d.addr)
+	for _, addr := range []string{d.addr, "localhost:" + port, "dns:///127.0.0.1:" + port, "passthrough:///127.0.0.1:" + port} {
+		if out := mustCtl(t, "--addr", addr, "--token", opToken, "list"); !strings.HasPrefix(out, "PREFIX") {
+			t.Fatalf("--addr %s: list output %q", addr, out)
+		}
+	}
+	// Without a token there is nothing to protect: no refusal (the
+	// server, not rtbhctl, then says UNAUTHENTICATED).
+	if code, _, errs := ctl(t, "--addr", d.addr, "list"); code != 1 || !strings.HasPrefix(errs, "rtbhctl: UNAUTHENTICATED: ") {
+		t.Fatalf("no token: exit %d %q", code, errs)
+	}
+}
+
+func TestIsLoopbackTarget(t *testing.T) {
+	for target, want := range map[string]bool{
+		"127.0.0.1:50051":                         true,
+		"127.3.4.5:50051":                         true,
+		"127.0.0.1":                               true,
+		"[::1]:50051":                             true,
+		"::1":                                     true,
+		"[::1]":                                   true,
+		"[::ffff:127.0.0.1]:50051":                true,
+		"localhost:50051":                         true,
+		"LocalHost:50051":                         true,
+		"localhost":                               true,
+		"dns:///localhost:50051":                  true,
+		"dns://8.8.8.8/127.0.0.1:50051":           true,
+		"passthrough:///[::1]:50051":              true,
+		"unix:///run/rtbhd.sock":                  true,
+		"unix:rtbhd.sock":                         true,
+		"192.0.2.1:50051":                         false,
+		"203.0.113.1":                             false,
+		"128.0.0.1:50051":                         false,
+		"0.0.0.0:50051":                           false,
+		"[::]:50051":                              false,
+		"[2001:db8::1]:50051":                     false,
+		"[::2]:50051":                             false,
+		"rtbhd.example.net:50051":                 false,
+		"localhost.example.net:50051":             false,
+		"127.0.0.1.example.net:50051":             false,
+		"dns:///192.0.2.1:50051":                  false,
+		"dns://127.0.0.1/rtbhd.example.net:50051": false,
+		"": false,
+	} {
+		if got := isLoopbackTarget(target); got != want {
+			t.Errorf("isLoopbackTarget(%q) = %v, want %v", target, got, want)
+		}
+	}
+}
+
+// TestBearerToken: the token travels as per-RPC credentials, which gRPC
+// itself refuses to put on a connection without transport security
+// when they require it (as they do for non-loopback targets).
+func TestBearerToken(t *testing.T) {
+	md, err := bearerToken{token: "s3cret"}.GetRequestMetadata(context.Background())
+	if err != nil || len(md) != 1 || md["authorization"] != "Bearer s3cret" {
+		t.Fatalf("metadata %v, %v", md, err)
+	}
+	d := startDaemon(t, nil)
+	if _, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearerToken{token: opToken, requireTLS: true})); err == nil {
+		t.Fatal("grpc accepted credentials that require transport security on a plaintext connection")
+	}
+	conn, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearerToken{token: opToken}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := rtbhv1.NewStatusServiceClient(conn).ListNeighbors(ctx, &rtbhv1.ListNeighborsRequest{}); err != nil {
+		t.Fatalf("operator call with the bearer credentials: %v", err)
+	}
+}
+
+// TestFlagPlacement: flags before the command, between it and its
+// arguments, after the arguments; --flag=value; the single-dash long form
+// of earlier versions; values that start with "-"; "--" ends the flags.
+func TestFlagPlacement(t *testing.T) {
+	d := startDaemon(t, nil)
+	for _, args := range [][]string{
+		{"--addr", d.addr, "--token", opToken, "add", "--reason", "before", "198.51.100.1"},
+		{"add", "--addr", d.addr, "--reason", "between", "--token", opToken, "198.51.100.2"},
+		{"add", "198.51.100.3", "--reason", "after", "--addr", d.addr, "--token", opToken},
+		{"add", "--addr=" + d.addr, "198.51.100.4", "--token=" + opToken, "--reason=equals", "--ttl=2h"},
+		{"-addr", d.addr, "add", "-token", opToken, "198.51.100.5", "-reason", "single dash", "-ttl=2h"},
+		{"--addr", d.addr, "--token", opToken, "add", "198.51.100.6", "--reason", "-starts with a dash"},
+		{"--addr", d.addr, "--token", opToken, "add", "-reason", "-dash too", "198.51.100.8"},
+		{"--addr", d.addr, "--token", opToken, "add", "--reason", "dashdash", "--", "198.51.100.9"},
+	} {
+		if out := mustCtl(t, args...); !strings.HasPrefix(out, "added 198.51.100.") {
+			t.Fatalf("rtbhctl %q: %q", args, out)
+		}
+	}
+	out := mustCtl(t, "list", "--json", "--addr", d.addr, "--token", opToken)
+	var list rtbhv1.ListBlackholesResponse
+	if err := protojson.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	ttls := map[string]time.Duration{}
+	for _, b := range list.Blackholes {
+		reasons[b.Prefix] = b.Reason
+		ttls[b.Prefix] = b.ExpiresAt.AsTime().Sub(b.CreatedAt.AsTime())
+	}
+	for prefix, want := range map[string]string{
+		"198.51.100.1/32": "before", "198.51.100.2/32": "between", "198.51.100.3/32": "after", "198.51.100.4/32": "equals",
+		"198.51.100.5/32": "single dash", "198.51.100.6/32": "-starts with a dash", "198.51.100.8/32": "-dash too", "198.51.100.9/32": "dashdash",
+	} {
+		if reasons[prefix] != want {
+			t.Errorf("%s: reason %q, want %q", prefix, reasons[prefix], want)
+		}
+	}
+	if ttls["198.51.100.4/32"] != 2*time.Hour || ttls["198.51.100.5/32"] != 2*time.Hour || ttls["198.51.100.1/32"] != time.Hour {
+		t.Errorf("TTLs %v", ttls)
+	}
+	// After "--" a flag-looking word is an argument: here a second prefix.
+	code, _, errs := ctl(t, "--addr", d.addr, "--token", opToken, "add", "--reason", "x", "--", "198.51.100.10", "--json")
+	if code != 2 || !strings.Contains(errs, "add takes 1 argument(s), got 2") {
+		t.Fatalf("after --: exit %d %q", code, errs)
+	}
+}
+
+// TestTLSFlag: --tls verifies rtbhd against the system roots; --ca
+// replaces them with one CA file.
+func TestTLSFlag(t *testing.T) {
+	tf := writeTLS(t)
+	d := startDaemon(t, tf)
+	// The test CA is not among the machine's roots: the handshake fails.
+	code, _, errs := ctl(t, "--addr", d.addr, "--tls", "--token", opToken, "--timeout", "5s", "list")
+	if code != 1 || !strings.HasPrefix(errs, "rtbhctl: UNAVAILABLE: ") || !strings.Contains(errs, "certificate") {
+		t.Fatalf("--tls with a private CA: exit %d %q", code, errs)
+	}
+	// --ca wins over the system roots, with or without --tls.
+	mustCtl(t, "list", "--tls", "--ca", tf.ca, "--addr", d.addr, "--token", opToken)
+
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	// The system roots come from $SSL_CERT_FILE in a fresh process (they
+	// are loaded once per process, so not in this one).
+	runBin := binary(t)
+	env := []string{"SSL_CERT_FILE=" + tf.ca, "SSL_CERT_DIR=" + t.TempDir()}
+	if code, out, errs := runBin(env, "--tls", "--addr", d.addr, "--token", opToken, "add", "--reason", "tls", "198.51.100.7"); code != 0 || !strings.Contains(out, "origin operator:noc") {
+		t.Fatalf("--tls with the CA among the system roots: exit %d %q %q", code, out, errs)
+	}
+	if code, out, errs := runBin(env, "list", "--tls", "--addr", d.addr, "--cert", tf.clientCert, "--key", tf.clientKey); code != 0 || !strings.Contains(out, "198.51.100.7/32") {
+		t.Fatalf("--tls with a client certificate: exit %d %q %q", code, out, errs)
+	}
+	// Without the CA among them, the same call is refused by the handshake.
+	if code, _, errs := runBin([]string{"SSL_CERT_FILE=" + filepath.Join(t.TempDir(), "none.pem"), "SSL_CERT_DIR=" + t.TempDir()},
+		"--tls", "--addr", d.addr, "--token", opToken, "--timeout", "5s", "list"); code != 1 || !strings.HasPrefix(errs, "rtbhctl: UNAVAILABLE: ") {
+		t.Fatalf("--tls without the CA: exit %d %q", code, errs)
+	}
 }
