@@ -105,8 +105,9 @@ type Event struct {
 // Reporter is who submits reports: a partner with its trust, or an
 // operator (whose reports count 1.0).
 type Reporter struct {
-	Name  string
-	Trust float64
+	Name     string
+	Trust    float64
+	Operator bool // an operator's report suffices alone for min_reporters
 }
 
 // Report is one submitted report, before validation. Zero values take the

@@ -109,7 +109,7 @@ func (m *Manager) load(ctx context.Context) error {
 	m.active.reset(active)
 	clear(m.scores)
 	for _, r := range reps {
-		m.scores.mark(r.Address, r.Reporter, r.Trust, r.ObservedAt)
+		m.scores.mark(r.Address, r.Reporter, r.Trust, r.ObservedAt, r.Operator)
 	}
 	return nil
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp"
-	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/internal/testkit"
 	"github.com/rtbh/rtbh/store"
 )
 
@@ -89,7 +89,7 @@ func (f *fixture) announced(want ...string) {
 	f.t.Helper()
 	slices.Sort(want)
 	var got []string
-	routertest.WaitFor(f.t, 2*time.Second, fmt.Sprintf("BGP to announce exactly %v", want), func() bool {
+	testkit.WaitFor(f.t, 2*time.Second, fmt.Sprintf("BGP to announce exactly %v", want), func() bool {
 		got = got[:0]
 		for _, p := range f.speaker.Announced() {
 			got = append(got, p.String())
@@ -412,5 +412,92 @@ func TestReportEdgeCases(t *testing.T) {
 		[]Report{{Address: "198.51.100.61", Count: 1 << 63}, {Address: "198.51.100.62", Count: 5}})
 	if err != nil || n != 1 || len(rej) != 1 || rej[0].Index != 0 {
 		t.Fatalf("batch with a huge count = %d, %+v, %v", n, rej, err)
+	}
+}
+
+// reports.min_reporters: one partner alone never blackholes, whatever its
+// trust; partial detector evidence counts as a second reporter; an operator
+// suffices alone. GetOffender's parts name each share.
+func TestFusionMinReportersAndPartialEvidence(t *testing.T) {
+	ctx := context.Background()
+	rp := ReportPolicy{Window: 24 * time.Hour, Threshold: 1, TTL: 6 * time.Hour, MinReporters: 2}
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), rp)
+	zombie, other, op := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.100.8"), netip.MustParseAddr("198.51.100.9")
+
+	if _, _, err := f.m.SubmitReports(ctx, Reporter{Name: "isp-b", Trust: 1}, []Report{{Address: other.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.m.SubmitReports(ctx, Reporter{Name: "isp-a", Trust: 0.5}, []Report{{Address: zombie.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.m.Active(); len(got) != 0 {
+		t.Fatalf("one partner's reports blackholed %v", got)
+	}
+	ev := domain.Evidence{Address: zombie, Rule: "smtp-fanout", Protocol: "tcp", DstPorts: []uint16{25},
+		DistinctDestinations: 10, EstimatedPackets: 500, Window: 10 * time.Minute}
+	if err := f.m.Partial(ctx, ev, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := f.m.Lookup(domain.HostPrefix(zombie))
+	if !ok || b.Origin != domain.OriginReports {
+		t.Fatalf("partner report + partial detector evidence: blackhole = %+v, %v; want origin reports", b, ok)
+	}
+	parts := f.m.ScoreParts(zombie)
+	if len(parts) != 2 || parts[0].Reporter != "detector:smtp-fanout" || parts[0].Trust != 0.5 || parts[1].Reporter != "isp-a" {
+		t.Fatalf("score parts = %+v", parts)
+	}
+	if _, ok := f.m.Lookup(domain.HostPrefix(other)); ok {
+		t.Fatalf("a single partner at trust 1.0 blackholed %s", other)
+	}
+	if _, _, err := f.m.SubmitReports(ctx, Reporter{Name: "noc", Trust: OperatorTrust, Operator: true}, []Report{{Address: op.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.m.Lookup(domain.HostPrefix(op)); !ok {
+		t.Fatalf("an operator's report alone did not blackhole %s", op)
+	}
+	// The scores, operator flag included, come back from the store.
+	f.close()
+	f2 := newFixture(t, f.path, testPolicy(), rp)
+	if s := f2.m.Score(zombie); s != 1 {
+		t.Fatalf("score after restart = %v, want 1", s)
+	}
+	if names, operator := f2.m.scores.reporters(op, time.Now(), rp.Window); len(names) != 1 || !operator {
+		t.Fatalf("operator report after restart: reporters %v, operator %v", names, operator)
+	}
+}
+
+// Learned servers are stored: a restart forgets none, and memory bounds
+// what is listed. Only the first learning is audited.
+func TestLearnedServersSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	rp := ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour}
+	f := newFixture(t, filepath.Join(t.TempDir(), "db"), testPolicy(), rp)
+	now := time.Now().UTC()
+	mta := netip.MustParseAddr("198.51.100.25")
+	old := netip.MustParseAddr("198.51.100.26")
+	for _, s := range []struct {
+		sv    domain.Server
+		isNew bool
+	}{
+		{domain.Server{Address: mta, Rule: "smtp-fanout", Clients: 3, FirstSeen: now, LastSeen: now}, true},
+		{domain.Server{Address: mta, Rule: "smtp-fanout", Clients: 5, FirstSeen: now, LastSeen: now.Add(time.Second)}, false},
+		{domain.Server{Address: old, Rule: "smtp-fanout", Clients: 4, FirstSeen: now.Add(-200 * time.Hour), LastSeen: now.Add(-200 * time.Hour)}, true},
+	} {
+		if err := f.m.LearnServer(ctx, s.sv, s.isNew); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.close()
+	f2 := newFixture(t, f.path, testPolicy(), rp)
+	got, err := f2.m.Servers(ctx, 168*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Address != mta || got[0].Clients != 5 || !got[0].LastSeen.Equal(now.Add(time.Second)) || !got[0].FirstSeen.Equal(now) {
+		t.Fatalf("servers after restart = %+v", got)
+	}
+	log, _ := f2.db.AuditLog(ctx, "198.51.100.25/32", 0)
+	if len(log) != 1 || log[0].Action != "server" {
+		t.Fatalf("audit of a learned server = %+v, want one server row", log)
 	}
 }

@@ -24,6 +24,10 @@ type ReportPolicy struct {
 	Window    time.Duration // reports observed longer ago stop counting
 	Threshold float64       // score at which the address is blackholed
 	TTL       time.Duration // TTL of a blackhole caused by reports
+	// MinReporters is how many distinct reporters must reach Threshold
+	// together (reports.min_reporters); one operator report suffices
+	// alone. 0 or 1: any reporter alone.
+	MinReporters int
 }
 
 // checkAdd is the policy check of an add: a pure function of the policy and

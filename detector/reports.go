@@ -38,7 +38,7 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 			rejected = append(rejected, Rejected{Index: i, Reason: err.Error()})
 			continue
 		}
-		sr.Reporter, sr.Trust, sr.ReceivedAt = who.Name, who.Trust, now
+		sr.Reporter, sr.Trust, sr.ReceivedAt, sr.Operator = who.Name, who.Trust, now, who.Operator
 		valid = append(valid, sr)
 	}
 	if len(valid) == 0 {
@@ -56,6 +56,23 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 		return 0, nil, fmt.Errorf("storing reports: %w", err)
 	}
 
+	m.mu.Lock()
+	for _, r := range valid {
+		m.scores.mark(r.Address, who.Name, who.Trust, r.ObservedAt, who.Operator)
+	}
+	m.mu.Unlock()
+	addrs := make([]netip.Addr, 0, len(valid))
+	for _, r := range valid {
+		addrs = append(addrs, r.Address)
+	}
+	m.fuse(ctx, addrs, now)
+	return len(valid), rejected, nil
+}
+
+// fuse blackholes, with origin "reports", every address of addrs whose
+// score reaches reports.threshold with at least reports.min_reporters
+// distinct reporters (one operator suffices), unless it is active already.
+func (m *Manager) fuse(ctx context.Context, addrs []netip.Addr, now time.Time) {
 	type hit struct {
 		addr   netip.Addr
 		score  float64
@@ -64,22 +81,25 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 	var hits []hit
 	m.mu.Lock()
 	rp := m.reports
-	for _, r := range valid {
-		m.scores.mark(r.Address, who.Name, who.Trust, r.ObservedAt)
-	}
-	seen := make(map[netip.Addr]bool, len(valid))
-	for _, r := range valid {
-		if seen[r.Address] {
+	seen := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if seen[a] {
 			continue
 		}
-		seen[r.Address] = true
-		if _, active := m.active.get(domain.HostPrefix(r.Address)); active {
+		seen[a] = true
+		if _, active := m.active.get(domain.HostPrefix(a)); active {
 			continue
 		}
-		if s := m.scores.score(r.Address, now, rp.Window); reaches(s, rp.Threshold) {
-			hits = append(hits, hit{r.Address, s, fmt.Sprintf("report score %.2f >= %.2f from %s",
-				s, rp.Threshold, strings.Join(m.scores.reporters(r.Address, now, rp.Window), ", "))})
+		s := m.scores.score(a, now, rp.Window)
+		if !reaches(s, rp.Threshold) {
+			continue
 		}
+		names, operator := m.scores.reporters(a, now, rp.Window)
+		if !operator && len(names) < rp.MinReporters {
+			continue
+		}
+		hits = append(hits, hit{a, s, fmt.Sprintf("report score %.2f >= %.2f from %s",
+			s, rp.Threshold, strings.Join(names, ", "))})
 	}
 	m.mu.Unlock()
 
@@ -91,7 +111,6 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 			m.log.Warn("reported address not blackholed", "address", h.addr, "score", h.score, "err", err)
 		}
 	}
-	return len(valid), rejected, nil
 }
 
 func checkReport(r Report, now time.Time) (domain.Report, error) {
@@ -140,6 +159,14 @@ func (m *Manager) Score(a netip.Addr) float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.scores.score(a, m.now(), m.reports.Window)
+}
+
+// ScoreParts returns the reporters that count in a's score now, with their
+// trust, sorted by reporter.
+func (m *Manager) ScoreParts(a netip.Addr) []domain.ScorePart {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scores.parts(a, m.now(), m.reports.Window)
 }
 
 // pruneScores forgets reports that fell out of the window.

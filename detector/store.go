@@ -24,6 +24,7 @@ type Store interface {
 	Offenses(ctx context.Context, addr netip.Addr) (int, error)
 	Offender(ctx context.Context, addr netip.Addr, limit int) (domain.Offender, error)
 	RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error)
+	Servers(ctx context.Context, since time.Time) ([]domain.Server, error)
 }
 
 // commit submits w and waits until it is durable.

@@ -46,7 +46,10 @@ const (
 	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ? WHERE prefix = ? AND ended_at IS NULL`
 	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`
 	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
-	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at) VALUES(?,?,?,?,?,?,?,?)`
+	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at, operator) VALUES(?,?,?,?,?,?,?,?,?)`
+	sqlUpsertServer = `INSERT INTO servers(address, rule, clients, first_seen, last_seen) VALUES(?,?,?,?,?)
+		ON CONFLICT(address, rule) DO UPDATE SET clients = max(clients, excluded.clients),
+		last_seen = max(last_seen, excluded.last_seen)`
 	sqlInsertEvid   = `INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
 		estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at)
 		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`
@@ -93,7 +96,7 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	db := &DB{w: w, r: r, log: logger, stmts: map[string]*sql.Stmt{}, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
-	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense} {
+	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense, sqlUpsertServer} {
 		st, err := w.Prepare(q)
 		if err != nil {
 			w.Close()
@@ -184,6 +187,17 @@ var migrations = []string{
 	);
 	CREATE INDEX reports_address ON reports(address, observed_at);
 	CREATE INDEX reports_observed ON reports(observed_at);`,
+	// 2: learned servers (detector.skip_servers) and operator reports.
+	`CREATE TABLE servers (
+		address    TEXT NOT NULL,
+		rule       TEXT NOT NULL,
+		clients    INTEGER NOT NULL,
+		first_seen INTEGER NOT NULL,
+		last_seen  INTEGER NOT NULL,
+		PRIMARY KEY (address, rule)
+	);
+	CREATE INDEX servers_last_seen ON servers(last_seen);
+	ALTER TABLE reports ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func migrate(db *sql.DB) error {
@@ -350,9 +364,15 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 		ins := st(sqlInsertReport)
 		for _, r := range w.Reports {
 			if _, err := ins.Exec(r.Address.String(), r.Reporter, r.Trust, r.Kind, r.ObservedAt.UnixNano(), r.Count,
-				r.Evidence, r.ReceivedAt.UnixNano()); err != nil {
+				r.Evidence, r.ReceivedAt.UnixNano(), r.Operator); err != nil {
 				return fmt.Errorf("writing report for %s: %w", r.Address, err)
 			}
+		}
+	}
+	for _, sv := range w.Servers {
+		if _, err := st(sqlUpsertServer).Exec(sv.Address.String(), sv.Rule, sv.Clients,
+			sv.FirstSeen.UnixNano(), sv.LastSeen.UnixNano()); err != nil {
+			return fmt.Errorf("recording server %s: %w", sv.Address, err)
 		}
 	}
 	return nil
@@ -516,7 +536,7 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 // reportsFor returns the reports about addr, newest first (limit <= 0:
 // all).
 func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]domain.Report, error) {
-	q := `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at FROM reports
+	q := `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at, operator FROM reports
 		WHERE address = ? ORDER BY observed_at DESC, id DESC`
 	args := []any{addr.String()}
 	if limit > 0 {
@@ -529,7 +549,7 @@ func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]dom
 // ReportsSince returns every report observed at or after since, oldest
 // first; rtbhd rebuilds its report scores from it at start.
 func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]domain.Report, error) {
-	return db.queryReports(ctx, `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at
+	return db.queryReports(ctx, `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at, operator
 		FROM reports WHERE observed_at >= ? ORDER BY observed_at, id`, unixNanoOrZero(since))
 }
 
@@ -546,13 +566,42 @@ func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]domain
 			addr           string
 			observed, recd int64
 		)
-		if err := rows.Scan(&addr, &r.Reporter, &r.Trust, &r.Kind, &observed, &r.Count, &r.Evidence, &recd); err != nil {
+		if err := rows.Scan(&addr, &r.Reporter, &r.Trust, &r.Kind, &observed, &r.Count, &r.Evidence, &recd, &r.Operator); err != nil {
 			return nil, fmt.Errorf("reading reports: %w", err)
 		}
 		r.Address, _ = netip.ParseAddr(addr)
 		r.ObservedAt = time.Unix(0, observed).UTC()
 		r.ReceivedAt = time.Unix(0, recd).UTC()
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Servers returns the learned servers last seen at or after since, by
+// address.
+func (db *DB) Servers(ctx context.Context, since time.Time) ([]domain.Server, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT address, rule, clients, first_seen, last_seen FROM servers
+		WHERE last_seen >= ? ORDER BY address, rule`, unixNanoOrZero(since))
+	if err != nil {
+		return nil, fmt.Errorf("reading servers: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.Server
+	for rows.Next() {
+		var (
+			sv          domain.Server
+			addr        string
+			first, last int64
+		)
+		if err := rows.Scan(&addr, &sv.Rule, &sv.Clients, &first, &last); err != nil {
+			return nil, fmt.Errorf("reading servers: %w", err)
+		}
+		if sv.Address, err = netip.ParseAddr(addr); err != nil {
+			return nil, fmt.Errorf("reading servers: bad address %q in store: %w", addr, err)
+		}
+		sv.FirstSeen = time.Unix(0, first).UTC()
+		sv.LastSeen = time.Unix(0, last).UTC()
+		out = append(out, sv)
 	}
 	return out, rows.Err()
 }

@@ -40,6 +40,9 @@ type Report struct {
 	Count      uint64
 	Evidence   string
 	ReceivedAt time.Time
+	// Operator is set for an operator's report: it suffices alone for
+	// reports.min_reporters.
+	Operator bool
 }
 
 // Offender is everything recorded about one address.
@@ -84,4 +87,24 @@ type Write struct {
 	Evidence *Evidence
 	Offense  netip.Addr // when valid, count one more detector blackhole for it
 	Reports  []Report
+	Servers  []Server // learned or refreshed servers (upserted by address and rule)
+}
+
+// Server is a subscriber address the detector learned is a server for a
+// rule's ports (a self-hosted MTA for tcp/25): it received connections on
+// them from several distinct outside clients within a window. Servers are
+// not flagged by that rule while remembered (detector.server_memory).
+type Server struct {
+	Address   netip.Addr
+	Rule      string
+	Clients   uint64 // distinct outside clients seen in the window that taught it
+	FirstSeen time.Time
+	LastSeen  time.Time // refreshed while it keeps serving
+}
+
+// ScorePart is one reporter's share of an address's report score.
+type ScorePart struct {
+	Reporter   string // client name, or detector:<rule> for partial detector evidence
+	Trust      float64
+	ObservedAt time.Time
 }

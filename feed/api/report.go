@@ -27,7 +27,7 @@ func (r *reportService) SubmitReports(ctx context.Context, req *rtbhv1.SubmitRep
 	if n > limit {
 		return nil, status.Errorf(codes.InvalidArgument, "batch of %d reports is over the limit of %d per request: split it", n, limit)
 	}
-	who := detector.Reporter{Name: id.Name, Trust: detector.OperatorTrust}
+	who := detector.Reporter{Name: id.Name, Trust: detector.OperatorTrust, Operator: id.Role == RoleOperator}
 	if id.Role == RolePartner {
 		who.Trust = id.Trust
 	}
