@@ -50,7 +50,7 @@ const (
 	sqlUpsertServer = `INSERT INTO servers(address, rule, clients, first_seen, last_seen) VALUES(?,?,?,?,?)
 		ON CONFLICT(address, rule) DO UPDATE SET clients = max(clients, excluded.clients),
 		last_seen = max(last_seen, excluded.last_seen)`
-	sqlInsertEvid   = `INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
+	sqlInsertEvid = `INSERT INTO evidence(address, rule, action, protocol, dst_ports, distinct_destinations,
 		estimated_packets, estimated_connections, window_ns, first_seen, last_seen, examples, recorded_at)
 		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	sqlOffense = `INSERT INTO offenses(address, count, last_at) VALUES(?, 1, ?)
