@@ -18,9 +18,15 @@ import (
 type Config struct {
 	Policy  Policy
 	Reports ReportPolicy
+	// ServerMemory is how long learned servers are remembered
+	// (detector.server_memory); 0 means DefaultServerMemory.
+	ServerMemory time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// DefaultServerMemory is detector.server_memory's default.
+const DefaultServerMemory = 168 * time.Hour
 
 // Manager is the one decision path: every blackhole request — from an
 // operator, a partner, report fusion or a detector rule — is checked
@@ -48,6 +54,8 @@ type Manager struct {
 	scores   scoreboard
 	restored bool // Restore has run
 
+	serverMemory time.Duration
+
 	wake   chan struct{} // the earliest expiry may have changed, or a resync is due
 	routeQ *routeQueue
 	resync atomic.Bool // a write failed: rebuild state from the store
@@ -60,18 +68,22 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ServerMemory <= 0 {
+		cfg.ServerMemory = DefaultServerMemory
+	}
 	m := &Manager{
-		log:      logger,
-		db:       db,
-		routes:   routes,
-		now:      cfg.Now,
-		policy:   cfg.Policy,
-		reports:  cfg.Reports,
-		active:   newActiveSet(),
-		watchers: newWatchers(logger),
-		scores:   make(scoreboard),
-		wake:     make(chan struct{}, 1),
-		routeQ:   newRouteQueue(),
+		serverMemory: cfg.ServerMemory,
+		log:          logger,
+		db:           db,
+		routes:       routes,
+		now:          cfg.Now,
+		policy:       cfg.Policy,
+		reports:      cfg.Reports,
+		active:       newActiveSet(),
+		watchers:     newWatchers(logger),
+		scores:       make(scoreboard),
+		wake:         make(chan struct{}, 1),
+		routeQ:       newRouteQueue(),
 	}
 	m.mu.Lock()
 	err := m.load(context.Background())

@@ -269,9 +269,9 @@ func TestReportFusion(t *testing.T) {
 	if err != nil || n != 1 || len(rej) != 4 || rej[0].Index != 1 || rej[1].Index != 2 || rej[2].Index != 3 || rej[3].Index != 4 {
 		t.Fatalf("partial batch = %d, %+v, %v", n, rej, err)
 	}
-	o, score, active, err := f.m.Offender(ctx, netip.MustParseAddr(addr))
-	if err != nil || len(o.Reports) != 4 || score != 1 || active == nil {
-		t.Fatalf("offender = %+v, score %v, active %v, %v", o, score, active, err)
+	o, active, err := f.m.Offender(ctx, netip.MustParseAddr(addr))
+	if err != nil || len(o.Reports) != 4 || o.Score != 1 || active == nil {
+		t.Fatalf("offender = %+v, active %v, %v", o, active, err)
 	}
 }
 
@@ -310,7 +310,7 @@ func TestDetectedDoublesTTLAndShadowMode(t *testing.T) {
 	if err != nil || len(ev) != 1 || ev[0].Address != shadow.Address || ev[0].Rule != "worm-scan" {
 		t.Fatalf("shadow offenders = %+v, %v", ev, err)
 	}
-	o, _, _, _ := f2.m.Offender(ctx, src)
+	o, _, _ := f2.m.Offender(ctx, src)
 	if o.Offenses != 2 || len(o.Evidence) != 3 || o.Evidence[0].DistinctDestinations != 150 {
 		t.Fatalf("offender = %+v", o)
 	}
@@ -489,7 +489,7 @@ func TestLearnedServersSurviveRestart(t *testing.T) {
 	}
 	f.close()
 	f2 := newFixture(t, f.path, testPolicy(), rp)
-	got, err := f2.m.Servers(ctx, 168*time.Hour)
+	got, err := f2.m.Servers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,18 +177,33 @@ func (m *Manager) pruneScores() {
 }
 
 // Offender returns what is known about a: evidence and reports from the
-// store, the current report score, and its active blackhole (nil if none).
-func (m *Manager) Offender(ctx context.Context, a netip.Addr) (domain.Offender, float64, *domain.Blackhole, error) {
+// store, the current report score and its parts, whether it is a learned
+// server, and its active blackhole (nil if none).
+func (m *Manager) Offender(ctx context.Context, a netip.Addr) (domain.Offender, *domain.Blackhole, error) {
 	a = a.Unmap()
 	o, err := m.db.Offender(ctx, a, 100)
 	if err != nil {
-		return o, 0, nil, fmt.Errorf("reading offender %s: %w", a, err)
+		return o, nil, fmt.Errorf("reading offender %s: %w", a, err)
+	}
+	servers, err := m.Servers(ctx)
+	if err != nil {
+		return o, nil, err
+	}
+	for _, s := range servers {
+		if s.Address == a {
+			o.Servers = append(o.Servers, s)
+		}
 	}
 	var bh *domain.Blackhole
 	if b, ok := m.Lookup(domain.HostPrefix(a)); ok {
 		bh = &b
 	}
-	return o, m.Score(a), bh, nil
+	m.mu.Lock()
+	now := m.now()
+	o.Score = m.scores.score(a, now, m.reports.Window)
+	o.ScoreParts = m.scores.parts(a, now, m.reports.Window)
+	m.mu.Unlock()
+	return o, bh, nil
 }
 
 // Offenders returns the most recent detector evidence, optionally only that

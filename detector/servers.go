@@ -28,9 +28,25 @@ func (m *Manager) LearnServer(ctx context.Context, s domain.Server, isNew bool) 
 	return nil
 }
 
-// Servers returns the servers learned within memory of now.
-func (m *Manager) Servers(ctx context.Context, memory time.Duration) ([]domain.Server, error) {
-	return m.db.Servers(ctx, m.now().Add(-memory))
+// Servers returns the servers remembered now: last seen within
+// detector.server_memory.
+func (m *Manager) Servers(ctx context.Context) ([]domain.Server, error) {
+	m.mu.Lock()
+	since := m.now().Add(-m.serverMemory)
+	m.mu.Unlock()
+	out, err := m.db.Servers(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("reading learned servers: %w", err)
+	}
+	return out, nil
+}
+
+// SetServerMemory changes how long learned servers are remembered (config
+// reload).
+func (m *Manager) SetServerMemory(d time.Duration) {
+	m.mu.Lock()
+	m.serverMemory = d
+	m.mu.Unlock()
 }
 
 // Partial records a rule's partial evidence about a source — half of the

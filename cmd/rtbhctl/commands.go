@@ -30,7 +30,7 @@ func commandTable() []command {
 		{name: "watch", synopsis: "watch                                  the active set, then every change", setup: setupWatch},
 		{name: "neighbors", synopsis: "neighbors                              BGP sessions", setup: setupNeighbors},
 		{name: "offender", synopsis: "offender ADDRESS                       evidence and reports for one address", nargs: 1, setup: setupOffender},
-		{name: "offenders", synopsis: "offenders [--shadow] [--limit N]       recent detector catches (--shadow: action log rules only)", setup: setupOffenders},
+		{name: "offenders", synopsis: "offenders [--shadow|--servers] [--limit N]  recent detector catches (--shadow: action log rules only; --servers: learned servers)", setup: setupOffenders},
 		{name: "report", synopsis: "report [--kind spam] [--count N] [--evidence TEXT] ADDRESS   submit one report", nargs: 1, setup: setupReport},
 	}
 }
@@ -190,6 +190,12 @@ func setupOffender(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "address\t%s\n", o.Address)
 		fmt.Fprintf(tw, "report score\t%g\n", o.Score)
+		for _, p := range o.ScoreParts {
+			fmt.Fprintf(tw, "  from %s\t%g (observed %s)\n", p.Reporter, p.Trust, rfc3339(p.ObservedAt))
+		}
+		for _, s := range o.Servers {
+			fmt.Fprintf(tw, "learned server\t%s: %d outside clients, first seen %s, last seen %s\n", s.Rule, s.Clients, rfc3339(s.FirstSeen), rfc3339(s.LastSeen))
+		}
 		fmt.Fprintf(tw, "detector offenses\t%d\n", o.Offenses)
 		if b := o.Blackhole; b != nil {
 			fmt.Fprintf(tw, "blackhole\t%s, origin %s, expires %s (in %s)\n", b.Prefix, b.Origin, rfc3339(b.ExpiresAt), remaining(b.ExpiresAt))
@@ -225,16 +231,27 @@ func setupOffender(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 
 func setupOffenders(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	shadow := fs.Bool("shadow", false, "only offenders caught by shadow rules (action: log)")
+	servers := fs.Bool("servers", false, "list the learned servers (detector.skip_servers) instead")
 	limit := fs.Uint("limit", 100, "at most this many, most recent first")
 	return func(ctx context.Context, c *cli, _ []string) error {
+		if *shadow && *servers {
+			return usagef("--shadow and --servers exclude each other")
+		}
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
-		resp, err := rtbhv1.NewStatusServiceClient(c.conn).ListOffenders(ctx, &rtbhv1.ListOffendersRequest{ShadowOnly: *shadow, Limit: uint32(*limit)})
+		resp, err := rtbhv1.NewStatusServiceClient(c.conn).ListOffenders(ctx, &rtbhv1.ListOffendersRequest{ShadowOnly: *shadow, Servers: *servers, Limit: uint32(*limit)})
 		if err != nil {
 			return err
 		}
 		if c.g.json {
 			return c.printJSON(resp)
+		}
+		if *servers {
+			tw := table(c.stdout, "ADDRESS", "RULE", "CLIENTS", "FIRST SEEN", "LAST SEEN")
+			for _, s := range resp.Servers {
+				row(tw, s.Address, s.Rule, fmt.Sprint(s.Clients), rfc3339(s.FirstSeen), rfc3339(s.LastSeen))
+			}
+			return tw.Flush()
 		}
 		tw := table(c.stdout, "RECORDED", "ADDRESS", "RULE", "ACTION", "DESTINATIONS", "PACKETS")
 		for _, o := range resp.Offenders {

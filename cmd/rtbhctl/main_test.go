@@ -32,7 +32,7 @@ import (
 	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/api"
-	"github.com/rtbh/rtbh/internal/testutil"
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 	"github.com/rtbh/rtbh/store"
 )
@@ -427,7 +427,7 @@ func (s *syncBuffer) String() string {
 // waitFor polls buf until it contains want, for at most 10 s.
 func waitFor(t *testing.T, buf *syncBuffer, want string) {
 	t.Helper()
-	if !testutil.Poll(10*time.Second, func() bool { return strings.Contains(buf.String(), want) }) {
+	if !testkit.Poll(10*time.Second, func() bool { return strings.Contains(buf.String(), want) }) {
 		t.Fatalf("output never contained %q:\n%s", want, buf.String())
 	}
 }

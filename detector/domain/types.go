@@ -51,6 +51,11 @@ type Offender struct {
 	Evidence []Evidence // newest first
 	Reports  []Report   // newest first
 	Offenses int        // blackholes by the detector so far (drives TTL doubling)
+
+	// Filled by the decision path, not the store:
+	Score      float64     // current report score
+	ScoreParts []ScorePart // the reporters that make up Score
+	Servers    []Server    // set when learned as a server (skip_servers)
 }
 
 // AuditEntry is one row of the audit log.

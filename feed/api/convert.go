@@ -114,3 +114,13 @@ func reportToProto(r domain.Report) *rtbhv1.ReportRecord {
 		Trust:      r.Trust,
 	}
 }
+
+func serverToProto(s domain.Server) *rtbhv1.Server {
+	return &rtbhv1.Server{
+		Address:   s.Address.String(),
+		Rule:      s.Rule,
+		Clients:   s.Clients,
+		FirstSeen: timestamp(s.FirstSeen),
+		LastSeen:  timestamp(s.LastSeen),
+	}
+}

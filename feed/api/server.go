@@ -36,11 +36,13 @@ type Backend interface {
 	// channel is closed when ctx ends or the watcher falls too far behind.
 	Watch(ctx context.Context) ([]domain.Blackhole, <-chan detector.Event)
 	SubmitReports(ctx context.Context, who detector.Reporter, reports []detector.Report) (accepted int, rejected []detector.Rejected, err error)
-	// Offender returns what is recorded about addr, its report score and
-	// its blackhole when active (else nil).
-	Offender(ctx context.Context, addr netip.Addr) (domain.Offender, float64, *domain.Blackhole, error)
+	// Offender returns what is recorded about addr (with its report score
+	// and its parts) and its blackhole when active (else nil).
+	Offender(ctx context.Context, addr netip.Addr) (domain.Offender, *domain.Blackhole, error)
 	// Offenders returns the most recent detector evidence, newest first.
 	Offenders(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error)
+	// Servers returns the learned servers remembered now.
+	Servers(ctx context.Context) ([]domain.Server, error)
 }
 
 // Neighbor is one BGP session as shown by ListNeighbors.

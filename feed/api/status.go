@@ -54,16 +54,16 @@ func (st *statusService) GetOffender(ctx context.Context, req *rtbhv1.GetOffende
 		return nil, status.Errorf(codes.InvalidArgument, "address: %s is a prefix, not one address", p)
 	}
 	addr := p.Addr()
-	off, score, bh, err := st.s.backend.Offender(ctx, addr)
+	off, bh, err := st.s.backend.Offender(ctx, addr)
 	if err != nil {
 		return nil, st.s.backendError(ctx, "get offender", err)
 	}
-	if len(off.Evidence) == 0 && len(off.Reports) == 0 && off.Offenses == 0 && bh == nil {
+	if len(off.Evidence) == 0 && len(off.Reports) == 0 && off.Offenses == 0 && bh == nil && len(off.Servers) == 0 && len(off.ScoreParts) == 0 {
 		return nil, status.Errorf(codes.NotFound, "nothing recorded about %s", addr)
 	}
 	o := &rtbhv1.Offender{
 		Address:  addr.String(),
-		Score:    score,
+		Score:    off.Score,
 		Offenses: uint32(max(off.Offenses, 0)),
 		Evidence: make([]*rtbhv1.Evidence, len(off.Evidence)),
 		Reports:  make([]*rtbhv1.ReportRecord, len(off.Reports)),
@@ -73,6 +73,12 @@ func (st *statusService) GetOffender(ctx context.Context, req *rtbhv1.GetOffende
 	}
 	for i, r := range off.Reports {
 		o.Reports[i] = reportToProto(r)
+	}
+	for _, p := range off.ScoreParts {
+		o.ScoreParts = append(o.ScoreParts, &rtbhv1.ScorePart{Reporter: p.Reporter, Trust: p.Trust, ObservedAt: timestamp(p.ObservedAt)})
+	}
+	for _, s := range off.Servers {
+		o.Servers = append(o.Servers, serverToProto(s))
 	}
 	if bh != nil {
 		o.Blackhole = blackholeToProto(*bh)
@@ -87,6 +93,17 @@ func (st *statusService) ListOffenders(ctx context.Context, req *rtbhv1.ListOffe
 		limit = defaultOffendersLimit
 	case limit > maxOffendersLimit:
 		limit = maxOffendersLimit
+	}
+	if req.GetServers() {
+		servers, err := st.s.backend.Servers(ctx)
+		if err != nil {
+			return nil, st.s.backendError(ctx, "list servers", err)
+		}
+		resp := &rtbhv1.ListOffendersResponse{}
+		for _, s := range servers[:min(len(servers), limit)] {
+			resp.Servers = append(resp.Servers, serverToProto(s))
+		}
+		return resp, nil
 	}
 	evs, err := st.s.backend.Offenders(ctx, req.GetShadowOnly(), limit)
 	if err != nil {

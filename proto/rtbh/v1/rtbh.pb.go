@@ -1239,7 +1239,14 @@ type Offender struct {
 	// How many times this address has been blackholed by the detector.
 	Offenses uint32 `protobuf:"varint,5,opt,name=offenses,proto3" json:"offenses,omitempty"`
 	// Set when the address is blackholed now.
-	Blackhole     *Blackhole `protobuf:"bytes,6,opt,name=blackhole,proto3" json:"blackhole,omitempty"`
+	Blackhole *Blackhole `protobuf:"bytes,6,opt,name=blackhole,proto3" json:"blackhole,omitempty"`
+	// The reporters that make up score, each with its weight: partner and
+	// operator clients by name, partial detector evidence (half of a rule's
+	// thresholds) as detector:<rule> with weight detector.report_trust.
+	ScoreParts []*ScorePart `protobuf:"bytes,7,rep,name=score_parts,json=scoreParts,proto3" json:"score_parts,omitempty"`
+	// Set when the detector has learned the address is a server for a
+	// rule's ports (detector.skip_servers): that rule does not flag it.
+	Servers       []*Server `protobuf:"bytes,8,rep,name=servers,proto3" json:"servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1316,6 +1323,160 @@ func (x *Offender) GetBlackhole() *Blackhole {
 	return nil
 }
 
+func (x *Offender) GetScoreParts() []*ScorePart {
+	if x != nil {
+		return x.ScoreParts
+	}
+	return nil
+}
+
+func (x *Offender) GetServers() []*Server {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+type ScorePart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reporter      string                 `protobuf:"bytes,1,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	Trust         float64                `protobuf:"fixed64,2,opt,name=trust,proto3" json:"trust,omitempty"`
+	ObservedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScorePart) Reset() {
+	*x = ScorePart{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScorePart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScorePart) ProtoMessage() {}
+
+func (x *ScorePart) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScorePart.ProtoReflect.Descriptor instead.
+func (*ScorePart) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ScorePart) GetReporter() string {
+	if x != nil {
+		return x.Reporter
+	}
+	return ""
+}
+
+func (x *ScorePart) GetTrust() float64 {
+	if x != nil {
+		return x.Trust
+	}
+	return 0
+}
+
+func (x *ScorePart) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
+// A subscriber address the detector learned is a server (a self-hosted
+// MTA for tcp/25): it received connections on the rule's ports from at
+// least server_min_clients distinct outside addresses within a window.
+type Server struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Rule    string                 `protobuf:"bytes,2,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Distinct outside clients in the window that taught it.
+	Clients       uint64                 `protobuf:"varint,3,opt,name=clients,proto3" json:"clients,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Server) Reset() {
+	*x = Server{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Server) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Server) ProtoMessage() {}
+
+func (x *Server) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Server.ProtoReflect.Descriptor instead.
+func (*Server) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Server) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Server) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Server) GetClients() uint64 {
+	if x != nil {
+		return x.Clients
+	}
+	return 0
+}
+
+func (x *Server) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Server) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 type GetOffenderResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Offender      *Offender              `protobuf:"bytes,1,opt,name=offender,proto3" json:"offender,omitempty"`
@@ -1325,7 +1486,7 @@ type GetOffenderResponse struct {
 
 func (x *GetOffenderResponse) Reset() {
 	*x = GetOffenderResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1498,7 @@ func (x *GetOffenderResponse) String() string {
 func (*GetOffenderResponse) ProtoMessage() {}
 
 func (x *GetOffenderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1511,7 @@ func (x *GetOffenderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffenderResponse.ProtoReflect.Descriptor instead.
 func (*GetOffenderResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{20}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetOffenderResponse) GetOffender() *Offender {
@@ -1365,14 +1526,16 @@ type ListOffendersRequest struct {
 	// Only offenders recorded by rules with action: log.
 	ShadowOnly bool `protobuf:"varint,1,opt,name=shadow_only,json=shadowOnly,proto3" json:"shadow_only,omitempty"`
 	// At most this many, most recent first; 0 = 100.
-	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// List the learned servers (detector.skip_servers) instead of offenders.
+	Servers       bool `protobuf:"varint,3,opt,name=servers,proto3" json:"servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListOffendersRequest) Reset() {
 	*x = ListOffendersRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1547,7 @@ func (x *ListOffendersRequest) String() string {
 func (*ListOffendersRequest) ProtoMessage() {}
 
 func (x *ListOffendersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1560,7 @@ func (x *ListOffendersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffendersRequest.ProtoReflect.Descriptor instead.
 func (*ListOffendersRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{21}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListOffendersRequest) GetShadowOnly() bool {
@@ -1414,6 +1577,13 @@ func (x *ListOffendersRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListOffendersRequest) GetServers() bool {
+	if x != nil {
+		return x.Servers
+	}
+	return false
+}
+
 type OffenderSummary struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Address              string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -1428,7 +1598,7 @@ type OffenderSummary struct {
 
 func (x *OffenderSummary) Reset() {
 	*x = OffenderSummary{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1610,7 @@ func (x *OffenderSummary) String() string {
 func (*OffenderSummary) ProtoMessage() {}
 
 func (x *OffenderSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1623,7 @@ func (x *OffenderSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffenderSummary.ProtoReflect.Descriptor instead.
 func (*OffenderSummary) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{22}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OffenderSummary) GetAddress() string {
@@ -1499,15 +1669,17 @@ func (x *OffenderSummary) GetRecordedAt() *timestamppb.Timestamp {
 }
 
 type ListOffendersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offenders     []*OffenderSummary     `protobuf:"bytes,1,rep,name=offenders,proto3" json:"offenders,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Offenders []*OffenderSummary     `protobuf:"bytes,1,rep,name=offenders,proto3" json:"offenders,omitempty"`
+	// With servers: the servers remembered (detector.server_memory), by address.
+	Servers       []*Server `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListOffendersResponse) Reset() {
 	*x = ListOffendersResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1691,7 @@ func (x *ListOffendersResponse) String() string {
 func (*ListOffendersResponse) ProtoMessage() {}
 
 func (x *ListOffendersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,12 +1704,19 @@ func (x *ListOffendersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffendersResponse.ProtoReflect.Descriptor instead.
 func (*ListOffendersResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{23}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListOffendersResponse) GetOffenders() []*OffenderSummary {
 	if x != nil {
 		return x.Offenders
+	}
+	return nil
+}
+
+func (x *ListOffendersResponse) GetServers() []*Server {
+	if x != nil {
+		return x.Servers
 	}
 	return nil
 }
@@ -1631,20 +1810,36 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\bevidence\x18\x05 \x01(\tR\bevidence\x12;\n" +
 	"\vreceived_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12\x14\n" +
-	"\x05trust\x18\a \x01(\x01R\x05trust\"\xe8\x01\n" +
+	"\x05trust\x18\a \x01(\x01R\x05trust\"\xc8\x02\n" +
 	"\bOffender\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12-\n" +
 	"\bevidence\x18\x02 \x03(\v2\x11.rtbh.v1.EvidenceR\bevidence\x12/\n" +
 	"\areports\x18\x03 \x03(\v2\x15.rtbh.v1.ReportRecordR\areports\x12\x14\n" +
 	"\x05score\x18\x04 \x01(\x01R\x05score\x12\x1a\n" +
 	"\boffenses\x18\x05 \x01(\rR\boffenses\x120\n" +
-	"\tblackhole\x18\x06 \x01(\v2\x12.rtbh.v1.BlackholeR\tblackhole\"D\n" +
+	"\tblackhole\x18\x06 \x01(\v2\x12.rtbh.v1.BlackholeR\tblackhole\x123\n" +
+	"\vscore_parts\x18\a \x03(\v2\x12.rtbh.v1.ScorePartR\n" +
+	"scoreParts\x12)\n" +
+	"\aservers\x18\b \x03(\v2\x0f.rtbh.v1.ServerR\aservers\"z\n" +
+	"\tScorePart\x12\x1a\n" +
+	"\breporter\x18\x01 \x01(\tR\breporter\x12\x14\n" +
+	"\x05trust\x18\x02 \x01(\x01R\x05trust\x12;\n" +
+	"\vobserved_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\"\xc4\x01\n" +
+	"\x06Server\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x18\n" +
+	"\aclients\x18\x03 \x01(\x04R\aclients\x129\n" +
+	"\n" +
+	"first_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"D\n" +
 	"\x13GetOffenderResponse\x12-\n" +
-	"\boffender\x18\x01 \x01(\v2\x11.rtbh.v1.OffenderR\boffender\"M\n" +
+	"\boffender\x18\x01 \x01(\v2\x11.rtbh.v1.OffenderR\boffender\"g\n" +
 	"\x14ListOffendersRequest\x12\x1f\n" +
 	"\vshadow_only\x18\x01 \x01(\bR\n" +
 	"shadowOnly\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xf6\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x18\n" +
+	"\aservers\x18\x03 \x01(\bR\aservers\"\xf6\x01\n" +
 	"\x0fOffenderSummary\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1652,9 +1847,10 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\x15distinct_destinations\x18\x04 \x01(\x04R\x14distinctDestinations\x12+\n" +
 	"\x11estimated_packets\x18\x05 \x01(\x04R\x10estimatedPackets\x12;\n" +
 	"\vrecorded_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt\"O\n" +
+	"recordedAt\"z\n" +
 	"\x15ListOffendersResponse\x126\n" +
-	"\toffenders\x18\x01 \x03(\v2\x18.rtbh.v1.OffenderSummaryR\toffenders*\xbc\x01\n" +
+	"\toffenders\x18\x01 \x03(\v2\x18.rtbh.v1.OffenderSummaryR\toffenders\x12)\n" +
+	"\aservers\x18\x02 \x03(\v2\x0f.rtbh.v1.ServerR\aservers*\xbc\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_TYPE_SNAPSHOT\x10\x01\x12\x1b\n" +
@@ -1688,7 +1884,7 @@ func file_rtbh_v1_rtbh_proto_rawDescGZIP() []byte {
 }
 
 var file_rtbh_v1_rtbh_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rtbh_v1_rtbh_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rtbh_v1_rtbh_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_rtbh_v1_rtbh_proto_goTypes = []any{
 	(EventType)(0),                  // 0: rtbh.v1.EventType
 	(*Blackhole)(nil),               // 1: rtbh.v1.Blackhole
@@ -1711,59 +1907,67 @@ var file_rtbh_v1_rtbh_proto_goTypes = []any{
 	(*Evidence)(nil),                // 18: rtbh.v1.Evidence
 	(*ReportRecord)(nil),            // 19: rtbh.v1.ReportRecord
 	(*Offender)(nil),                // 20: rtbh.v1.Offender
-	(*GetOffenderResponse)(nil),     // 21: rtbh.v1.GetOffenderResponse
-	(*ListOffendersRequest)(nil),    // 22: rtbh.v1.ListOffendersRequest
-	(*OffenderSummary)(nil),         // 23: rtbh.v1.OffenderSummary
-	(*ListOffendersResponse)(nil),   // 24: rtbh.v1.ListOffendersResponse
-	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 26: google.protobuf.Duration
+	(*ScorePart)(nil),               // 21: rtbh.v1.ScorePart
+	(*Server)(nil),                  // 22: rtbh.v1.Server
+	(*GetOffenderResponse)(nil),     // 23: rtbh.v1.GetOffenderResponse
+	(*ListOffendersRequest)(nil),    // 24: rtbh.v1.ListOffendersRequest
+	(*OffenderSummary)(nil),         // 25: rtbh.v1.OffenderSummary
+	(*ListOffendersResponse)(nil),   // 26: rtbh.v1.ListOffendersResponse
+	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 28: google.protobuf.Duration
 }
 var file_rtbh_v1_rtbh_proto_depIdxs = []int32{
-	25, // 0: rtbh.v1.Blackhole.created_at:type_name -> google.protobuf.Timestamp
-	25, // 1: rtbh.v1.Blackhole.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 2: rtbh.v1.AddBlackholeRequest.ttl:type_name -> google.protobuf.Duration
+	27, // 0: rtbh.v1.Blackhole.created_at:type_name -> google.protobuf.Timestamp
+	27, // 1: rtbh.v1.Blackhole.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 2: rtbh.v1.AddBlackholeRequest.ttl:type_name -> google.protobuf.Duration
 	1,  // 3: rtbh.v1.AddBlackholeResponse.blackhole:type_name -> rtbh.v1.Blackhole
 	1,  // 4: rtbh.v1.ListBlackholesResponse.blackholes:type_name -> rtbh.v1.Blackhole
 	0,  // 5: rtbh.v1.WatchBlackholesResponse.type:type_name -> rtbh.v1.EventType
 	1,  // 6: rtbh.v1.WatchBlackholesResponse.blackhole:type_name -> rtbh.v1.Blackhole
-	25, // 7: rtbh.v1.Report.observed_at:type_name -> google.protobuf.Timestamp
+	27, // 7: rtbh.v1.Report.observed_at:type_name -> google.protobuf.Timestamp
 	10, // 8: rtbh.v1.SubmitReportsRequest.reports:type_name -> rtbh.v1.Report
 	12, // 9: rtbh.v1.SubmitReportsResponse.rejected:type_name -> rtbh.v1.RejectedReport
-	25, // 10: rtbh.v1.Neighbor.state_since:type_name -> google.protobuf.Timestamp
+	27, // 10: rtbh.v1.Neighbor.state_since:type_name -> google.protobuf.Timestamp
 	15, // 11: rtbh.v1.ListNeighborsResponse.neighbors:type_name -> rtbh.v1.Neighbor
-	26, // 12: rtbh.v1.Evidence.window:type_name -> google.protobuf.Duration
-	25, // 13: rtbh.v1.Evidence.first_seen:type_name -> google.protobuf.Timestamp
-	25, // 14: rtbh.v1.Evidence.last_seen:type_name -> google.protobuf.Timestamp
-	25, // 15: rtbh.v1.Evidence.recorded_at:type_name -> google.protobuf.Timestamp
-	25, // 16: rtbh.v1.ReportRecord.observed_at:type_name -> google.protobuf.Timestamp
-	25, // 17: rtbh.v1.ReportRecord.received_at:type_name -> google.protobuf.Timestamp
+	28, // 12: rtbh.v1.Evidence.window:type_name -> google.protobuf.Duration
+	27, // 13: rtbh.v1.Evidence.first_seen:type_name -> google.protobuf.Timestamp
+	27, // 14: rtbh.v1.Evidence.last_seen:type_name -> google.protobuf.Timestamp
+	27, // 15: rtbh.v1.Evidence.recorded_at:type_name -> google.protobuf.Timestamp
+	27, // 16: rtbh.v1.ReportRecord.observed_at:type_name -> google.protobuf.Timestamp
+	27, // 17: rtbh.v1.ReportRecord.received_at:type_name -> google.protobuf.Timestamp
 	18, // 18: rtbh.v1.Offender.evidence:type_name -> rtbh.v1.Evidence
 	19, // 19: rtbh.v1.Offender.reports:type_name -> rtbh.v1.ReportRecord
 	1,  // 20: rtbh.v1.Offender.blackhole:type_name -> rtbh.v1.Blackhole
-	20, // 21: rtbh.v1.GetOffenderResponse.offender:type_name -> rtbh.v1.Offender
-	25, // 22: rtbh.v1.OffenderSummary.recorded_at:type_name -> google.protobuf.Timestamp
-	23, // 23: rtbh.v1.ListOffendersResponse.offenders:type_name -> rtbh.v1.OffenderSummary
-	2,  // 24: rtbh.v1.BlackholeService.AddBlackhole:input_type -> rtbh.v1.AddBlackholeRequest
-	4,  // 25: rtbh.v1.BlackholeService.RemoveBlackhole:input_type -> rtbh.v1.RemoveBlackholeRequest
-	6,  // 26: rtbh.v1.BlackholeService.ListBlackholes:input_type -> rtbh.v1.ListBlackholesRequest
-	8,  // 27: rtbh.v1.BlackholeService.WatchBlackholes:input_type -> rtbh.v1.WatchBlackholesRequest
-	11, // 28: rtbh.v1.ReportService.SubmitReports:input_type -> rtbh.v1.SubmitReportsRequest
-	14, // 29: rtbh.v1.StatusService.ListNeighbors:input_type -> rtbh.v1.ListNeighborsRequest
-	17, // 30: rtbh.v1.StatusService.GetOffender:input_type -> rtbh.v1.GetOffenderRequest
-	22, // 31: rtbh.v1.StatusService.ListOffenders:input_type -> rtbh.v1.ListOffendersRequest
-	3,  // 32: rtbh.v1.BlackholeService.AddBlackhole:output_type -> rtbh.v1.AddBlackholeResponse
-	5,  // 33: rtbh.v1.BlackholeService.RemoveBlackhole:output_type -> rtbh.v1.RemoveBlackholeResponse
-	7,  // 34: rtbh.v1.BlackholeService.ListBlackholes:output_type -> rtbh.v1.ListBlackholesResponse
-	9,  // 35: rtbh.v1.BlackholeService.WatchBlackholes:output_type -> rtbh.v1.WatchBlackholesResponse
-	13, // 36: rtbh.v1.ReportService.SubmitReports:output_type -> rtbh.v1.SubmitReportsResponse
-	16, // 37: rtbh.v1.StatusService.ListNeighbors:output_type -> rtbh.v1.ListNeighborsResponse
-	21, // 38: rtbh.v1.StatusService.GetOffender:output_type -> rtbh.v1.GetOffenderResponse
-	24, // 39: rtbh.v1.StatusService.ListOffenders:output_type -> rtbh.v1.ListOffendersResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	21, // 21: rtbh.v1.Offender.score_parts:type_name -> rtbh.v1.ScorePart
+	22, // 22: rtbh.v1.Offender.servers:type_name -> rtbh.v1.Server
+	27, // 23: rtbh.v1.ScorePart.observed_at:type_name -> google.protobuf.Timestamp
+	27, // 24: rtbh.v1.Server.first_seen:type_name -> google.protobuf.Timestamp
+	27, // 25: rtbh.v1.Server.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 26: rtbh.v1.GetOffenderResponse.offender:type_name -> rtbh.v1.Offender
+	27, // 27: rtbh.v1.OffenderSummary.recorded_at:type_name -> google.protobuf.Timestamp
+	25, // 28: rtbh.v1.ListOffendersResponse.offenders:type_name -> rtbh.v1.OffenderSummary
+	22, // 29: rtbh.v1.ListOffendersResponse.servers:type_name -> rtbh.v1.Server
+	2,  // 30: rtbh.v1.BlackholeService.AddBlackhole:input_type -> rtbh.v1.AddBlackholeRequest
+	4,  // 31: rtbh.v1.BlackholeService.RemoveBlackhole:input_type -> rtbh.v1.RemoveBlackholeRequest
+	6,  // 32: rtbh.v1.BlackholeService.ListBlackholes:input_type -> rtbh.v1.ListBlackholesRequest
+	8,  // 33: rtbh.v1.BlackholeService.WatchBlackholes:input_type -> rtbh.v1.WatchBlackholesRequest
+	11, // 34: rtbh.v1.ReportService.SubmitReports:input_type -> rtbh.v1.SubmitReportsRequest
+	14, // 35: rtbh.v1.StatusService.ListNeighbors:input_type -> rtbh.v1.ListNeighborsRequest
+	17, // 36: rtbh.v1.StatusService.GetOffender:input_type -> rtbh.v1.GetOffenderRequest
+	24, // 37: rtbh.v1.StatusService.ListOffenders:input_type -> rtbh.v1.ListOffendersRequest
+	3,  // 38: rtbh.v1.BlackholeService.AddBlackhole:output_type -> rtbh.v1.AddBlackholeResponse
+	5,  // 39: rtbh.v1.BlackholeService.RemoveBlackhole:output_type -> rtbh.v1.RemoveBlackholeResponse
+	7,  // 40: rtbh.v1.BlackholeService.ListBlackholes:output_type -> rtbh.v1.ListBlackholesResponse
+	9,  // 41: rtbh.v1.BlackholeService.WatchBlackholes:output_type -> rtbh.v1.WatchBlackholesResponse
+	13, // 42: rtbh.v1.ReportService.SubmitReports:output_type -> rtbh.v1.SubmitReportsResponse
+	16, // 43: rtbh.v1.StatusService.ListNeighbors:output_type -> rtbh.v1.ListNeighborsResponse
+	23, // 44: rtbh.v1.StatusService.GetOffender:output_type -> rtbh.v1.GetOffenderResponse
+	26, // 45: rtbh.v1.StatusService.ListOffenders:output_type -> rtbh.v1.ListOffendersResponse
+	38, // [38:46] is the sub-list for method output_type
+	30, // [30:38] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_rtbh_v1_rtbh_proto_init() }
@@ -1777,7 +1981,7 @@ func file_rtbh_v1_rtbh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rtbh_v1_rtbh_proto_rawDesc), len(file_rtbh_v1_rtbh_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
