@@ -168,3 +168,38 @@ func TestPrefixSetContainsNoAllocs(t *testing.T) {
 		t.Error("nothing was found")
 	}
 }
+
+// TestPrefixSetCover checks the ranges Contains searches: nested prefixes
+// dropped, adjacent ones merged, IPv4-mapped ones with the IPv4 ones.
+func TestPrefixSetCover(t *testing.T) {
+	s := NewPrefixSet(prefixes(
+		"10.0.0.0/8",
+		"10.1.0.0/16", // inside the /8
+		"192.0.2.0/25",
+		"192.0.2.128/25", // CIDR sibling: merged
+		"192.0.3.0/24",   // adjacent, not a sibling: merged too
+		"::ffff:198.51.100.0/120",
+		"2001:db8::/32",
+		"2001:db8:ffff::/48",
+		"fe80::1/128",
+		"3000::/64",
+		"3000:0:0:1::/64",
+	))
+	if len(s.v4) != 3 || len(s.v6) != 3 {
+		t.Errorf("ranges v4 %v v6 %v, want 3 and 3", s.v4, s.v6)
+	}
+	for addr, want := range map[string]bool{
+		"10.0.0.0": true, "10.255.255.255": true, "11.0.0.0": false, "9.255.255.255": false,
+		"192.0.2.0": true, "192.0.2.255": true, "192.0.3.255": true, "192.0.4.0": false, "198.51.100.77": true,
+		"198.51.101.0": false, "0.0.0.0": false, "255.255.255.255": false,
+		"2001:db8::": true, "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff": true, "2001:db9::": false,
+		"fe80::1": true, "fe80::2": false, "3000::": true, "3000:0:0:1:ffff:ffff:ffff:ffff": true, "3000:0:0:2::": false, "::": false,
+	} {
+		if got := s.Contains(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Contains(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if s.Len() != 11 {
+		t.Errorf("Len() = %d, want the 11 prefixes given", s.Len())
+	}
+}

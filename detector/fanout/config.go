@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Protocol numbers a Rule may name.
@@ -76,7 +78,7 @@ type rule struct {
 	Rule
 	proto      uint8
 	minDest    uint64
-	exempt     prefixSet
+	exempt     *domain.PrefixSet
 	checkEx    bool
 	firedBatch uint64 // firings in the current batch, flushed to the metric
 }
@@ -98,7 +100,7 @@ func (r *rule) sameTraffic(o *rule) bool {
 
 // compiled is a validated Config in the form the hot path wants.
 type compiled struct {
-	subs, never prefixSet
+	subs, never *domain.PrefixSet
 	window      int64 // ns
 	granule     int64 // ns, window / nBuckets
 	maxTracked  int
@@ -122,8 +124,8 @@ func protoIndex(p uint8) int {
 func compile(cfg Config) (*compiled, error) {
 	var errs []error
 	c := &compiled{
-		subs:       newPrefixSet(cfg.SubscriberPrefixes),
-		never:      newPrefixSet(cfg.NeverBlackhole),
+		subs:       domain.NewPrefixSet(cfg.SubscriberPrefixes),
+		never:      domain.NewPrefixSet(cfg.NeverBlackhole),
 		maxTracked: cfg.MaxTrackedSources,
 		now:        cfg.Now,
 	}
@@ -200,8 +202,8 @@ func compile(cfg Config) (*compiled, error) {
 		slices.Sort(r.DstPorts)
 		r.DstPorts = slices.Compact(r.DstPorts)
 		r.Exempt = slices.Clone(in.Exempt)
-		r.exempt = newPrefixSet(in.Exempt)
-		r.checkEx = !r.exempt.empty()
+		r.exempt = domain.NewPrefixSet(in.Exempt)
+		r.checkEx = !r.exempt.Empty()
 		c.rules = append(c.rules, r)
 		if pi := protoIndex(in.Protocol); pi >= 0 {
 			for _, p := range in.DstPorts {

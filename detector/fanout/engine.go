@@ -208,13 +208,13 @@ func (e *Engine) selectItems(samples []sflow.Sample) []item {
 			continue
 		}
 		src := s.Src.Unmap()
-		if !e.c.subs.contains(src) || e.c.never.contains(src) || !s.Dst.IsValid() {
+		if !e.c.subs.Contains(src) || e.c.never.Contains(src) || !s.Dst.IsValid() {
 			continue
 		}
 		a := src.As16()
 		for ri := range e.c.rules {
 			r := &e.c.rules[ri]
-			if r.proto != s.Protocol || !r.hasPort(port) || r.checkEx && r.exempt.contains(src) {
+			if r.proto != s.Protocol || !r.hasPort(port) || r.checkEx && r.exempt.Contains(src) {
 				continue
 			}
 			items = append(items, item{sample: int32(i), rule: uint8(ri), hash: keyHash(&a, uint8(ri), e.seed)})
@@ -556,7 +556,7 @@ func (e *Engine) Reconfigure(cfg Config) error {
 		next := en.next
 		src := netip.AddrFrom16(en.src).Unmap()
 		j := keep[en.rule]
-		if j < 0 || !nc.subs.contains(src) || nc.never.contains(src) || nc.rules[j].exempt.contains(src) {
+		if j < 0 || !nc.subs.Contains(src) || nc.never.Contains(src) || nc.rules[j].exempt.Contains(src) {
 			e.remove(i)
 		} else {
 			en.rule = uint8(j)

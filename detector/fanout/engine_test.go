@@ -688,44 +688,6 @@ func TestNoAllocsPerSample(t *testing.T) {
 	}
 }
 
-func TestPrefixSet(t *testing.T) {
-	s := newPrefixSet([]netip.Prefix{
-		netip.MustParsePrefix("10.0.0.0/8"),
-		netip.MustParsePrefix("10.1.0.0/16"), // inside the /8
-		netip.MustParsePrefix("192.0.2.0/25"),
-		netip.MustParsePrefix("192.0.2.128/25"), // adjacent: merged
-		netip.MustParsePrefix("::ffff:198.51.100.0/120"),
-		netip.MustParsePrefix("2001:db8::/32"),
-		netip.MustParsePrefix("2001:db8:ffff::/48"),
-		netip.MustParsePrefix("fe80::1/128"),
-		netip.MustParsePrefix("3000::/64"),
-	})
-	if len(s.v4) != 3 || len(s.v6) != 3 {
-		t.Errorf("ranges v4 %v v6 %v, want 3 and 3 after merging", s.v4, s.v6)
-	}
-	for addr, want := range map[string]bool{
-		"10.0.0.0": true, "10.255.255.255": true, "11.0.0.0": false, "9.255.255.255": false,
-		"192.0.2.0": true, "192.0.2.255": true, "192.0.3.0": false, "198.51.100.77": true,
-		"198.51.101.0": false, "0.0.0.0": false, "255.255.255.255": false,
-		"2001:db8::": true, "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff": true, "2001:db9::": false,
-		"fe80::1": true, "fe80::2": false, "3000::ffff:ffff:ffff:ffff": true, "3000:0:0:1::": false, "::": false,
-	} {
-		if got := s.contains(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("contains(%s) = %v, want %v", addr, got, want)
-		}
-	}
-	all := newPrefixSet([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")})
-	for _, a := range []string{"0.0.0.0", "255.255.255.255", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
-		if !all.contains(netip.MustParseAddr(a)) {
-			t.Errorf("/0 does not contain %s", a)
-		}
-	}
-	var none prefixSet
-	if none.contains(netip.MustParseAddr("10.0.0.1")) || none.contains(netip.Addr{}) {
-		t.Error("empty set contains something")
-	}
-}
-
 func TestErtlEstimatorSanity(t *testing.T) {
 	var h [hllMaxRho + 1]uint8
 	h[0] = hllM
