@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // birdSetup starts our speaker on a fresh address (listening, the
 // neighbor passive) and a BIRD border router that connects to it.
 func birdSetup(t *testing.T, gr bool) (*Speaker, *routertest.BIRD, Config) {
 	me, rtr := testAddr(t), testAddr(t)
-	port := routertest.FreePort(t, me)
+	port := testkit.FreePort(t, me)
 	b := routertest.StartBIRD(t, routertest.BIRDConfig{
 		LocalAddr: rtr, LocalASN: 64501, PeerAddr: me, PeerPort: port, PeerASN: 64500, GracefulRestart: gr,
 	})
@@ -85,8 +86,14 @@ func TestCloseKeepsRoutesOnGracefulRestart(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	routertest.WaitFor(t, 5*time.Second, "BIRD to notice the session is gone", func() bool { return !b.Established() })
-	time.Sleep(2 * time.Second)
+	// BIRD decides when it notices the session is gone: keep the routes as
+	// stale (graceful restart) or flush them (a Cease, or no graceful
+	// restart). Wait for that decision rather than for time to pass.
+	testkit.WaitFor(t, 5*time.Second, "BIRD to notice the session is gone", func() bool { return !b.Established() })
+	if !testkit.Poll(5*time.Second, b.GracefulRestartActive) {
+		out, _ := b.Birdc("show protocols all " + routertest.ProtocolName)
+		t.Fatalf("BIRD is not in graceful restart after Close: a Cease was sent or graceful restart not negotiated:\n%s", out)
+	}
 	for _, p := range []netip.Prefix{keep, drop, pfx("2001:db8::7/128")} {
 		if r, ok, err := b.Route(p); err != nil || !ok || !r.Blackhole {
 			t.Fatalf("BIRD dropped %s after Close (err %v): a Cease was sent or graceful restart not negotiated", p, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // TestFRRPeerGetsOnlyOwnSpace: FRR bgpd as a peer ISP gets blackholes in
@@ -15,7 +16,7 @@ import (
 func TestFRRPeerGetsOnlyOwnSpace(t *testing.T) {
 	ctx := context.Background()
 	me, rtr := testAddr(t), testAddr(t)
-	port := routertest.FreePort(t, me)
+	port := testkit.FreePort(t, me)
 	f := routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: rtr, LocalASN: 64502, PeerAddr: me, PeerPort: port, PeerASN: 64500})
 	s := newTestSpeaker(t, me, Config{
 		ListenAddress: me.String(), ListenPort: port, GracefulRestart: true,
@@ -42,14 +43,25 @@ func TestFRRPeerGetsOnlyOwnSpace(t *testing.T) {
 			t.Errorf("FRR route %s: %+v", tc.p, r)
 		}
 	}
-	f.NeverRoute(foreign4, time.Second)
-	f.NeverRoute(foreign6, 10*time.Millisecond)
-	if n4, err := f.Count(routertest.IPv4); err != nil || n4 != 1 {
-		t.Errorf("FRR IPv4 routes = %d (%v), want 1", n4, err)
+	// The speaker sends FRR its updates in order on the one session: once a
+	// route announced after the foreign ones is there, so would they be.
+	marker := pfx("198.51.100.8/32")
+	if err := s.Announce(ctx, []netip.Prefix{marker}); err != nil {
+		t.Fatal(err)
 	}
-	if err := s.Withdraw(ctx, []netip.Prefix{own4, own6}); err != nil {
+	f.WaitRoute(marker, 5*time.Second, nil)
+	for _, p := range []netip.Prefix{foreign4, foreign6} {
+		if _, found, err := f.Route(p); err != nil || found {
+			t.Errorf("FRR holds route %s (err %v), which it must never get", p, err)
+		}
+	}
+	if n4, err := f.Count(routertest.IPv4); err != nil || n4 != 2 {
+		t.Errorf("FRR IPv4 routes = %d (%v), want 2 (%s and %s)", n4, err, own4, marker)
+	}
+	if err := s.Withdraw(ctx, []netip.Prefix{own4, own6, marker}); err != nil {
 		t.Fatal(err)
 	}
 	f.WaitNoRoute(own4, time.Second)
 	f.WaitNoRoute(own6, time.Second)
+	f.WaitNoRoute(marker, time.Second)
 }

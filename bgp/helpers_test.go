@@ -19,7 +19,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
-	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // Tests of this package use 127.0.20.0/24 .. 127.0.29.0/24 (see the
@@ -42,17 +42,6 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // receiver is a plain GoBGP speaker standing in for a router: it accepts
 // the session from our speaker and keeps what it gets.
 type receiver struct {
@@ -69,7 +58,7 @@ type receiverOpts struct {
 func startReceiver(t testing.TB, asn uint32, speaker netip.Addr, speakerASN uint32, o receiverOpts) *receiver {
 	t.Helper()
 	r := &receiver{addr: testAddr(t), asn: asn}
-	r.port = routertest.FreePort(t, r.addr)
+	r.port = testkit.FreePort(t, r.addr)
 	r.srv = server.NewBgpServer(server.LoggerOption(newSlogAdapter(testLogger(t).With("receiver", r.addr))))
 	go r.srv.Serve()
 	ctx := context.Background()
@@ -202,7 +191,7 @@ func newTestSpeaker(t testing.TB, addr netip.Addr, cfg Config) *Speaker {
 	cfg.RouterID = addr
 	if cfg.ListenAddress == "" {
 		cfg.ListenAddress = addr.String()
-		cfg.ListenPort = routertest.FreePort(t, addr)
+		cfg.ListenPort = testkit.FreePort(t, addr)
 	}
 	if !cfg.NextHopV4.IsValid() {
 		cfg.NextHopV4 = netip.MustParseAddr("192.0.2.1")
@@ -246,7 +235,7 @@ func keys(m map[netip.Prefix]route) []netip.Prefix {
 
 func waitEstablished(t testing.TB, s *Speaker, addr netip.Addr) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "session to "+addr.String()+" established", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "session to "+addr.String()+" established", func() bool {
 		ns, err := s.Neighbors(context.Background())
 		if err != nil {
 			t.Fatalf("Neighbors: %v", err)

@@ -3,10 +3,14 @@ package bgp
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
@@ -24,8 +28,14 @@ func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
 	if err := s.Announce(ctx, all); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "uncapped neighbor gets all", func() bool { return free.count(t) == 4 })
-	time.Sleep(300 * time.Millisecond)
+	testkit.WaitFor(t, 5*time.Second, "uncapped neighbor gets all", func() bool { return free.count(t) == 4 })
+	// What the capped neighbor is sent is what the speaker's adj-RIB-out
+	// for it holds after the export policy: exactly the admitted routes
+	// means nothing more is on its way. Then wait for those to arrive.
+	if diff := cmp.Diff(all[:2], adjOut(t, s, capped.addr), cmpNetip); diff != "" {
+		t.Fatalf("adj-RIB-out of the capped neighbor (-want +got):\n%s", diff)
+	}
+	testkit.Poll(5*time.Second, func() bool { return cmp.Equal(all[:2], keys(capped.routes(t)), cmpNetip) })
 	if diff := cmp.Diff(all[:2], keys(capped.routes(t)), cmpNetip); diff != "" {
 		t.Fatalf("capped neighbor routes (-want +got):\n%s", diff)
 	}
@@ -38,12 +48,12 @@ func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := pfxs("198.51.100.2/32", "2001:db8::3/128")
-	waitFor(t, 5*time.Second, "held route promoted", func() bool { return cmp.Equal(want, keys(capped.routes(t)), cmpNetip) })
+	testkit.WaitFor(t, 5*time.Second, "held route promoted", func() bool { return cmp.Equal(want, keys(capped.routes(t)), cmpNetip) })
 	// Withdrawing a held route: nothing changes on the capped neighbor.
 	if err := s.Withdraw(ctx, all[3:]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "uncapped neighbor after withdrawals", func() bool { return free.count(t) == 2 })
+	testkit.WaitFor(t, 5*time.Second, "uncapped neighbor after withdrawals", func() bool { return free.count(t) == 2 })
 	if diff := cmp.Diff(want, keys(capped.routes(t)), cmpNetip); diff != "" {
 		t.Errorf("capped neighbor routes (-want +got):\n%s", diff)
 	}
@@ -55,7 +65,24 @@ func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = pfxs("198.51.100.9/32", "2001:db8::3/128")
-	waitFor(t, 5*time.Second, "new route within the cap", func() bool { return cmp.Equal(want, keys(capped.routes(t)), cmpNetip) })
+	testkit.WaitFor(t, 5*time.Second, "new route within the cap", func() bool { return cmp.Equal(want, keys(capped.routes(t)), cmpNetip) })
+}
+
+// adjOut returns the prefixes in the speaker's adj-RIB-out for the
+// neighbor at addr, sorted: what GoBGP sends it, its export policy
+// applied.
+func adjOut(t testing.TB, s *Speaker, addr netip.Addr) []netip.Prefix {
+	t.Helper()
+	var out []netip.Prefix
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		err := s.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_ADJ_OUT, Name: addr.String(), Family: f},
+			func(d *api.Destination) { out = append(out, netip.MustParsePrefix(d.Prefix)) })
+		if err != nil {
+			t.Fatalf("listing the adj-RIB-out for %s: %v", addr, err)
+		}
+	}
+	slices.SortFunc(out, netip.Prefix.Compare)
+	return out
 }
 
 func TestReconfigureWithoutDroppingSessions(t *testing.T) {
@@ -73,7 +100,7 @@ func TestReconfigureWithoutDroppingSessions(t *testing.T) {
 	if err := s.Announce(ctx, pfxs("198.51.100.7/32", "203.0.113.9/32")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "initial routes", func() bool { return border.count(t) == 2 && peer.count(t) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "initial routes", func() bool { return border.count(t) == 2 && peer.count(t) == 1 })
 	before, _ := s.Neighbors(ctx)
 
 	cfg = s.cfg // the test's defaults filled in
@@ -83,7 +110,7 @@ func TestReconfigureWithoutDroppingSessions(t *testing.T) {
 	if err := s.Reconfigure(ctx, cfg); err != nil {
 		t.Fatalf("Reconfigure: %v", err)
 	}
-	waitFor(t, 5*time.Second, "peer routes follow own_prefixes", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "peer routes follow own_prefixes", func() bool {
 		got := peer.routes(t)
 		r, ok := got[pfx("203.0.113.9/32")]
 		return len(got) == 1 && ok && cmp.Equal(r.Communities, []string{"64502:777", "65535:65281"})
@@ -106,7 +133,7 @@ func TestReconfigureWithoutDroppingSessions(t *testing.T) {
 		t.Fatalf("Reconfigure adding a neighbor: %v", err)
 	}
 	waitEstablished(t, s, extra.addr)
-	waitFor(t, 5*time.Second, "new neighbor gets the current set", func() bool { return extra.count(t) == 2 })
+	testkit.WaitFor(t, 5*time.Second, "new neighbor gets the current set", func() bool { return extra.count(t) == 2 })
 
 	bad := cfg
 	bad.ASN = 64999

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 var scaleRoutes = flag.Int("bgp.scale", 0, "run TestScale with this many /32 routes (e.g. 100000)")
@@ -51,16 +53,16 @@ func TestScale(t *testing.T) {
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	allHave := func(want int) func() bool {
-		return func() bool {
-			time.Sleep(200 * time.Millisecond) // counting walks the peer's table
-
+		// Counting walks the peers' tables, in this process whose CPU time
+		// is reported: count at most five times a second.
+		return testkit.AtMostEvery(200*time.Millisecond, func() bool {
 			for _, r := range rs {
 				if r.count(t) != want {
 					return false
 				}
 			}
 			return true
-		}
+		})
 	}
 	var ms runtime.MemStats
 	start, cpu0 := time.Now(), cpu()
@@ -71,7 +73,7 @@ func TestScale(t *testing.T) {
 		}
 	}
 	queued := time.Since(start)
-	waitFor(t, 120*time.Second, "all routes on the peers", allHave(n))
+	testkit.WaitFor(t, 120*time.Second, "all routes on the peers", allHave(n))
 	up := time.Since(start)
 	runtime.ReadMemStats(&ms)
 	t.Logf("batches of %d", batch)
@@ -85,7 +87,7 @@ func TestScale(t *testing.T) {
 		}
 	}
 	queued = time.Since(start)
-	waitFor(t, 120*time.Second, "all routes withdrawn on the peers", allHave(0))
+	testkit.WaitFor(t, 120*time.Second, "all routes withdrawn on the peers", allHave(0))
 	t.Logf("withdraw %d routes from %d peer(s): %.2fs (Withdraw returned after %.2fs), CPU %.2fs (speaker+peers)",
 		n, len(rs), time.Since(start).Seconds(), queued.Seconds(), (cpu() - cpu0).Seconds())
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 func TestAnnounceWithdrawToGoBGP(t *testing.T) {
@@ -29,7 +29,7 @@ func TestAnnounceWithdrawToGoBGP(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	cfg := Config{
-		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: routertest.FreePort(t, me),
+		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: testkit.FreePort(t, me),
 		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1"),
 		GracefulRestart: true,
 		Neighbors:       []Neighbor{bn, pn},
@@ -79,8 +79,8 @@ func TestAnnounceWithdrawToGoBGP(t *testing.T) {
 		pfx("198.51.100.128/25"): peerV4,
 		pfx("2001:db8::7/128"):   peerV6,
 	}
-	waitFor(t, 5*time.Second, "border routes", func() bool { return border.count(t) == len(wantBorder) })
-	waitFor(t, 5*time.Second, "peer routes", func() bool { return peer.count(t) == len(wantPeer) })
+	testkit.WaitFor(t, 5*time.Second, "border routes", func() bool { return border.count(t) == len(wantBorder) })
+	testkit.WaitFor(t, 5*time.Second, "peer routes", func() bool { return peer.count(t) == len(wantPeer) })
 	if diff := cmp.Diff(wantBorder, border.routes(t), cmpNetip); diff != "" {
 		t.Errorf("border routes (-want +got):\n%s", diff)
 	}
@@ -113,8 +113,8 @@ func TestAnnounceWithdrawToGoBGP(t *testing.T) {
 	delete(wantBorder, pfx("2001:db8::7/128"))
 	delete(wantPeer, pfx("198.51.100.7/32"))
 	delete(wantPeer, pfx("2001:db8::7/128"))
-	waitFor(t, time.Second, "withdrawals on the border", func() bool { return border.count(t) == len(wantBorder) })
-	waitFor(t, time.Second, "withdrawals on the peer", func() bool { return peer.count(t) == len(wantPeer) })
+	testkit.WaitFor(t, time.Second, "withdrawals on the border", func() bool { return border.count(t) == len(wantBorder) })
+	testkit.WaitFor(t, time.Second, "withdrawals on the peer", func() bool { return peer.count(t) == len(wantPeer) })
 	if diff := cmp.Diff(keys(wantBorder), keys(border.routes(t)), cmpNetip); diff != "" {
 		t.Errorf("border after withdraw (-want +got):\n%s", diff)
 	}
@@ -127,8 +127,8 @@ func TestAnnounceWithdrawToGoBGP(t *testing.T) {
 	if err := border.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: me.String()}); err != nil {
 		t.Fatalf("resetting session on the receiver: %v", err)
 	}
-	waitFor(t, 5*time.Second, "border to forget routes", func() bool { return border.count(t) == 0 })
-	waitFor(t, 60*time.Second, "border to get the full set after reconnecting", func() bool { return border.count(t) == len(wantBorder) })
+	testkit.WaitFor(t, 5*time.Second, "border to forget routes", func() bool { return border.count(t) == 0 })
+	testkit.WaitFor(t, 60*time.Second, "border to get the full set after reconnecting", func() bool { return border.count(t) == len(wantBorder) })
 	if diff := cmp.Diff(wantBorder, border.routes(t), cmpNetip); diff != "" {
 		t.Errorf("border routes after reconnect (-want +got):\n%s", diff)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // BIRDPath is the BIRD 2 daemon; birdc must be next to it on PATH.
@@ -56,7 +58,7 @@ func StartBIRD(t testing.TB, cfg BIRDConfig) *BIRD {
 	t.Helper()
 	requireBinary(t, BIRDPath, "bird2")
 	if cfg.ListenPort == 0 {
-		cfg.ListenPort = FreePort(t, cfg.LocalAddr)
+		cfg.ListenPort = testkit.FreePort(t, cfg.LocalAddr)
 	}
 	if cfg.PeerPort == 0 {
 		cfg.PeerPort = 179
@@ -77,7 +79,7 @@ func StartBIRD(t testing.TB, cfg BIRDConfig) *BIRD {
 	dumpOnFailure(t, "BIRD", conf, logPath)
 	b.proc = startProcess(t, "bird", logPath, BIRDPath, "-f", "-c", conf, "-s", b.ctl, "-P", filepath.Join(dir, "bird.pid"))
 	t.Cleanup(b.Stop)
-	if !Poll(10*time.Second, func() bool {
+	if !testkit.Poll(10*time.Second, func() bool {
 		_, err := b.Birdc("show status")
 		return err == nil || !b.proc.running()
 	}) || !b.proc.running() {
@@ -160,11 +162,23 @@ func (b *BIRD) State() string {
 // Established reports whether the session to the speaker is established.
 func (b *BIRD) Established() bool { return b.State() == "Established" }
 
+// GracefulRestartActive reports whether BIRD is holding the speaker's
+// routes through a graceful restart: the session is down and BIRD says
+// "Neighbor graceful restart active". BIRD decides this the moment it sees
+// the session go: without graceful restart (not negotiated, or a Cease
+// received) it flushes the routes instead and never reports it, so once
+// this is true the routes stay, as stale, until the restart time the
+// speaker announced runs out or the speaker is back.
+func (b *BIRD) GracefulRestartActive() bool {
+	out, err := b.Birdc("show protocols all " + ProtocolName)
+	return err == nil && strings.Contains(out, "Neighbor graceful restart active")
+}
+
 // WaitEstablished fails the test if the session is not established within
 // timeout.
 func (b *BIRD) WaitEstablished(timeout time.Duration) {
 	b.t.Helper()
-	WaitFor(b.t, timeout, "BIRD session established", b.Established)
+	testkit.WaitFor(b.t, timeout, "BIRD session established", b.Established)
 }
 
 // Routes returns the BGP routes BIRD holds for a family (best paths from
@@ -232,7 +246,7 @@ func (b *BIRD) WaitRoute(p netip.Prefix, timeout time.Duration, ok func(Route) b
 	b.t.Helper()
 	var last Route
 	var found bool
-	if !Poll(timeout, func() bool {
+	if !testkit.Poll(timeout, func() bool {
 		r, f, err := b.Route(p)
 		last, found = r, f
 		return err == nil && f && (ok == nil || ok(r))
@@ -249,7 +263,7 @@ func (b *BIRD) WaitRoute(p netip.Prefix, timeout time.Duration, ok func(Route) b
 // timeout.
 func (b *BIRD) WaitNoRoute(p netip.Prefix, timeout time.Duration) {
 	b.t.Helper()
-	if !Poll(timeout, func() bool {
+	if !testkit.Poll(timeout, func() bool {
 		_, f, err := b.Route(p)
 		return err == nil && !f
 	}) {

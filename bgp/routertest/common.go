@@ -2,7 +2,6 @@ package routertest
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -60,41 +59,6 @@ func requireBinary(t testing.TB, path, pkg string) {
 		t.Fatalf("%s not found: install the Debian package %s (CI must run the router tests)", path, pkg)
 	}
 	t.Skipf("%s not found: install the Debian package %s to run this test", path, pkg)
-}
-
-// FreePort returns a TCP port free on addr at the time of the call.
-func FreePort(t testing.TB, addr netip.Addr) int {
-	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-	if err != nil {
-		t.Fatalf("finding a free port on %s: %v", addr, err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// WaitFor polls cond every 50 ms until it returns true, failing the test
-// with what after timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !Poll(timeout, cond) {
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
-}
-
-// Poll polls cond every 50 ms until it returns true (true) or timeout
-// passes (false).
-func Poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // shortTempDir makes a temporary directory with a short path (Unix socket

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // FRRBgpdPath is FRR's bgpd; vtysh must be on PATH.
@@ -72,7 +74,7 @@ func StartFRR(t testing.TB, cfg FRRConfig) *FRR {
 		"-f", conf, "-Z", "-p", strconv.Itoa(cfg.ListenPort), "-l", cfg.LocalAddr.String(),
 		"-i", filepath.Join(dir, "bgpd.pid"), "--vty_socket", dir)
 	t.Cleanup(f.Stop)
-	if !Poll(15*time.Second, func() bool {
+	if !testkit.Poll(15*time.Second, func() bool {
 		_, err := f.Vtysh("show bgp summary")
 		return err == nil || !f.proc.running()
 	}) || !f.proc.running() {
@@ -150,7 +152,7 @@ func (f *FRR) Established() bool { return f.State() == "Established" }
 // timeout.
 func (f *FRR) WaitEstablished(timeout time.Duration) {
 	f.t.Helper()
-	WaitFor(f.t, timeout, "FRR session established", f.Established)
+	testkit.WaitFor(f.t, timeout, "FRR session established", f.Established)
 }
 
 type frrPath struct {
@@ -242,7 +244,7 @@ func (f *FRR) WaitRoute(p netip.Prefix, timeout time.Duration, ok func(Route) bo
 	f.t.Helper()
 	var last Route
 	var found bool
-	if !Poll(timeout, func() bool {
+	if !testkit.Poll(timeout, func() bool {
 		r, fnd, err := f.Route(p)
 		last, found = r, fnd
 		return err == nil && fnd && (ok == nil || ok(r))
@@ -259,7 +261,7 @@ func (f *FRR) WaitRoute(p netip.Prefix, timeout time.Duration, ok func(Route) bo
 // timeout.
 func (f *FRR) WaitNoRoute(p netip.Prefix, timeout time.Duration) {
 	f.t.Helper()
-	if !Poll(timeout, func() bool {
+	if !testkit.Poll(timeout, func() bool {
 		_, fnd, err := f.Route(p)
 		return err == nil && !fnd
 	}) {
@@ -270,7 +272,7 @@ func (f *FRR) WaitNoRoute(p netip.Prefix, timeout time.Duration) {
 // NeverRoute checks for the whole duration that bgpd never holds p.
 func (f *FRR) NeverRoute(p netip.Prefix, d time.Duration) {
 	f.t.Helper()
-	if Poll(d, func() bool {
+	if testkit.Poll(d, func() bool {
 		_, fnd, err := f.Route(p)
 		return err == nil && fnd
 	}) {

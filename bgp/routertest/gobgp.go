@@ -8,6 +8,8 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // GoBGPConfig describes an in-process GoBGP speaker standing in for a
@@ -33,7 +35,7 @@ func StartGoBGP(t testing.TB, cfg GoBGPConfig) *GoBGP {
 	t.Helper()
 	g := &GoBGP{port: cfg.ListenPort}
 	if g.port == 0 {
-		g.port = FreePort(t, cfg.LocalAddr)
+		g.port = testkit.FreePort(t, cfg.LocalAddr)
 	}
 	g.srv = server.NewBgpServer(server.LoggerOption(quietLogger{}))
 	go g.srv.Serve()

@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -26,7 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -65,18 +64,6 @@ const (
 func sha(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
-}
-
-// freeUDPPort returns a UDP port that was free on addr a moment ago (TCP
-// ports come from routertest.FreePort).
-func freeUDPPort(t testing.TB, addr string) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -163,8 +150,8 @@ type daemon struct {
 // newDaemonConfig fills a config with fresh ports in dir.
 func newDaemonConfig(t testing.TB, dir string) daemonConfig {
 	return daemonConfig{
-		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: routertest.FreePort(t, loopback),
-		APIPort: routertest.FreePort(t, loopback), MetricsPort: routertest.FreePort(t, loopback), SFlowPort: freeUDPPort(t, "127.0.0.1"),
+		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: testkit.FreePort(t, loopback),
+		APIPort: testkit.FreePort(t, loopback), MetricsPort: testkit.FreePort(t, loopback), SFlowPort: testkit.FreePort(t, loopback),
 		MaxActive: 200000, Threshold: 1.0, Rate: 100000, Token: sha(testToken), Partner: sha(partnerToken),
 		Subscribers: `"198.51.100.0/24"`,
 	}

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -94,7 +94,7 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	want := float64(len(pkts)) / rate * 0.9
 	zombie := netip.MustParsePrefix("198.51.100.150/32")
 	sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate)
-	routertest.WaitFor(t, 10*time.Second, "rtbhd to decode the samples", func() bool { return d.samples() >= want })
+	testkit.WaitFor(t, 10*time.Second, "rtbhd to decode the samples", func() bool { return d.samples() >= want })
 	t.Logf("pcap: %d packets; rtbhd decoded %.0f samples at 1:%d", len(pkts), d.samples(), rate)
 
 	r := bird.WaitRoute(zombie, 5*time.Second, nil)
@@ -159,7 +159,7 @@ func TestDetectionLatency(t *testing.T) {
 		if _, err := conn.Write(stream.Datagram(syn(19))); err != nil {
 			t.Fatal(err)
 		}
-		routertest.WaitFor(t, 5*time.Second, "the zombie's route on the peer", func() bool {
+		testkit.WaitFor(t, 5*time.Second, "the zombie's route on the peer", func() bool {
 			n, _ := peer.Count()
 			return n == z+1
 		})
@@ -178,13 +178,13 @@ func TestDetectionLatency(t *testing.T) {
 	if _, err := c.bh.RemoveBlackhole(context.Background(), &rtbhv1.RemoveBlackholeRequest{Prefix: first.String(), Reason: "customer says cleaned"}); err != nil {
 		t.Fatal(err)
 	}
-	routertest.WaitFor(t, 5*time.Second, "the withdrawal on the peer", func() bool { n, _ := peer.Count(); return n == 4 })
+	testkit.WaitFor(t, 5*time.Second, "the withdrawal on the peer", func() bool { n, _ := peer.Count(); return n == 4 })
 	time.Sleep(100 * time.Millisecond)
 	if _, err := conn.Write(stream.Datagram(sflowtest.Packet{Src: first, Dst: netip.MustParseAddr("192.0.2.99"),
 		Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn})); err != nil {
 		t.Fatal(err)
 	}
-	routertest.WaitFor(t, 5*time.Second, "the repeat offender back on the peer", func() bool { n, _ := peer.Count(); return n == 5 })
+	testkit.WaitFor(t, 5*time.Second, "the repeat offender back on the peer", func() bool { n, _ := peer.Count(); return n == 5 })
 	l, err := c.bh.ListBlackholes(context.Background(), &rtbhv1.ListBlackholesRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -32,7 +33,7 @@ var (
 func routerSetup(t *testing.T, cfg daemonConfig, withFRR bool, speaker netip.Addr, bird, frr netip.Addr) (*daemon, *routertest.BIRD, *routertest.FRR) {
 	t.Helper()
 	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = routertest.FreePort(t, speaker)
+	cfg.BGPPort = testkit.FreePort(t, speaker)
 	cfg.Neighbors = fmt.Sprintf(`    - address: %s
       asn: 64501
       role: border
@@ -188,7 +189,7 @@ func waitBirdSet(t *testing.T, b *routertest.BIRD, want []string, timeout time.D
 	t.Helper()
 	slices.Sort(want)
 	var got []string
-	if !routertest.Poll(timeout, func() bool { got = birdSet(t, b); return slices.Equal(got, want) }) {
+	if !testkit.Poll(timeout, func() bool { got = birdSet(t, b); return slices.Equal(got, want) }) {
 		t.Fatalf("BIRD holds %v, want exactly %v", got, want)
 	}
 }
@@ -261,7 +262,7 @@ func TestReloadKeepsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	bird.WaitRoute(p, 5*time.Second, func(r routertest.Route) bool { return r.HasCommunity("64500:100") })
-	routertest.WaitFor(t, 5*time.Second, "the new never_blackhole to apply", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the new never_blackhole to apply", func() bool {
 		_, errOut, code := rtbhctl(t, d, "add", "--reason", "after reload", "198.51.100.31")
 		return code == 1 && strings.Contains(errOut, "FAILED_PRECONDITION")
 	})
@@ -270,7 +271,7 @@ func TestReloadKeepsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	routertest.WaitFor(t, 5*time.Second, "the reload error in the log", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the reload error in the log", func() bool {
 		return strings.Contains(d.logs(), "config reload failed")
 	})
 	if _, errOut, code := rtbhctl(t, d, "add", "--reason", "still refused", "198.51.100.31"); code != 1 || !strings.Contains(errOut, "FAILED_PRECONDITION") {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -35,14 +36,14 @@ func startWithGoBGPPeer(t *testing.T, cfg daemonConfig, speaker, peerAddr netip.
 	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: peerAddr, LocalASN: 64501,
 		PeerAddr: speaker, PeerASN: 64500})
 	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = routertest.FreePort(t, speaker)
+	cfg.BGPPort = testkit.FreePort(t, speaker)
 	cfg.Neighbors = fmt.Sprintf(`    - address: %s
       asn: 64501
       role: border
       port: %d
       communities: ["65535:666"]`, peerAddr, peer.Port())
 	d := startDaemon(t, cfg)
-	routertest.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+	testkit.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
 	return d, peer
 }
 
@@ -116,7 +117,7 @@ func TestScale(t *testing.T) {
 		wg.Wait()
 		acked := time.Since(start)
 		var got int
-		routertest.WaitFor(t, 120*time.Second, fmt.Sprintf("%d routes on the peer", wantCount), func() bool {
+		testkit.WaitFor(t, 120*time.Second, fmt.Sprintf("%d routes on the peer", wantCount), func() bool {
 			got, _ = peer.Count()
 			return got == wantCount
 		})
@@ -207,7 +208,7 @@ func TestManySources(t *testing.T) {
 		}
 	}
 	var tracked float64
-	routertest.WaitFor(t, 30*time.Second, "rtbhd to track the sources", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "rtbhd to track the sources", func() bool {
 		m := trackedSources.FindStringSubmatch(d.metrics())
 		if m != nil {
 			tracked, _ = strconv.ParseFloat(m[1], 64)

@@ -30,8 +30,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 var (
@@ -481,7 +481,7 @@ func TestSFlowLoad(t *testing.T) {
 	if bin == "" {
 		return
 	}
-	udp, httpPort := freeUDPPort(t, "127.0.0.1"), routertest.FreePort(t, loopback)
+	udp, httpPort := testkit.FreePort(t, loopback), testkit.FreePort(t, loopback)
 	gf := exec.Command(bin, "-listen", fmt.Sprintf("sflow://127.0.0.1:%d", udp), "-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"-format", "bin", "-transport", "file", "-transport.file", "/dev/null", "-loglevel", "warn")
 	var gfLog strings.Builder

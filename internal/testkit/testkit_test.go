@@ -1,4 +1,4 @@
-package testutil
+package testkit
 
 import (
 	"net"
@@ -33,6 +33,12 @@ func TestPoll(t *testing.T) {
 		Poll(time.Second, func() bool { calls++; time.Sleep(40 * time.Millisecond); return calls == 3 })
 		if took := time.Since(start); took != 200*time.Millisecond {
 			t.Errorf("three 40ms checks took %s, want 200ms (40ms pause after each)", took)
+		}
+
+		start, calls = time.Now(), 0
+		Poll(time.Second, AtMostEvery(100*time.Millisecond, func() bool { calls++; return calls == 3 }))
+		if took := time.Since(start); took != 200*time.Millisecond {
+			t.Errorf("three checks at most every 100ms took %s, want 200ms", took)
 		}
 	})
 }

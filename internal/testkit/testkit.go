@@ -1,4 +1,4 @@
-// Package testutil holds the generic helpers that the tests of every rtbh
+// Package testkit holds the generic helpers that the tests of every rtbh
 // package share: waiting for a condition with a deadline (WaitFor, Poll)
 // and picking a free port (FreePort). It is the one copy of them; router
 // helpers live in bgp/routertest, sFlow helpers in feed/sflow/sflowtest.
@@ -7,7 +7,7 @@
 // until it holds or a deadline passes. Code driven by time itself is
 // tested under testing/synctest with fake time; Poll works inside a
 // synctest bubble too (its ticker then runs on the bubble's clock).
-package testutil
+package testkit
 
 import (
 	"net"
@@ -52,6 +52,23 @@ func Poll(timeout time.Duration, cond func() bool) bool {
 		case <-deadline.C:
 			return cond()
 		}
+	}
+}
+
+// AtMostEvery returns cond limited to one check per d: a call less than d
+// after the last check returns false without checking. It is for
+// conditions too costly to check every PollInterval (walking a table of
+// 100,000 routes, scraping a daemon whose CPU time is being measured). The
+// final check of Poll at its deadline may be one of the skipped calls:
+// give the wait a timeout well above d.
+func AtMostEvery(d time.Duration, cond func() bool) func() bool {
+	var last time.Time
+	return func() bool {
+		if !last.IsZero() && time.Since(last) < d {
+			return false
+		}
+		last = time.Now()
+		return cond()
 	}
 }
 
