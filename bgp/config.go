@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Role says which routes a neighbor gets.
@@ -37,6 +39,7 @@ type Config struct {
 	// OwnPrefixes is the ISP's own space: RolePeer neighbors get only
 	// routes inside it.
 	OwnPrefixes []netip.Prefix
+	own         *domain.PrefixSet // OwnPrefixes as a set, made by cloneConfig
 	// DefaultMaxRoutes caps the routes sent to a neighbor whose MaxRoutes
 	// is 0 (policy.max_active). 0 = no cap.
 	DefaultMaxRoutes int
@@ -193,13 +196,5 @@ func ParseLargeCommunity(s string) (LargeCommunity, error) {
 
 // eligible reports whether a neighbor of role r may receive p.
 func (c *Config) eligible(r Role, p netip.Prefix) bool {
-	if r != RolePeer {
-		return true
-	}
-	for _, own := range c.OwnPrefixes {
-		if own.Bits() <= p.Bits() && own.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
+	return r != RolePeer || c.own.ContainsPrefix(p)
 }

@@ -14,6 +14,8 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Speaker is the embedded BGP speaker. Its methods are safe for concurrent
@@ -129,6 +131,7 @@ func cloneConfig(c Config) Config {
 		c.Neighbors[i].LargeCommunities = slices.Clone(c.Neighbors[i].LargeCommunities)
 	}
 	c.OwnPrefixes = slices.Clone(c.OwnPrefixes)
+	c.own = domain.NewPrefixSet(c.OwnPrefixes)
 	return c
 }
 
