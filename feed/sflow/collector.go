@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Defaults for Config fields left zero.
@@ -82,6 +84,7 @@ type Stats struct {
 // hands the samples to a Sink.
 type Collector struct {
 	cfg    Config
+	agents *domain.PrefixSet // cfg.Agents
 	sink   Sink
 	logger *slog.Logger
 
@@ -114,7 +117,7 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 			return nil, fmt.Errorf("creating sFlow collector: invalid agent prefix %v", p)
 		}
 	}
-	c := &Collector{cfg: cfg, sink: sink, logger: logger}
+	c := &Collector{cfg: cfg, agents: domain.NewPrefixSet(cfg.Agents), sink: sink, logger: logger}
 
 	// Counters are read from the collector's own counts at scrape time:
 	// nothing is added to Prometheus on the read path.
@@ -298,7 +301,7 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 			if ok {
 				lastDrops, haveDrops = drops, true
 			}
-			if len(c.cfg.Agents) > 0 && !c.allowed(src) {
+			if !c.agents.Empty() && !c.agents.Contains(src) {
 				bc.denied++
 				continue
 			}
@@ -333,15 +336,6 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 			c.stats.socketDrops.Store(uint64(lastDrops))
 		}
 	}
-}
-
-func (c *Collector) allowed(ip netip.Addr) bool {
-	for _, p := range c.cfg.Agents {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // commit adds one batch's counts to the stats and metrics.
