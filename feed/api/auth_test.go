@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -227,10 +228,20 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("fast client: %v", err)
 		}
 	}
-	// The bucket refills at the configured rate.
-	time.Sleep(300 * time.Millisecond)
-	if _, err := st.ListNeighbors(withToken(ctx, "slow"), &rtbhv1.ListNeighborsRequest{}); err != nil {
-		t.Fatalf("slow client after refill: %v", err)
+	// The bucket refills at the configured rate: at 5/s the next token is
+	// less than 200 ms away. Ask until a call passes (a refused call takes
+	// no token).
+	refill := time.Now()
+	testkit.WaitFor(t, 2*time.Second, "the slow client's bucket to refill", func() bool {
+		_, err := st.ListNeighbors(withToken(ctx, "slow"), &rtbhv1.ListNeighborsRequest{})
+		if err != nil {
+			wantCode(t, err, codes.ResourceExhausted)
+			exhausted++
+		}
+		return err == nil
+	})
+	if d := time.Since(refill); d > time.Second {
+		t.Errorf("slow client got its next token after %s, want within about 200 ms at 5/s", d)
 	}
 	if got := testutil.ToFloat64(ts.metrics.requests.WithLabelValues("ListNeighbors", "ResourceExhausted")); int(got) != exhausted {
 		t.Fatalf("rtbh_api_requests_total{ResourceExhausted} = %v, want %d", got, exhausted)
