@@ -268,14 +268,3 @@ func (f *FRR) WaitNoRoute(p netip.Prefix, timeout time.Duration) {
 		f.t.Fatalf("FRR still holds route %s after %s", p, timeout)
 	}
 }
-
-// NeverRoute checks for the whole duration that bgpd never holds p.
-func (f *FRR) NeverRoute(p netip.Prefix, d time.Duration) {
-	f.t.Helper()
-	if testkit.Poll(d, func() bool {
-		_, fnd, err := f.Route(p)
-		return err == nil && fnd
-	}) {
-		f.t.Fatalf("FRR got route %s, which it must never get", p)
-	}
-}

@@ -210,9 +210,8 @@ func startDaemon(t testing.TB, cfg daemonConfig) *daemon {
 			t.Logf("rtbhd log:\n%s", d.logs())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", cfg.MetricsPort)
-	for {
+	healthy := testkit.Poll(20*time.Second, func() bool {
 		select {
 		case err := <-d.exited:
 			d.exited <- err
@@ -220,17 +219,16 @@ func startDaemon(t testing.TB, cfg daemonConfig) *daemon {
 		default:
 		}
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return d
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rtbhd not healthy after 20 s:\n%s", d.logs())
-		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if !healthy {
+		t.Fatalf("rtbhd not healthy after 20 s:\n%s", d.logs())
 	}
+	return d
 }
 
 func (d *daemon) logs() string {
@@ -402,7 +400,13 @@ func TestKill9KeepsEverythingAcknowledged(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Kill in the middle of the load: once hundreds of each are acknowledged
+	// (five times the floor below), with all workers still sending.
+	testkit.WaitFor(t, 8*time.Second, "500 adds and 500 reports acknowledged", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(added) >= 500 && len(reported) >= 500
+	})
 	d.kill9()
 	close(stop)
 	wg.Wait()

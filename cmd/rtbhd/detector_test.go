@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -93,7 +94,7 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	const rate = 4
 	want := float64(len(pkts)) / rate * 0.9
 	zombie := netip.MustParsePrefix("198.51.100.150/32")
-	sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate)
+	pm := sflowtest.RunPmacct(t, pcap, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cfg.SFlowPort)), rate)
 	testkit.WaitFor(t, 10*time.Second, "rtbhd to decode the samples", func() bool { return d.samples() >= want })
 	t.Logf("pcap: %d packets; rtbhd decoded %.0f samples at 1:%d", len(pkts), d.samples(), rate)
 
@@ -101,9 +102,18 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	if !r.Blackhole || !r.HasCommunity("65535:666") || !r.HasCommunity("65535:65281") {
 		t.Errorf("zombie route on BIRD = %+v, want blackhole with 65535:666 and no-export", r)
 	}
-	time.Sleep(500 * time.Millisecond) // let any wrong decision reach BIRD too
-	if got := birdSet(t, bird); len(got) != 1 || got[0] != zombie.String() {
-		t.Fatalf("BIRD holds %v, want only the zombie %s", got, zombie)
+	// Let any wrong decision reach BIRD too. Once pmacctd has exited it
+	// sends nothing more, and what it sent is queued ahead of anything sent
+	// later. rtbhd reads its socket in order and decides, announces and
+	// sends routes in order: when a second zombie, sent now, is on BIRD,
+	// every decision taken on pmacctd's samples is there too.
+	if err := pm.Stop(); err != nil {
+		t.Fatalf("stopping pmacctd: %v\n%s", err, pm.Output())
+	}
+	marker := sendZombie(t, cfg.SFlowPort, netip.MustParseAddr("198.51.100.160"))
+	bird.WaitRoute(marker, 5*time.Second, nil)
+	if got := birdSet(t, bird); !slices.Equal(got, []string{zombie.String(), marker.String()}) {
+		t.Fatalf("BIRD holds %v, want only the zombie %s and the later one %s", got, zombie, marker)
 	}
 
 	c := dial(t, d.apiAddr(), testToken)
@@ -122,6 +132,30 @@ func TestDetectorEndToEndWithPmacct(t *testing.T) {
 	t.Logf("rtbhctl offender:\n%s", out)
 }
 
+// sendZombie sends, from a test agent (192.0.2.12, 1 in 100), 21 tcp/25
+// SYNs from src to distinct mail servers: enough for the smtp-fanout rule
+// (20 destinations, 1,000 packets). It returns src's /32.
+func sendZombie(t *testing.T, sflowPort int, src netip.Addr) netip.Prefix {
+	t.Helper()
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", sflowPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream := sflowtest.NewStream(netip.MustParseAddr("192.0.2.12"), 100)
+	var pkts []sflowtest.Packet
+	for i := range 21 {
+		pkts = append(pkts, sflowtest.Packet{Src: src, Dst: netip.AddrFrom4([4]byte{192, 0, 2, byte(200 + i)}),
+			Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn})
+	}
+	for i := 0; i < len(pkts); i += 7 {
+		if _, err := conn.Write(stream.Datagram(pkts[i : i+7]...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return netip.PrefixFrom(src, 32)
+}
+
 // From the sFlow datagram whose sample crosses a rule's thresholds to the
 // route on a BGP peer: target <= 1 s. Each zombie gets 19 destinations
 // first (one short of min_destinations), then the crossing sample alone.
@@ -135,6 +169,22 @@ func TestDetectionLatency(t *testing.T) {
 	}
 	defer conn.Close()
 	stream := sflowtest.NewStream(netip.MustParseAddr("192.0.2.11"), 100) // 1 sample = 100 packets
+
+	sent := 0 // samples sent so far
+	send := func(pkts ...sflowtest.Packet) {
+		t.Helper()
+		if _, err := conn.Write(stream.Datagram(pkts...)); err != nil {
+			t.Fatal(err)
+		}
+		sent += len(pkts)
+	}
+	// handled waits until rtbhd has counted every sample sent: the
+	// detector has then seen them, and fired where a rule says so.
+	handled := func() {
+		t.Helper()
+		testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("rtbhd to handle %d samples", sent), func() bool { return d.samples() >= float64(sent) })
+	}
+	firings := func() float64 { return metricValue(d.metrics(), "rtbh_detector_firings_total") }
 	var worst time.Duration
 	for z := range 5 {
 		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + z)})
@@ -147,18 +197,17 @@ func TestDetectionLatency(t *testing.T) {
 			pkts = append(pkts, syn(i))
 		}
 		for i := 0; i < len(pkts); i += 7 {
-			if _, err := conn.Write(stream.Datagram(pkts[i:min(i+7, len(pkts))]...)); err != nil {
-				t.Fatal(err)
-			}
+			send(pkts[i:min(i+7, len(pkts))]...)
 		}
-		time.Sleep(200 * time.Millisecond)
+		handled()
+		if f := firings(); f != float64(z) {
+			t.Fatalf("zombie %d: %v firings before crossing min_destinations, want %d", z, f, z)
+		}
 		if n, _ := peer.Count(); n != z {
 			t.Fatalf("zombie %d blackholed before crossing min_destinations (%d routes)", z, n)
 		}
 		start := time.Now()
-		if _, err := conn.Write(stream.Datagram(syn(19))); err != nil {
-			t.Fatal(err)
-		}
+		send(syn(19))
 		testkit.WaitFor(t, 5*time.Second, "the zombie's route on the peer", func() bool {
 			n, _ := peer.Count()
 			return n == z+1
@@ -179,11 +228,24 @@ func TestDetectionLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 5*time.Second, "the withdrawal on the peer", func() bool { n, _ := peer.Count(); return n == 4 })
-	time.Sleep(100 * time.Millisecond)
-	if _, err := conn.Write(stream.Datagram(sflowtest.Packet{Src: first, Dst: netip.MustParseAddr("192.0.2.99"),
-		Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn})); err != nil {
-		t.Fatal(err)
-	}
+	// rtbhd lifts the source's suppression when its decision loop sees the
+	// removal (a watch event, asynchronous): until then the detector
+	// ignores the source. Send its next sample, and again each time one
+	// was handled without a firing, until it fires.
+	again := sflowtest.Packet{Src: first, Dst: netip.MustParseAddr("192.0.2.99"),
+		Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn}
+	before := firings()
+	send(again)
+	testkit.WaitFor(t, 5*time.Second, "the repeat offender to fire again", func() bool {
+		switch {
+		case d.samples() < float64(sent):
+			return false
+		case firings() > before:
+			return true
+		}
+		send(again)
+		return false
+	})
 	testkit.WaitFor(t, 5*time.Second, "the repeat offender back on the peer", func() bool { n, _ := peer.Count(); return n == 5 })
 	l, err := c.bh.ListBlackholes(context.Background(), &rtbhv1.ListBlackholesRequest{})
 	if err != nil {

@@ -192,6 +192,10 @@ func TestManySources(t *testing.T) {
 	defer conn.Close()
 	stream := sflowtest.NewStream(netip.MustParseAddr("192.0.2.11"), 1024)
 	pkts := make([]sflowtest.Packet, 7)
+	// 64 datagrams a millisecond tick, ~64k datagrams/s: within the socket
+	// buffer.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	start := time.Now()
 	for i := 0; i < n; i += len(pkts) {
 		for j := range pkts {
@@ -204,7 +208,7 @@ func TestManySources(t *testing.T) {
 			t.Fatal(err)
 		}
 		if (i/7)%64 == 63 {
-			time.Sleep(time.Millisecond) // ~64k datagrams/s: stay within the socket buffer
+			<-tick.C
 		}
 	}
 	var tracked float64

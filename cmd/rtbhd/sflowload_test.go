@@ -245,9 +245,9 @@ func cpuTime(t *testing.T, pid int) (sched time.Duration, stat time.Duration, sl
 type loadTarget struct {
 	name    string
 	pid     int
-	addr    string          // UDP host:port
-	samples func() float64  // flow samples it has decoded so far
-	during  func(time.Time) // called in a goroutine when the load starts
+	addr    string         // UDP host:port
+	samples func() float64 // flow samples it has decoded so far
+	during  func()         // called in a goroutine once a quarter of the load is sent
 }
 
 type loadResult struct {
@@ -297,14 +297,9 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 		}
 	}
 	warm := float64(5 * len(agents) * loadSamplesPerDatagram)
-	deadline := time.Now().Add(10 * time.Second)
-	for target.samples() < warm {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: warm-up samples not decoded within 10 s (have %.0f of %.0f)", target.name, target.samples(), warm)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, func() bool { return target.samples() >= warm }) {
+		t.Fatalf("%s: warm-up samples not decoded within 10 s (have %.0f of %.0f)", target.name, target.samples(), warm)
 	}
-	time.Sleep(200 * time.Millisecond)
 	base := target.samples()
 	sched0, stat0, slices0 := cpuTime(t, target.pid)
 	self0, _, _ := cpuTime(t, os.Getpid())
@@ -312,9 +307,7 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 	total := int(float64(rate) * d.Seconds())
 	sent := 0
 	start := time.Now()
-	if target.during != nil {
-		go target.during(start)
-	}
+	during := target.during
 	hardStop := start.Add(d + d/5 + time.Second) // bound in time if the sender falls behind
 	tick := time.NewTicker(time.Millisecond)
 	for sent < total {
@@ -330,6 +323,10 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 				t.Fatalf("%s: send: %v", target.name, err)
 			}
 		}
+		if during != nil && sent >= total/4 {
+			go during()
+			during = nil
+		}
 		if sent < total {
 			<-tick.C
 		}
@@ -337,19 +334,17 @@ func runLoad(t *testing.T, target loadTarget, agents []*loadAgent, rate int, d t
 	elapsed := time.Since(start)
 	tick.Stop()
 
-	// Drain: until everything sent is counted or the count stops moving.
+	// Drain: until everything sent is counted or the count has not moved
+	// for 500 ms, at most 5 s. Ask at most every 100 ms: the collector's CPU
+	// time is being measured, and answering costs some.
 	want := base + float64(sent*loadSamplesPerDatagram)
-	last, stable := target.samples(), 0
-	for deadline := time.Now().Add(5 * time.Second); last < want && stable < 5 && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		now := target.samples()
-		if now == last {
-			stable++
-		} else {
-			stable = 0
+	last, moved := target.samples(), time.Now()
+	testkit.Poll(5*time.Second, testkit.AtMostEvery(100*time.Millisecond, func() bool {
+		if now := target.samples(); now != last {
+			last, moved = now, time.Now()
 		}
-		last = now
-	}
+		return last >= want || time.Since(moved) >= 500*time.Millisecond
+	}))
 	sched1, stat1, slices1 := cpuTime(t, target.pid)
 	self1, _, _ := cpuTime(t, os.Getpid())
 	return loadResult{datagrams: sent, elapsed: elapsed, samplesSent: sent * loadSamplesPerDatagram,
@@ -439,9 +434,8 @@ func TestSFlowLoad(t *testing.T) {
 		},
 	}
 	if path := *sflowLoadProfile; path != "" {
-		target.during = func(start time.Time) {
+		target.during = func() {
 			secs := max(1, min(5, int(d.Seconds()/2)))
-			time.Sleep(time.Until(start.Add(d / 4)))
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", cfg.MetricsPort, secs))
 			if err != nil {
 				t.Logf("cpu profile: %v", err)
@@ -511,12 +505,8 @@ func TestSFlowLoad(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for gfMetrics() == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("goflow2 metrics not up within 10 s:\n%s", gfLog.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, func() bool { return gfMetrics() != "" }) {
+		t.Fatalf("goflow2 metrics not up within 10 s:\n%s", gfLog.String())
 	}
 	g := runLoad(t, loadTarget{
 		name: "goflow2",

@@ -17,6 +17,8 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // WritePcap writes pkts as Ethernet frames (full length, zero payload) to
@@ -199,35 +201,38 @@ func (p *Pmacct) Exited() (bool, error) {
 // Output returns what pmacctd has written to stdout and stderr.
 func (p *Pmacct) Output() string { return p.out.String() }
 
-// RunPmacct replays pcap (written by WritePmacctPcap) through pmacctd
-// towards collector at 1 in samplingRate: it waits until pmacctd has
-// read the whole file (at most 30 s), gives the exporter a moment to
-// send, then stops it with SIGINT. When RunPmacct returns, every sample
-// of the test packets has been sent; the caller waits for them to be
-// received.
-func RunPmacct(t testing.TB, pcap string, collector netip.AddrPort, samplingRate int) {
+// RunPmacct replays pcap (written by WritePcap or WritePmacctPcap)
+// through pmacctd towards collector at 1 in samplingRate and returns once
+// pmacctd has read the whole file (at most 30 s). Its exporter may still
+// be sending then: wait for what should arrive, with a deadline (with
+// WritePmacctPcap, the first trailer sample to arrive means that every
+// test sample has been sent). pmacctd is stopped when the test ends; Stop
+// it before to be sure that it sends nothing more.
+func RunPmacct(t testing.TB, pcap string, collector netip.AddrPort, samplingRate int) *Pmacct {
 	t.Helper()
 	p := StartPmacct(t, PmacctConfig{Pcap: pcap, Collector: collector, SamplingRate: samplingRate})
 	if err := p.WaitRead(30 * time.Second); err != nil {
 		t.Fatalf("%v; output:\n%s", err, p.Output())
 	}
-	time.Sleep(300 * time.Millisecond)
-	if err := p.Stop(); err != nil {
-		t.Fatalf("stopping pmacctd: %v\n%s", err, p.Output())
-	}
+	return p
 }
 
 // WaitRead waits until pmacctd reports it has read the whole pcap file.
 func (p *Pmacct) WaitRead(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.Output(), "finished reading PCAP capture file") {
-		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("pmacctd exited before reading the pcap: %v", err)
+	var exited bool
+	var err error
+	read := testkit.Poll(timeout, func() bool {
+		if strings.Contains(p.Output(), "finished reading PCAP capture file") {
+			return true
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pmacctd did not finish reading the pcap within %v", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+		exited, err = p.Exited()
+		return exited
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("pmacctd exited before reading the pcap: %v", err)
+	case !read:
+		return fmt.Errorf("pmacctd did not finish reading the pcap within %v", timeout)
 	}
 	return nil
 }
