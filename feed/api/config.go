@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
-// Roles of API clients (SPEC.md, api.clients[].role).
+// Roles of API clients (SPEC.md, api.clients[].role): domain's, named here
+// for this package's callers.
 const (
-	RoleOperator = "operator"
-	RolePartner  = "partner"
+	RoleOperator = domain.RoleOperator
+	RolePartner  = domain.RolePartner
 )
 
 // Defaults applied by New to zero Config fields.
@@ -77,11 +80,7 @@ func (c *Config) applyDefaults() {
 func (c *Config) tlsEnabled() bool { return c.TLSCert != "" || c.TLSKey != "" }
 
 func (c *Config) validate() error {
-	if c.Listen == "" {
-		return fmt.Errorf("api.listen: empty address")
-	}
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("api.listen: %w", err)
 	}
 	switch {
@@ -92,7 +91,7 @@ func (c *Config) validate() error {
 	case c.ClientCA != "" && !c.tlsEnabled():
 		return fmt.Errorf("api.tls.client_ca: needs api.tls.cert and api.tls.key")
 	}
-	if !c.tlsEnabled() && !isLoopbackHost(host) {
+	if !c.tlsEnabled() && !IsLoopback(c.Listen) {
 		return fmt.Errorf("api.listen: %q is not a loopback address: plaintext gRPC is refused, set api.tls.cert and api.tls.key", c.Listen)
 	}
 	return validateClients(c.Clients)
@@ -114,9 +113,14 @@ func validateClients(clients []Client) error {
 	return nil
 }
 
-// isLoopbackHost reports whether host (from a listen address) only ever
-// binds loopback. An empty host binds every interface.
-func isLoopbackHost(host string) bool {
+// IsLoopback reports whether the listen address host:port only ever binds
+// loopback: its host is "localhost" or a loopback IP (an empty host binds
+// every interface). Plaintext gRPC is allowed only there.
+func IsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
 	if host == "localhost" {
 		return true
 	}

@@ -6,146 +6,149 @@ import (
 	"os"
 	"time"
 
+	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector/fanout"
 )
 
-// Neighbor roles.
+// Detector rule protocols, as the file names them.
 const (
-	RoleBorder = "border" // the ISP's own border routers: every active blackhole
-	RolePeer   = "peer"   // other ISPs: only blackholes inside policy.own_prefixes
-)
-
-// API client roles.
-const (
-	RoleOperator = "operator"
-	RolePartner  = "partner"
-)
-
-// Detector rule protocols and actions.
-const (
-	ProtocolTCP     = "tcp"
-	ProtocolUDP     = "udp"
-	ActionBlackhole = "blackhole"
-	ActionLog       = "log" // shadow mode: record offender and evidence, announce nothing
+	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
 )
 
 // Config is a validated rtbhd configuration.
+//
+// The yaml tags are the file's keys. The check tags are the rules for each
+// value, applied by the decoder (decode.go): required; a numeric range
+// (lo..hi; lo.. = at least lo; >lo); a kind: nonempty, ipv4, ipv6, listen
+// (host:port), listen-or-off ("" allowed), ip-or-empty, community,
+// large-community, ports (a non-empty list) or one of the enums; and sets=F
+// (a non-empty value also sets the bool field F). The rules that involve
+// several keys are in validate.go.
 type Config struct {
-	Store    Store
-	BGP      BGP
-	Policy   Policy
-	SFlow    SFlow
-	Detector Detector
-	Reports  Reports
-	API      API
-	Metrics  Metrics
+	Store    Store    `yaml:"store"`
+	BGP      BGP      `yaml:"bgp" check:"required"`
+	Policy   Policy   `yaml:"policy"`
+	SFlow    SFlow    `yaml:"sflow"`
+	Detector Detector `yaml:"detector"`
+	Reports  Reports  `yaml:"reports"`
+	API      API      `yaml:"api"`
+	Metrics  Metrics  `yaml:"metrics"`
 }
 
 // Store is the store section.
 type Store struct {
-	Path string // SQLite file, relative to the working directory unless absolute
+	Path string `yaml:"path" check:"nonempty"` // SQLite file, relative to the working directory unless absolute
 }
 
 // BGP is the bgp section.
 type BGP struct {
-	ASN             uint32
-	RouterID        netip.Addr // IPv4
-	ListenAddress   string     // IP address literal; "" = do not listen, connect out only
-	ListenPort      uint16
-	NextHopV4       netip.Addr // IPv4 discard next hop
-	NextHopV6       netip.Addr // IPv6 discard next hop
-	GracefulRestart bool
-	Neighbors       []Neighbor
+	ASN             uint32     `yaml:"asn" check:"required,1..4294967295"`
+	RouterID        netip.Addr `yaml:"router_id" check:"required,ipv4"`
+	ListenAddress   string     `yaml:"listen_address" check:"ip-or-empty"` // "" = do not listen, connect out only
+	ListenPort      uint16     `yaml:"listen_port" check:"1..65535"`
+	NextHopV4       netip.Addr `yaml:"next_hop_ipv4" check:"ipv4"` // IPv4 discard next hop
+	NextHopV6       netip.Addr `yaml:"next_hop_ipv6" check:"ipv6"` // IPv6 discard next hop
+	GracefulRestart bool       `yaml:"graceful_restart"`
+	Neighbors       []Neighbor `yaml:"neighbors" check:"required"`
 }
 
 // Neighbor is one BGP neighbor.
 type Neighbor struct {
-	Address          netip.Addr
-	ASN              uint32 // equal to BGP.ASN means iBGP
-	Role             string // RoleBorder or RolePeer
-	Port             uint16 // remote TCP port
-	Passive          bool   // wait for the router to connect
-	Multihop         uint8  // eBGP multihop TTL, 0 = default
-	Password         string // TCP MD5, "" = none
-	Communities      []string
-	LargeCommunities []string
-	MaxRoutes        int // cap on routes sent, 0 = Policy.MaxActive
+	Address          netip.Addr `yaml:"address" check:"required"`
+	ASN              uint32     `yaml:"asn" check:"required,1..4294967295"` // equal to BGP.ASN means iBGP
+	Role             bgp.Role   `yaml:"role" check:"required,neighbor-role"`
+	Port             uint16     `yaml:"port" check:"1..65535"`   // remote TCP port
+	Passive          bool       `yaml:"passive"`                 // wait for the router to connect
+	Multihop         uint8      `yaml:"multihop" check:"0..255"` // eBGP multihop TTL, 0 = default
+	Password         string     `yaml:"password"`                // TCP MD5, "" = none
+	Communities      []string   `yaml:"communities" check:"community"`
+	LargeCommunities []string   `yaml:"large_communities" check:"large-community"`
+	MaxRoutes        int        `yaml:"max_routes" check:"0.."` // cap on routes sent, 0 = Policy.MaxActive
 }
 
 // Policy is the policy section.
 type Policy struct {
-	OwnPrefixes    []netip.Prefix
-	NeverBlackhole []netip.Prefix
-	MaxActive      int
-	DefaultTTL     time.Duration
-	MaxTTL         time.Duration
-	MinPrefixLenV4 int
-	MinPrefixLenV6 int
+	OwnPrefixes    []netip.Prefix `yaml:"own_prefixes"`
+	NeverBlackhole []netip.Prefix `yaml:"never_blackhole"`
+	MaxActive      int            `yaml:"max_active" check:"1.."`
+	DefaultTTL     time.Duration  `yaml:"default_ttl"`
+	MaxTTL         time.Duration  `yaml:"max_ttl"`
+	MinPrefixLenV4 int            `yaml:"min_prefix_len_v4" check:"0..32"`
+	MinPrefixLenV6 int            `yaml:"min_prefix_len_v6" check:"0..128"`
 }
 
 // SFlow is the sflow section.
 type SFlow struct {
-	Listen        string         // host:port (UDP)
-	Agents        []netip.Prefix // empty = any agent
-	ReceiveBuffer int            // socket receive buffer in bytes (an extension of the SPEC schema)
+	Listen string         `yaml:"listen" check:"listen"` // host:port (UDP)
+	Agents []netip.Prefix `yaml:"agents"`                // empty = any agent
+	// ReceiveBuffer is the socket receive buffer in bytes (an extension of
+	// the SPEC schema).
+	ReceiveBuffer int `yaml:"receive_buffer" check:"65536..1073741824"`
 }
 
 // Detector is the detector section.
 type Detector struct {
-	SubscriberPrefixes []netip.Prefix
-	Window             time.Duration
-	MaxTrackedSources  int
-	Rules              []Rule
+	SubscriberPrefixes []netip.Prefix `yaml:"subscriber_prefixes"`
+	Window             time.Duration  `yaml:"window"`
+	// MaxTrackedSources is bounded at 100 million (about 200 bytes each:
+	// ~20 GB).
+	MaxTrackedSources int `yaml:"max_tracked_sources" check:"1..100000000"`
+	// Rules present in the file (even empty) replace the default
+	// smtp-fanout rule; each starts from its values, except the name.
+	Rules []Rule `yaml:"rules"`
 }
 
 // Rule is one fan-out detection rule.
 type Rule struct {
-	Name            string
-	Protocol        string // ProtocolTCP or ProtocolUDP
-	DstPorts        []uint16
-	MinDestinations int
-	MinPackets      uint64
-	Exempt          []netip.Prefix
-	TTL             time.Duration
-	Action          string // ActionBlackhole or ActionLog
+	Name            string         `yaml:"name" check:"required,nonempty"`
+	Protocol        string         `yaml:"protocol" check:"protocol"` // ProtocolTCP or ProtocolUDP
+	DstPorts        []uint16       `yaml:"dst_ports" check:"ports,1..65535"`
+	MinDestinations int            `yaml:"min_destinations" check:"1.."`
+	MinPackets      uint64         `yaml:"min_packets" check:"0.."`
+	Exempt          []netip.Prefix `yaml:"exempt"`
+	TTL             time.Duration  `yaml:"ttl"`
+	Action          string         `yaml:"action" check:"action"` // fanout.ActionBlackhole or fanout.ActionLog
 }
 
 // Reports is the reports section.
 type Reports struct {
-	Window    time.Duration
-	Threshold float64
-	TTL       time.Duration
+	Window    time.Duration `yaml:"window"`
+	Threshold float64       `yaml:"threshold" check:">0"`
+	TTL       time.Duration `yaml:"ttl"`
 }
 
 // API is the api section.
 type API struct {
-	Listen  string // host:port
-	TLS     TLS
-	Clients []Client
+	Listen  string   `yaml:"listen" check:"listen"` // host:port
+	TLS     TLS      `yaml:"tls"`
+	Clients []Client `yaml:"clients"`
 }
 
 // TLS holds the API's certificate files; all "" = plaintext (loopback only).
 type TLS struct {
-	Cert     string
-	Key      string
-	ClientCA string // set = mTLS; clients may then be named by certificate
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"` // set = mTLS; clients may then be named by certificate
 }
 
 // Client is one API client.
 type Client struct {
-	Name        string
-	Role        string   // RoleOperator or RolePartner
-	TokenSHA256 [32]byte // SHA-256 of the bearer token; valid only if HasToken
-	HasToken    bool
-	CertName    string         // client certificate DNS SAN or CN, "" = none
-	Prefixes    []netip.Prefix // partner only: space it may blackhole
-	Trust       float64        // partner only: weight of each report, 0..1
-	Rate        float64        // requests per second (burst = 2 x Rate)
+	Name string `yaml:"name" check:"required,nonempty"`
+	Role string `yaml:"role" check:"required,client-role"` // domain.RoleOperator or domain.RolePartner
+	// TokenSHA256 is the SHA-256 of the bearer token, written as 64 hex
+	// digits; valid only if HasToken ("" = none).
+	TokenSHA256 [32]byte       `yaml:"token_sha256" check:"sets=HasToken"`
+	HasToken    bool           `yaml:"-"`
+	CertName    string         `yaml:"cert_name"`          // client certificate DNS SAN or CN, "" = none
+	Prefixes    []netip.Prefix `yaml:"prefixes"`           // partner only: space it may blackhole
+	Trust       float64        `yaml:"trust" check:"0..1"` // partner only: weight of each report
+	Rate        float64        `yaml:"rate" check:">0"`    // requests per second (burst = 2 x Rate)
 }
 
 // Metrics is the metrics section.
 type Metrics struct {
-	Listen string // host:port, "" = off
+	Listen string `yaml:"listen" check:"listen-or-off"` // host:port, "" = off
 }
 
 // Load reads and parses the configuration file at path. Problems with the
@@ -163,7 +166,10 @@ func Load(path string) (*Config, error) {
 // Errors, holding every problem found.
 func Parse(data []byte) (*Config, error) {
 	d := newDecoder()
-	cfg := d.decode(data)
+	cfg := defaults()
+	if d.decode(data, cfg) {
+		d.validate(cfg)
+	}
 	if len(d.errs) > 0 {
 		return nil, d.errs.sorted()
 	}
@@ -191,8 +197,8 @@ func defaults() *Config {
 		},
 		SFlow: SFlow{Listen: "0.0.0.0:6343", ReceiveBuffer: 8 << 20},
 		Detector: Detector{
-			Window:            10 * time.Minute,
-			MaxTrackedSources: 1000000,
+			Window:            fanout.DefaultWindow,
+			MaxTrackedSources: fanout.DefaultMaxTrackedSources,
 			Rules:             []Rule{defaultRule()},
 		},
 		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour},
@@ -201,29 +207,19 @@ func defaults() *Config {
 	}
 }
 
-// defaultRule is the smtp-fanout rule, as the detector defines it; a rule
-// in the file starts from its values (except the name, which is required).
+// defaultRule is the smtp-fanout rule, as the detector defines it.
 func defaultRule() Rule {
 	r := fanout.SMTPFanout()
 	proto := ProtocolTCP
 	if r.Protocol == fanout.ProtocolUDP {
 		proto = ProtocolUDP
 	}
-	return Rule{
-		Name:            r.Name,
-		Protocol:        proto,
-		DstPorts:        r.DstPorts,
-		MinDestinations: r.MinDestinations,
-		MinPackets:      r.MinPackets,
-		TTL:             r.TTL,
-		Action:          r.Action,
-	}
+	return Rule{Name: r.Name, Protocol: proto, DstPorts: r.DstPorts, MinDestinations: r.MinDestinations,
+		MinPackets: r.MinPackets, TTL: r.TTL, Action: r.Action}
 }
 
-func defaultNeighbor() Neighbor {
-	return Neighbor{Port: 179, Communities: []string{"65535:666"}}
-}
+// The defaults of list items, applied before an item is decoded.
 
-func defaultClient() Client {
-	return Client{Trust: 0.5, Rate: 50}
-}
+func (n *Neighbor) setDefaults() { *n = Neighbor{Port: 179, Communities: []string{"65535:666"}} }
+func (r *Rule) setDefaults()     { *r = defaultRule(); r.Name = "" }
+func (c *Client) setDefaults()   { *c = Client{Trust: 0.5, Rate: 50} }

@@ -12,6 +12,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/fanout"
+	"github.com/rtbh/rtbh/feed/api"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from the current output (review the diff!)")
@@ -143,7 +148,7 @@ func TestFull(t *testing.T) {
 				{
 					Address:          netip.MustParseAddr("10.0.0.2"),
 					ASN:              4200000001,
-					Role:             RoleBorder,
+					Role:             bgp.RoleBorder,
 					Port:             11179,
 					Passive:          true,
 					Multihop:         2,
@@ -155,7 +160,7 @@ func TestFull(t *testing.T) {
 				{
 					Address: netip.MustParseAddr("2001:db8::2"),
 					ASN:     64511,
-					Role:    RolePeer,
+					Role:    bgp.RolePeer,
 					Port:    179,
 				},
 			},
@@ -183,7 +188,7 @@ func TestFull(t *testing.T) {
 					MinPackets:      0,
 					Exempt:          pfx("198.51.100.25/32"),
 					TTL:             2 * time.Hour,
-					Action:          ActionLog,
+					Action:          fanout.ActionLog,
 				},
 				{
 					// Unset keys of a rule take the smtp-fanout values.
@@ -193,7 +198,7 @@ func TestFull(t *testing.T) {
 					MinDestinations: 20,
 					MinPackets:      1000,
 					TTL:             time.Hour,
-					Action:          ActionBlackhole,
+					Action:          fanout.ActionBlackhole,
 				},
 			},
 		},
@@ -202,9 +207,9 @@ func TestFull(t *testing.T) {
 			Listen: "0.0.0.0:50052",
 			TLS:    TLS{Cert: "/etc/rtbhd/server.crt", Key: "/etc/rtbhd/server.key", ClientCA: "ca.crt"},
 			Clients: []Client{
-				{Name: "noc", Role: RoleOperator, TokenSHA256: [32]byte{31: 1}, HasToken: true, Trust: 0.5, Rate: 10},
+				{Name: "noc", Role: domain.RoleOperator, TokenSHA256: [32]byte{31: 1}, HasToken: true, Trust: 0.5, Rate: 10},
 				{
-					Name: "partner-a", Role: RolePartner, CertName: "rtbh.partner-a.example",
+					Name: "partner-a", Role: domain.RolePartner, CertName: "rtbh.partner-a.example",
 					Prefixes: pfx("203.0.113.0/24"), Trust: 0.25, Rate: 50,
 				},
 			},
@@ -260,7 +265,7 @@ func TestExample(t *testing.T) {
 		}
 	}
 	for key, hp := range map[string]string{"api.listen": cfg.API.Listen, "sflow.listen": cfg.SFlow.Listen, "metrics.listen": cfg.Metrics.Listen} {
-		if !isLoopback(hp) {
+		if !api.IsLoopback(hp) {
 			t.Errorf("%s = %q, want a loopback address", key, hp)
 		}
 	}
@@ -274,7 +279,7 @@ func TestExample(t *testing.T) {
 			noc = &cfg.API.Clients[i]
 		}
 	}
-	if noc == nil || noc.Role != RoleOperator || !noc.HasToken {
+	if noc == nil || noc.Role != domain.RoleOperator || !noc.HasToken {
 		t.Fatalf("no operator client noc with a token: %+v", cfg.API.Clients)
 	}
 	if noc.TokenSHA256 != sha256.Sum256([]byte("change-me")) {
@@ -346,11 +351,11 @@ func FuzzParse(f *testing.F) {
 		if cfg.Policy.DefaultTTL <= 0 || cfg.Policy.DefaultTTL > cfg.Policy.MaxTTL {
 			t.Fatalf("accepted default_ttl %s max_ttl %s", cfg.Policy.DefaultTTL, cfg.Policy.MaxTTL)
 		}
-		if cfg.API.TLS.Cert == "" && !isLoopback(cfg.API.Listen) {
+		if cfg.API.TLS.Cert == "" && !api.IsLoopback(cfg.API.Listen) {
 			t.Fatalf("accepted plaintext API on %q", cfg.API.Listen)
 		}
 		for _, nb := range cfg.BGP.Neighbors {
-			if !nb.Address.IsValid() || nb.ASN == 0 || (nb.Role != RoleBorder && nb.Role != RolePeer) {
+			if !nb.Address.IsValid() || nb.ASN == 0 || (nb.Role != bgp.RoleBorder && nb.Role != bgp.RolePeer) {
 				t.Fatalf("accepted neighbor %+v", nb)
 			}
 		}

@@ -8,6 +8,10 @@
 // its line (see Errors). `rtbhd --check` and the daemon use the same
 // validation.
 //
+// The schema is the Config type itself: its yaml tags name the keys, its
+// check tags the rule for each value, and validate.go holds the rules that
+// involve several keys.
+//
 // The result is a typed Config: addresses and prefixes as netip.Addr and
 // netip.Prefix, durations as time.Duration, ASNs as uint32, BGP communities
 // as validated strings and API token hashes as [32]byte.

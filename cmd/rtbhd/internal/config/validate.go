@@ -1,0 +1,162 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/fanout"
+	"github.com/rtbh/rtbh/feed/api"
+)
+
+// validate is the one pass over the decoded Config for the rules that
+// involve several keys. It runs even when some keys
+// were bad, so that every problem is reported at once, and skips values
+// that failed to decode: those keep their defaults.
+func (d *decoder) validate(c *Config) {
+	if !d.failed("policy.default_ttl") && !d.failed("policy.max_ttl") && c.Policy.DefaultTTL > c.Policy.MaxTTL {
+		d.errAt("policy.default_ttl", "%s is longer than policy.max_ttl (%s)", c.Policy.DefaultTTL, c.Policy.MaxTTL)
+	}
+	d.neighbors(c)
+	d.rules(c)
+	d.tls(c)
+	d.clients(c)
+}
+
+func (d *decoder) neighbors(c *Config) {
+	first := make(map[netip.Addr]int)
+	for i, nb := range c.BGP.Neighbors {
+		p := index("bgp.neighbors", i)
+		if nb.Passive && c.BGP.ListenAddress == "" && !d.failed("bgp.listen_address") {
+			d.errAt(p+".passive", `waits for the router, but bgp.listen_address is "" (rtbhd does not listen)`)
+		}
+		if nb.Multihop > 0 && nb.ASN == c.BGP.ASN && nb.ASN != 0 {
+			d.errAt(p+".multihop", "only for eBGP neighbors (asn %d is bgp.asn: iBGP)", nb.ASN)
+		}
+		if !nb.Address.IsValid() {
+			continue
+		}
+		if j, dup := first[nb.Address]; dup {
+			d.errAt(p+".address", "%s is already bgp.neighbors[%d]", nb.Address, j)
+			continue
+		}
+		first[nb.Address] = i
+	}
+}
+
+func (d *decoder) rules(c *Config) {
+	if w := c.Detector.Window; w > 0 && w < fanout.MinWindow {
+		d.errAt("detector.window", "%s is shorter than %s", w, fanout.MinWindow)
+	}
+	if n := len(c.Detector.Rules); n > fanout.MaxRules {
+		d.errAt("detector.rules", "%d rules, at most %d allowed", n, fanout.MaxRules)
+	}
+	first := make(map[string]int)
+	for i, r := range c.Detector.Rules {
+		p := index("detector.rules", i)
+		if r.Name == "" {
+			continue
+		}
+		if j, dup := first[r.Name]; dup {
+			d.errAt(p+".name", "%q is already the name of detector.rules[%d]", r.Name, j)
+			continue
+		}
+		first[r.Name] = i
+	}
+}
+
+func (d *decoder) tls(c *Config) {
+	t, loopback := c.API.TLS, api.IsLoopback(c.API.Listen)
+	switch {
+	case t.Cert == "" && !loopback:
+		line := d.lineOf("api.listen")
+		if d.seen["api.tls.cert"] {
+			line = d.lineOf("api.tls.cert")
+		}
+		d.errorf("api.tls.cert", line, "required: api.listen %q is not a loopback address", c.API.Listen)
+	case t.Cert != "" && t.Key == "":
+		d.errAt("api.tls.key", "required with api.tls.cert")
+	}
+	if t.Key != "" && t.Cert == "" && loopback {
+		d.errAt("api.tls.cert", "required with api.tls.key")
+	}
+	if t.ClientCA != "" && t.Cert == "" && loopback {
+		d.errAt("api.tls.client_ca", "needs api.tls.cert and api.tls.key (mTLS is TLS)")
+	}
+}
+
+func (d *decoder) clients(c *Config) {
+	names := make(map[string]int)
+	tokens := make(map[[32]byte]int)
+	certs := make(map[string]int)
+	for i, cl := range c.API.Clients {
+		p := index("api.clients", i)
+		if cl.Name == "" {
+			// missing or bad: already reported
+		} else if j, dup := names[cl.Name]; dup {
+			d.errAt(p+".name", "%q is already the name of api.clients[%d]", cl.Name, j)
+		} else {
+			names[cl.Name] = i
+		}
+		if !cl.HasToken && cl.CertName == "" && !d.failed(p+".token_sha256") && !d.failed(p+".cert_name") {
+			d.errAt(p, "needs token_sha256 or cert_name")
+		}
+		if cl.HasToken {
+			if j, dup := tokens[cl.TokenSHA256]; dup {
+				d.errAt(p+".token_sha256", "same token as api.clients[%d]", j)
+			} else {
+				tokens[cl.TokenSHA256] = i
+			}
+		}
+		if cl.CertName != "" {
+			if c.API.TLS.ClientCA == "" {
+				d.errAt(p+".cert_name", "needs api.tls.client_ca (client certificates)")
+			}
+			if j, dup := certs[cl.CertName]; dup {
+				d.errAt(p+".cert_name", "%q is already the cert_name of api.clients[%d]", cl.CertName, j)
+			} else {
+				certs[cl.CertName] = i
+			}
+		}
+		if cl.Role == domain.RoleOperator {
+			for _, k := range []string{"prefixes", "trust"} {
+				if d.seen[p+"."+k] {
+					d.errAt(p+"."+k, "only for role %s (this client is %s)", domain.RolePartner, cl.Role)
+				}
+			}
+		}
+	}
+}
+
+// errAt reports a problem at path, with the line of path or of its closest
+// enclosing key found in the file.
+func (d *decoder) errAt(path string, format string, args ...any) {
+	d.errorf(path, d.lineOf(path), format, args...)
+}
+
+// failed reports whether a problem was already recorded at path or below it.
+func (d *decoder) failed(path string) bool {
+	for _, e := range d.errs {
+		if e.Path == path || strings.HasPrefix(e.Path, path+".") || strings.HasPrefix(e.Path, path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) lineOf(path string) int {
+	for p := path; p != ""; p = parentPath(p) {
+		if l, ok := d.lines[p]; ok {
+			return l
+		}
+	}
+	return 0
+}
+
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
