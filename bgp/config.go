@@ -87,8 +87,11 @@ func (c *Config) maxRoutes(n *Neighbor) int {
 	return c.DefaultMaxRoutes
 }
 
-// Validate checks the configuration and returns every problem found, each
-// naming its field.
+// Validate checks what the speaker relies on (identity, next hops, one
+// session per address, roles and communities it hands to GoBGP) and returns
+// every problem found, each naming its field. rtbhd's config package has
+// already refused a bad file, naming each key with its line; this guards
+// the speaker against other callers.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
@@ -98,27 +101,11 @@ func (c *Config) Validate() error {
 	if !c.RouterID.Is4() {
 		add("bgp router_id: %q is not an IPv4 address", c.RouterID)
 	}
-	if c.ListenAddress != "" {
-		if _, err := netip.ParseAddr(c.ListenAddress); err != nil {
-			add("bgp listen_address: %w", err)
-		}
-	}
-	if c.ListenPort < 0 || c.ListenPort > 65535 {
-		add("bgp listen_port: %d out of range", c.ListenPort)
-	}
 	if !c.NextHopV4.Is4() {
 		add("bgp next_hop_ipv4: %q is not an IPv4 address", c.NextHopV4)
 	}
 	if !c.NextHopV6.Is6() || c.NextHopV6.Is4In6() {
 		add("bgp next_hop_ipv6: %q is not an IPv6 address", c.NextHopV6)
-	}
-	if c.DefaultMaxRoutes < 0 {
-		add("policy max_active: must not be negative")
-	}
-	for i, p := range c.OwnPrefixes {
-		if !p.IsValid() || p != p.Masked() {
-			add("policy own_prefixes[%d]: %q is not a valid prefix without host bits", i, p)
-		}
 	}
 	seen := make(map[netip.Addr]bool)
 	for i, n := range c.Neighbors {
@@ -134,12 +121,6 @@ func (c *Config) Validate() error {
 		}
 		if n.Role != RoleBorder && n.Role != RolePeer {
 			add("%s role: %q is not border or peer", key, n.Role)
-		}
-		if n.MaxRoutes < 0 {
-			add("%s max_routes: must not be negative", key)
-		}
-		if n.Multihop > 0 && n.ASN == c.ASN {
-			add("%s multihop: only for eBGP neighbors", key)
 		}
 		for j, s := range n.Communities {
 			if _, err := ParseCommunity(s); err != nil {
