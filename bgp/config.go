@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -34,7 +35,20 @@ type Config struct {
 	NextHopV4       netip.Addr
 	NextHopV6       netip.Addr
 	GracefulRestart bool
-	Neighbors       []Neighbor
+	// GracefulRestartTime (bgp.graceful_restart_time) is the restart time
+	// advertised in the graceful restart capability: how long routers keep
+	// our routes as stale after the session is lost. 0 means
+	// DefaultGracefulRestartTime; whole seconds, at most 4095 s (the
+	// capability has 12 bits for it).
+	GracefulRestartTime time.Duration
+	// LongLivedStaleTime (bgp.long_lived_stale_time) is the long-lived stale
+	// time advertised for IPv4 and IPv6 unicast in the long-lived graceful
+	// restart capability (RFC 9494): routers that support it keep our
+	// routes, marked LLGR_STALE, this much longer once GracefulRestartTime
+	// has run out. 0 = no LLGR capability; whole seconds, at most
+	// 16777215 s; needs GracefulRestart.
+	LongLivedStaleTime time.Duration
+	Neighbors          []Neighbor
 
 	// OwnPrefixes is the ISP's own space: RolePeer neighbors get only
 	// routes inside it.
@@ -61,9 +75,22 @@ type Neighbor struct {
 	MaxRoutes        int // 0 = Config.DefaultMaxRoutes
 }
 
-// GracefulRestartTime is the restart time advertised in the graceful
-// restart capability: how long routers keep our routes as stale.
-const GracefulRestartTime = 120
+// DefaultGracefulRestartTime is Config.GracefulRestartTime when it is 0.
+const DefaultGracefulRestartTime = 120 * time.Second
+
+// Limits of the restart times (RFC 4724 §3: 12 bits; RFC 9494 §2: 24 bits).
+const (
+	maxGracefulRestartTime = 4095 * time.Second
+	maxLongLivedStaleTime  = 16777215 * time.Second
+)
+
+// restartTime is the effective graceful restart time.
+func (c *Config) restartTime() time.Duration {
+	if c.GracefulRestartTime == 0 {
+		return DefaultGracefulRestartTime
+	}
+	return c.GracefulRestartTime
+}
 
 func (n Neighbor) port() uint16 {
 	if n.Port == 0 {
@@ -106,6 +133,14 @@ func (c *Config) Validate() error {
 	}
 	if !c.NextHopV6.Is6() || c.NextHopV6.Is4In6() {
 		add("bgp next_hop_ipv6: %q is not an IPv6 address", c.NextHopV6)
+	}
+	if d := c.GracefulRestartTime; d < 0 || d > maxGracefulRestartTime || d%time.Second != 0 {
+		add("bgp graceful_restart_time: %s is not a whole number of seconds from 1s to %s", d, maxGracefulRestartTime)
+	}
+	if d := c.LongLivedStaleTime; d < 0 || d > maxLongLivedStaleTime || d%time.Second != 0 {
+		add("bgp long_lived_stale_time: %s is not a whole number of seconds from 0s (off) to %s", d, maxLongLivedStaleTime)
+	} else if d > 0 && !c.GracefulRestart {
+		add("bgp long_lived_stale_time: needs graceful_restart")
 	}
 	seen := make(map[netip.Addr]bool)
 	for i, n := range c.Neighbors {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 )
@@ -47,6 +48,90 @@ func (s *Speaker) Close() error {
 	return nil
 }
 
+// restartPoll is how often, while routers may still hold our routes as
+// stale after a restart, keepRestarting looks for neighbors that GoBGP
+// took out of restarting mode before their session was back.
+const restartPoll = 50 * time.Millisecond
+
+// keepRestarting keeps restarting mode (Start) for the neighbors in
+// pending whose session is not back yet. GoBGP ends restarting mode for
+// all its neighbors at once, as soon as the established ones have sent
+// End-of-RIB (pkg/server/server.go, handleFSMMessage: "sync finished"): a
+// router that reconnects later would get an OPEN without the Forwarding
+// State bit and delete the routes it kept for us. So a neighbor that GoBGP
+// took out of restarting mode while it has no TCP connection (idle,
+// connect, active) is added again in restarting mode; removing a neighbor
+// without a connection sends nothing. A neighbor whose OPEN is already out
+// (opensent, openconfirm) is left alone: removing it then could race its
+// session coming up, and GoBGP sends a Cease when it removes an
+// established neighbor.
+//
+// It ends when every pending neighbor has been established once, when ctx
+// is done (Close) or at until, when routers have dropped the stale routes
+// anyway.
+func (s *Speaker) keepRestarting(ctx context.Context, pending map[netip.Addr]bool, until time.Time) {
+	tick := time.NewTicker(restartPoll)
+	defer tick.Stop()
+	for len(pending) > 0 && time.Now().Before(until) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.rearm(ctx, pending)
+	}
+}
+
+func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	type peer struct {
+		state      api.PeerState_SessionState
+		restarting bool
+	}
+	peers := make(map[netip.Addr]peer, len(pending))
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		if p.State == nil || p.Conf == nil {
+			return
+		}
+		a, err := netip.ParseAddr(p.Conf.NeighborAddress)
+		if err != nil {
+			return
+		}
+		peers[a] = peer{state: p.State.SessionState, restarting: p.GracefulRestart.GetLocalRestarting()}
+	})
+	if err != nil {
+		return // closing; or try again at the next tick
+	}
+	for addr := range pending {
+		i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Address == addr })
+		p, ok := peers[addr]
+		if i < 0 || !ok || p.state == api.PeerState_ESTABLISHED {
+			delete(pending, addr) // removed by Reconfigure, or had its session
+			continue
+		}
+		if p.restarting || (p.state != api.PeerState_IDLE && p.state != api.PeerState_CONNECT &&
+			p.state != api.PeerState_ACTIVE && p.state != api.PeerState_UNKNOWN) {
+			continue
+		}
+		n := &s.cfg.Neighbors[i]
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			s.logger.Warn("bgp neighbor not back yet: cannot keep graceful restart for it", "neighbor", addr, "err", err)
+			delete(pending, addr)
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n, true)}); err != nil {
+			s.logger.Error("bgp neighbor not back yet: re-adding it failed", "neighbor", addr, "err", err)
+			delete(pending, addr)
+			continue
+		}
+		s.logger.Info("bgp neighbor not back yet: kept in graceful restart for its session", "neighbor", addr)
+	}
+}
+
 func sameSession(a, b *Neighbor) bool {
 	return a.ASN == b.ASN && a.port() == b.port() && a.Passive == b.Passive &&
 		a.Multihop == b.Multihop && a.Password == b.Password
@@ -77,8 +162,10 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	}
 	old := s.cfg
 	if cfg.ASN != old.ASN || cfg.RouterID != old.RouterID || cfg.ListenAddress != old.ListenAddress ||
-		cfg.listenPort() != old.listenPort() || cfg.GracefulRestart != old.GracefulRestart {
-		return errors.New("reconfiguring bgp: asn, router_id, listen_address, listen_port and graceful_restart need a restart")
+		cfg.listenPort() != old.listenPort() || cfg.GracefulRestart != old.GracefulRestart ||
+		cfg.restartTime() != old.restartTime() || cfg.LongLivedStaleTime != old.LongLivedStaleTime {
+		return errors.New("reconfiguring bgp: asn, router_id, listen_address, listen_port, graceful_restart, " +
+			"graceful_restart_time and long_lived_stale_time need a restart")
 	}
 	oldByAddr := make(map[netip.Addr]*Neighbor, len(old.Neighbors))
 	for i := range old.Neighbors {
@@ -197,7 +284,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 
 	// 5. New sessions, and communities re-sent where they changed.
 	for _, n := range added {
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(n, false)}); err != nil {
 			errs = append(errs, fmt.Errorf("adding bgp neighbor %s: %w", n.Address, err))
 		}
 		s.metrics.neighborUp.WithLabelValues(n.Address.String()).Set(0)

@@ -154,8 +154,16 @@ func (s *Speaker) newNeighborStates(cfg *Config, order []netip.Prefix) map[netip
 
 // Start starts the BGP server, installs the policies, the routes announced
 // so far and then the neighbors. Announce before Start is allowed and is
-// the right order at daemon start: routers that kept our routes through
-// graceful restart then get the complete set before End-of-RIB.
+// the right order at daemon start.
+//
+// Routes announced before Start are the stored set of a restart: with
+// graceful restart on, the speaker then opens every session in restarting
+// mode (RFC 4724 §4.1): the Restart State bit and, for IPv4 and IPv6
+// unicast, the Forwarding State bit set in the OPEN (and the long-lived
+// stale tuples' F bit), so routers that kept our routes as stale keep them
+// until our End-of-RIB; the whole set goes out before End-of-RIB. Without
+// the bits a router deletes the stale routes the moment the session is up
+// (RFC 4724 §4.2) and holds none until the set has been sent again.
 func (s *Speaker) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,19 +221,38 @@ func (s *Speaker) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	restarting := s.cfg.GracefulRestart && len(s.announced) > 0
+	pending := make(map[netip.Addr]bool, len(s.cfg.Neighbors))
 	for i := range s.cfg.Neighbors {
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(&s.cfg.Neighbors[i])}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(&s.cfg.Neighbors[i], restarting)}); err != nil {
 			return fmt.Errorf("adding bgp neighbor %s: %w", s.cfg.Neighbors[i].Address, err)
 		}
 		s.metrics.neighborUp.WithLabelValues(s.cfg.Neighbors[i].Address.String()).Set(0)
+		pending[s.cfg.Neighbors[i].Address] = true
+	}
+	if restarting {
+		until := time.Now().Add(s.cfg.restartTime() + s.cfg.LongLivedStaleTime)
+		go s.keepRestarting(wctx, pending, until)
 	}
 	s.logger.Info("bgp speaker started", "asn", s.cfg.ASN, "router_id", s.cfg.RouterID,
 		"listen", s.cfg.ListenAddress, "port", s.cfg.listenPort(), "neighbors", len(s.cfg.Neighbors),
-		"routes", len(s.announced))
+		"routes", len(s.announced), "graceful_restart", restarting)
 	return nil
 }
 
-func (s *Speaker) peerConfig(n *Neighbor) *api.Peer {
+// restartDeferral is the DeferralTime given to GoBGP (whole seconds; 0
+// would mean its default of 360 s). In restarting mode GoBGP sends a
+// neighbor nothing until every neighbor has sent End-of-RIB or this timer
+// has run out. GoBGP waits to select routes among what its peers send;
+// rtbhd imports nothing and its whole set is in the RIB before any session
+// opens, so the shortest wait is right: a router slow to send its
+// End-of-RIB (or one that sends none) gets the set and our End-of-RIB after
+// a second.
+const restartDeferral = 1
+
+// peerConfig is GoBGP's configuration of n; restarting opens its sessions
+// in restarting mode (see Start).
+func (s *Speaker) peerConfig(n *Neighbor, restarting bool) *api.Peer {
 	p := &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: n.Address.String(),
@@ -245,14 +272,24 @@ func (s *Speaker) peerConfig(n *Neighbor) *api.Peer {
 	if n.Multihop > 0 {
 		p.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(n.Multihop)}
 	}
+	// GoBGP (pkg/server/fsm.go, capabilitiesFromConfig) sets the Restart
+	// State bit from LocalRestarting and, for every family with
+	// MpGracefulRestart enabled, the Forwarding State bit too; the
+	// long-lived graceful restart tuples get the same F bit.
 	gr := s.cfg.GracefulRestart
+	llgr := uint32(s.cfg.LongLivedStaleTime / time.Second)
 	if gr {
-		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: GracefulRestartTime}
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(s.cfg.restartTime() / time.Second),
+			DeferralTime: restartDeferral, LocalRestarting: restarting, LonglivedEnabled: llgr > 0}
 	}
 	for _, f := range []*api.Family{familyV4, familyV6} {
 		af := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}}
 		if gr {
 			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		if gr && llgr > 0 {
+			af.LongLivedGracefulRestart = &api.LongLivedGracefulRestart{
+				Config: &api.LongLivedGracefulRestartConfig{Enabled: true, RestartTime: llgr}}
 		}
 		p.AfiSafis = append(p.AfiSafis, af)
 	}
