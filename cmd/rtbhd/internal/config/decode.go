@@ -329,7 +329,10 @@ func floatInRange(f float64, bounds string) error {
 	}
 	loS, hiS, _ := strings.Cut(bounds, "..")
 	lo, _ := strconv.ParseFloat(loS, 64)
-	hi, _ := strconv.ParseFloat(hiS, 64)
+	hi, err := strconv.ParseFloat(hiS, 64)
+	if err != nil {
+		hi = math.Inf(1)
+	}
 	if f < lo || f > hi {
 		return fmt.Errorf("%g is out of range %g..%g", f, lo, hi)
 	}
