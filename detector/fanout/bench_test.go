@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
-const benchBatch = 256 // samples per HandleSamples call, about 36 datagrams
+const benchBatch = 256 // flows per HandleFlows call, about 36 datagrams
 
 func subscriber(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -23,7 +23,7 @@ func subscriber6(i int) netip.Addr {
 
 // runBench feeds samples in batches, b.N samples in all, the clock moving
 // 10 ms per batch.
-func runBench(b *testing.B, e *Engine, samples []sflow.Sample, start time.Time) {
+func runBench(b *testing.B, e *Engine, samples []domain.Flow, start time.Time) {
 	b.Helper()
 	b.ReportAllocs()
 	cpu0 := cpuTime()
@@ -32,7 +32,7 @@ func runBench(b *testing.B, e *Engine, samples []sflow.Sample, start time.Time) 
 	off := 0
 	for done := 0; done < b.N; {
 		n := min(benchBatch, b.N-done, len(samples)-off)
-		e.HandleSamplesAt(samples[off:off+n], now)
+		e.HandleFlowsAt(samples[off:off+n], now)
 		done += n
 		off += n
 		if off == len(samples) {
@@ -57,9 +57,9 @@ func cpuTime() int64 {
 }
 
 // warm creates the state of every source in samples.
-func warm(e *Engine, samples []sflow.Sample, at time.Time) {
+func warm(e *Engine, samples []domain.Flow, at time.Time) {
 	for off := 0; off < len(samples); off += benchBatch {
-		e.HandleSamplesAt(samples[off:min(off+benchBatch, len(samples))], at)
+		e.HandleFlowsAt(samples[off:min(off+benchBatch, len(samples))], at)
 	}
 }
 
@@ -96,7 +96,7 @@ func BenchmarkUpdate(b *testing.B) {
 
 	b.Run("tracked-100k", func(b *testing.B) {
 		e := benchEngine(b)
-		var samples []sflow.Sample
+		var samples []domain.Flow
 		for r := 0; r < 4; r++ {
 			for _, i := range perm(sources) {
 				samples = append(samples, smtp(subscriber(i), smarthost, 256))
@@ -107,7 +107,7 @@ func BenchmarkUpdate(b *testing.B) {
 	})
 	b.Run("tracked-100k-v6", func(b *testing.B) {
 		e := benchEngine(b)
-		var samples []sflow.Sample
+		var samples []domain.Flow
 		for r := 0; r < 4; r++ {
 			for _, i := range perm(sources) {
 				samples = append(samples, smtp(subscriber6(i), netip.MustParseAddr("2001:db8:ffff::25"), 256))
@@ -120,7 +120,7 @@ func BenchmarkUpdate(b *testing.B) {
 		e := benchEngine(b)
 		e.c.rules[0].MinDestinations = 1 << 30
 		e.c.rules[0].minDest = 1 << 30
-		var samples []sflow.Sample
+		var samples []domain.Flow
 		for r := 0; r < 400; r++ {
 			for _, i := range perm(1000) {
 				samples = append(samples, smtp(subscriber(i), nthDst(int(rng.Uint32()>>8)), 256))
@@ -131,7 +131,7 @@ func BenchmarkUpdate(b *testing.B) {
 	})
 	b.Run("mixed-100k", func(b *testing.B) {
 		e := benchEngine(b)
-		var samples []sflow.Sample
+		var samples []domain.Flow
 		for r := 0; r < 4; r++ {
 			for _, i := range perm(sources) {
 				s := smtp(subscriber(i), smarthost, 256)
@@ -153,7 +153,7 @@ func BenchmarkUpdate(b *testing.B) {
 	})
 	b.Run("nomatch", func(b *testing.B) {
 		e := benchEngine(b)
-		var samples []sflow.Sample
+		var samples []domain.Flow
 		for _, i := range perm(sources) {
 			s := smtp(subscriber(i), nthDst(i), 256)
 			s.DstPort = 443
@@ -177,17 +177,17 @@ func populate(tb testing.TB, n int) *Engine {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	batch := make([]sflow.Sample, 0, benchBatch)
+	batch := make([]domain.Flow, 0, benchBatch)
 	for i := 0; i < n; i++ {
 		for d := 0; d <= i%3; d++ {
 			batch = append(batch, smtp(subscriber(i), nthDst(d), 256))
 		}
 		if len(batch) >= benchBatch-3 {
-			e.HandleSamplesAt(batch, t0)
+			e.HandleFlowsAt(batch, t0)
 			batch = batch[:0]
 		}
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	return e
 }
 

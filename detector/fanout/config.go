@@ -66,9 +66,9 @@ type Config struct {
 	MaxTrackedSources  int            // (source, rule) pairs kept; 0 = DefaultMaxTrackedSources
 	Rules              []Rule
 
-	// Now is the clock HandleSamples reads once per batch; nil means
+	// Now is the clock HandleFlows reads once per batch; nil means
 	// time.Now. Tests inject a simulated clock here or call
-	// HandleSamplesAt.
+	// HandleFlowsAt.
 	Now func() time.Time
 }
 

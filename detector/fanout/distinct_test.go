@@ -9,7 +9,7 @@ import (
 
 	"github.com/axiomhq/hyperloglog"
 
-	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // TestDistinctAccuracy checks the exact range and the sketch's error
@@ -67,8 +67,8 @@ func TestSketchSlides(t *testing.T) {
 	cfg.Rules[0].MinDestinations = 1 << 30
 	e, _, _ := newEngine(t, cfg)
 	src := netip.MustParseAddr("10.8.8.8")
-	batch := func(from, to int) []sflow.Sample {
-		var b []sflow.Sample
+	batch := func(from, to int) []domain.Flow {
+		var b []domain.Flow
 		for i := from; i < to; i++ {
 			b = append(b, smtp(src, nthDst(i), 1))
 		}
@@ -77,19 +77,19 @@ func TestSketchSlides(t *testing.T) {
 	within := func(got uint64, want, tol float64) bool {
 		return math.Abs(float64(got)-want) <= tol*want
 	}
-	e.HandleSamplesAt(batch(0, 2000), t0)
+	e.HandleFlowsAt(batch(0, 2000), t0)
 	if n, _ := e.distinctOf(src, 0); !within(n, 2000, 0.3) {
 		t.Errorf("after 2000: %d", n)
 	}
-	e.HandleSamplesAt(batch(2000, 3000), t0.Add(5*time.Minute))
+	e.HandleFlowsAt(batch(2000, 3000), t0.Add(5*time.Minute))
 	if n, _ := e.distinctOf(src, 0); !within(n, 3000, 0.3) {
 		t.Errorf("after 3000 in the window: %d", n)
 	}
-	e.HandleSamplesAt(batch(3000, 3001), t0.Add(10*time.Minute))
+	e.HandleFlowsAt(batch(3000, 3001), t0.Add(10*time.Minute))
 	if n, _ := e.distinctOf(src, 0); !within(n, 1001, 0.3) {
 		t.Errorf("after the first 2000 aged out: %d, want ~1001", n)
 	}
-	e.HandleSamplesAt(batch(3001, 3002), t0.Add(15*time.Minute))
+	e.HandleFlowsAt(batch(3001, 3002), t0.Add(15*time.Minute))
 	if n, _ := e.distinctOf(src, 0); n != 2 {
 		t.Errorf("after all but two aged out: %d, want 2", n)
 	}
@@ -99,7 +99,7 @@ func TestSketchSlides(t *testing.T) {
 		// when the source goes quiet.
 		t.Logf("overflow records: %d", st.Overflow)
 	}
-	e.HandleSamplesAt(nil, t0.Add(30*time.Minute))
+	e.HandleFlowsAt(nil, t0.Add(30*time.Minute))
 	if st := e.Stats(); st.Overflow != 0 || st.Tracked != 0 {
 		t.Errorf("stats after idling: %+v", st)
 	}

@@ -3,9 +3,10 @@
 // distinct destination addresses — spam trojans speaking SMTP directly to
 // mail servers everywhere, worms scanning for the next victim.
 //
-// The engine is pure: it consumes decoded sFlow samples (it implements
-// sflow.Sink), keeps per-source state and reports a Firing when a rule's
-// thresholds are crossed. It opens no sockets, touches no database and
+// The engine is pure: it consumes decoded flow records (domain.Flow, in
+// batches from any input: it satisfies sflow.Sink without importing the
+// sFlow package), keeps per-source state and reports a Firing when a
+// rule's thresholds are crossed. It opens no sockets, touches no database and
 // starts no goroutines; turning a Firing into evidence and a blackhole is
 // the job of package detector.
 //
@@ -74,6 +75,6 @@
 // of many samples overlap; hand the engine whole receive batches (the
 // collector's tens of datagrams), not single samples. A sample for an
 // already tracked source allocates nothing; the Prometheus metrics are
-// updated once per batch. HandleSamples may be called from several
+// updated once per batch. HandleFlows may be called from several
 // goroutines (one per socket): a mutex is held for each batch.
 package fanout

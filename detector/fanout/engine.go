@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Firing is one rule crossing its thresholds for one source. It is a plain
@@ -49,7 +49,9 @@ type Stats struct {
 	Suppressed int // (source, rule) suppressions, including expired ones not yet swept
 }
 
-// Engine is the fan-out detector. It implements sflow.Sink.
+// Engine is the fan-out detector. It reads domain.Flows, whichever input
+// decoded them: HandleFlows is the batch method of the inputs' sinks
+// (sflow.Sink).
 type Engine struct {
 	mu   sync.Mutex
 	c    *compiled
@@ -73,8 +75,6 @@ type Engine struct {
 	mEvictions prometheus.Counter
 	ruleFired  []prometheus.Counter // by rule index
 }
-
-var _ sflow.Sink = (*Engine)(nil)
 
 // New returns an engine for cfg. fire is called synchronously, with the
 // engine's lock held, for every firing: it must be cheap and must not call
@@ -126,23 +126,24 @@ func (e *Engine) bindRules() {
 	}
 }
 
-// HandleSamples processes a batch at the configured clock's time.
-func (e *Engine) HandleSamples(samples []sflow.Sample) {
+// HandleFlows processes a batch at the configured clock's time. The
+// caller keeps the slice: the engine copies what it keeps.
+func (e *Engine) HandleFlows(flows []domain.Flow) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.handle(samples, e.c.now().UnixNano())
+	e.handle(flows, e.c.now().UnixNano())
 }
 
-// HandleSamplesAt processes a batch as if received at now. Times may go
+// HandleFlowsAt processes a batch as if received at now. Times may go
 // backwards a little between batches (several sockets); such samples count
 // in the newest sub-window of the sources they touch.
-func (e *Engine) HandleSamplesAt(samples []sflow.Sample, now time.Time) {
+func (e *Engine) HandleFlowsAt(flows []domain.Flow, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.handle(samples, now.UnixNano())
+	e.handle(flows, now.UnixNano())
 }
 
-func (e *Engine) handle(samples []sflow.Sample, now int64) {
+func (e *Engine) handle(samples []domain.Flow, now int64) {
 	b := e.bucketOf(now)
 	e.expire(now)
 	if b != e.sweptBucket {
@@ -190,7 +191,7 @@ type item struct {
 // selectItems filters the batch: protocol and port of some rule, source
 // in the subscriber space and not in never_blackhole nor in the rule's
 // exemptions.
-func (e *Engine) selectItems(samples []sflow.Sample) []item {
+func (e *Engine) selectItems(samples []domain.Flow) []item {
 	items := e.items[:0]
 	for i := range samples {
 		s := &samples[i]
@@ -259,7 +260,7 @@ func satAdd(a, b uint32) uint32 {
 	return ^uint32(0)
 }
 
-func (e *Engine) update(s *sflow.Sample, it item, now int64, b uint32) {
+func (e *Engine) update(s *domain.Flow, it item, now int64, b uint32) {
 	p := &e.pool
 	r := &e.c.rules[it.rule]
 	var k key

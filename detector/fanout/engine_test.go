@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -62,8 +62,8 @@ func newEngine(t testing.TB, cfg Config) (*Engine, *recorder, *prometheus.Regist
 	return e, rec, reg
 }
 
-func smtp(src, dst netip.Addr, rate uint32) sflow.Sample {
-	return sflow.Sample{
+func smtp(src, dst netip.Addr, rate uint32) domain.Flow {
+	return domain.Flow{
 		Src: src, Dst: dst, Protocol: 6, SrcPort: 40000, DstPort: 25,
 		SamplingRate: rate, TCPFlags: 0x02, FrameLength: 60,
 	}
@@ -118,13 +118,13 @@ func TestFiresAtThresholds(t *testing.T) {
 		if i%2 == 1 {
 			s.TCPFlags = 0x18 // PSH|ACK: not a connection attempt
 		}
-		e.HandleSamplesAt([]sflow.Sample{s}, t0.Add(time.Duration(i)*time.Second))
+		e.HandleFlowsAt([]domain.Flow{s}, t0.Add(time.Duration(i)*time.Second))
 	}
 	if fs := rec.take(); len(fs) != 0 {
 		t.Fatalf("fired with 19 destinations: %+v", fs)
 	}
 	last := t0.Add(19 * time.Second)
-	e.HandleSamplesAt([]sflow.Sample{smtp(zombie, nthDst(19), 256)}, last)
+	e.HandleFlowsAt([]domain.Flow{smtp(zombie, nthDst(19), 256)}, last)
 	fs := rec.take()
 	if len(fs) != 1 {
 		t.Fatalf("got %d firings, want 1", len(fs))
@@ -157,11 +157,11 @@ func TestMinPacketsAndRateScaling(t *testing.T) {
 	e, rec, _ := newEngine(t, testConfig())
 	src := netip.MustParseAddr("10.9.9.9")
 	// 30 distinct destinations at 1:1 sampling: 30 estimated packets.
-	var batch []sflow.Sample
+	var batch []domain.Flow
 	for i := 0; i < 30; i++ {
 		batch = append(batch, smtp(src, nthDst(i), 1))
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	if fs := rec.take(); len(fs) != 0 {
 		t.Fatalf("fired on 30 estimated packets: %+v", fs)
 	}
@@ -173,14 +173,14 @@ func TestMinPacketsAndRateScaling(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		batch = append(batch, smtp(src, nthDst(i), 128))
 	}
-	e.HandleSamplesAt(batch, t0.Add(time.Second))
+	e.HandleFlowsAt(batch, t0.Add(time.Second))
 	if got := e.packetsOf(src, 0); got != 926 {
 		t.Fatalf("packets = %d, want 926", got)
 	}
 	if fs := rec.take(); len(fs) != 0 {
 		t.Fatalf("fired below min_packets: %+v", fs)
 	}
-	e.HandleSamplesAt([]sflow.Sample{smtp(src, nthDst(3), 100)}, t0.Add(2*time.Second))
+	e.HandleFlowsAt([]domain.Flow{smtp(src, nthDst(3), 100)}, t0.Add(2*time.Second))
 	fs := rec.take()
 	if len(fs) != 1 || fs[0].Packets != 1026 || fs[0].Destinations != 30 || fs[0].Connections != 1026 {
 		t.Fatalf("firings = %+v, want one with 1026 packets, 30 destinations", fs)
@@ -196,7 +196,7 @@ func TestWindowSlides(t *testing.T) {
 	// the window (10m) never counts; one younger than 9m always does.
 	for m := 0; m < 40; m++ {
 		now := t0.Add(time.Duration(m)*time.Minute + 17*time.Second)
-		e.HandleSamplesAt([]sflow.Sample{smtp(src, nthDst(m), 10)}, now)
+		e.HandleFlowsAt([]domain.Flow{smtp(src, nthDst(m), 10)}, now)
 		n, ok := e.distinctOf(src, 0)
 		if !ok {
 			t.Fatalf("minute %d: source not tracked", m)
@@ -214,11 +214,11 @@ func TestWindowSlides(t *testing.T) {
 	// sub-window (6 destinations) ages out: counts slide, never reset.
 	e2, _, _ := newEngine(t, cfg)
 	for s := 0; s < 60; s++ {
-		e2.HandleSamplesAt([]sflow.Sample{smtp(src, nthDst(s), 1)}, t0.Add(time.Duration(s)*10*time.Second))
+		e2.HandleFlowsAt([]domain.Flow{smtp(src, nthDst(s), 1)}, t0.Add(time.Duration(s)*10*time.Second))
 	}
 	probe := nthDst(9999)
 	for m := 10; m < 20; m++ {
-		e2.HandleSamplesAt([]sflow.Sample{smtp(src, probe, 1)}, t0.Add(time.Duration(m)*time.Minute))
+		e2.HandleFlowsAt([]domain.Flow{smtp(src, probe, 1)}, t0.Add(time.Duration(m)*time.Minute))
 		n, _ := e2.distinctOf(src, 0)
 		if want := uint64(6*(19-m) + 1); n != want {
 			t.Errorf("minute %d: %d distinct destinations, want %d", m, n, want)
@@ -232,11 +232,11 @@ func TestWindowSlides(t *testing.T) {
 func TestIdleSourceResetsAndExpires(t *testing.T) {
 	e, rec, _ := newEngine(t, testConfig())
 	src := netip.MustParseAddr("10.0.0.2")
-	var batch []sflow.Sample
+	var batch []domain.Flow
 	for i := 0; i < 15; i++ {
 		batch = append(batch, smtp(src, nthDst(i), 256))
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	if got := e.Stats().Tracked; got != 1 {
 		t.Fatalf("tracked = %d, want 1", got)
 	}
@@ -245,7 +245,7 @@ func TestIdleSourceResetsAndExpires(t *testing.T) {
 	for i := 15; i < 30; i++ {
 		batch = append(batch, smtp(src, nthDst(i), 256))
 	}
-	e.HandleSamplesAt(batch, t0.Add(10*time.Minute))
+	e.HandleFlowsAt(batch, t0.Add(10*time.Minute))
 	if fs := rec.take(); len(fs) != 0 {
 		t.Fatalf("fired across windows: %+v", fs)
 	}
@@ -257,13 +257,13 @@ func TestIdleSourceResetsAndExpires(t *testing.T) {
 	for i := 30; i < 35; i++ {
 		batch = append(batch, smtp(src, nthDst(i), 256))
 	}
-	e.HandleSamplesAt(batch, t0.Add(15*time.Minute))
+	e.HandleFlowsAt(batch, t0.Add(15*time.Minute))
 	fs := rec.take()
 	if len(fs) != 1 || fs[0].Destinations != 20 || !fs[0].FirstSeen.Equal(t0.Add(10*time.Minute)) {
 		t.Fatalf("firings = %+v, want one with 20 destinations first seen at +10m", fs)
 	}
 	// A source idle for a whole window is dropped at the next batch.
-	e.HandleSamplesAt(nil, t0.Add(26*time.Minute))
+	e.HandleFlowsAt(nil, t0.Add(26*time.Minute))
 	if got := e.Stats(); got.Tracked != 0 || got.Overflow != 0 {
 		t.Fatalf("stats after idling = %+v, want nothing tracked", got)
 	}
@@ -278,27 +278,27 @@ func TestIgnoredTraffic(t *testing.T) {
 	e, rec, _ := newEngine(t, cfg)
 	tests := []struct {
 		name string
-		mod  func(*sflow.Sample)
+		mod  func(*domain.Flow)
 	}{
-		{"outside subscriber space", func(s *sflow.Sample) { s.Src = netip.MustParseAddr("192.0.2.7") }},
-		{"outside subscriber space v6", func(s *sflow.Sample) { s.Src = netip.MustParseAddr("2001:db9::7") }},
-		{"never_blackhole", func(s *sflow.Sample) { s.Src = netip.MustParseAddr("10.255.1.1") }},
-		{"exempt MTA", func(s *sflow.Sample) { s.Src = netip.MustParseAddr("10.0.25.10") }},
-		{"udp", func(s *sflow.Sample) { s.Protocol = 17 }},
-		{"other port", func(s *sflow.Sample) { s.DstPort = 587 }},
-		{"icmp", func(s *sflow.Sample) { s.Protocol = 1; s.DstPort = 0 }},
-		{"fragment", func(s *sflow.Sample) { s.Fragment = true }},
-		{"no IP", func(s *sflow.Sample) { s.Src, s.Dst = netip.Addr{}, netip.Addr{} }},
+		{"outside subscriber space", func(s *domain.Flow) { s.Src = netip.MustParseAddr("192.0.2.7") }},
+		{"outside subscriber space v6", func(s *domain.Flow) { s.Src = netip.MustParseAddr("2001:db9::7") }},
+		{"never_blackhole", func(s *domain.Flow) { s.Src = netip.MustParseAddr("10.255.1.1") }},
+		{"exempt MTA", func(s *domain.Flow) { s.Src = netip.MustParseAddr("10.0.25.10") }},
+		{"udp", func(s *domain.Flow) { s.Protocol = 17 }},
+		{"other port", func(s *domain.Flow) { s.DstPort = 587 }},
+		{"icmp", func(s *domain.Flow) { s.Protocol = 1; s.DstPort = 0 }},
+		{"fragment", func(s *domain.Flow) { s.Fragment = true }},
+		{"no IP", func(s *domain.Flow) { s.Src, s.Dst = netip.Addr{}, netip.Addr{} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var batch []sflow.Sample
+			var batch []domain.Flow
 			for i := 0; i < 200; i++ {
 				s := smtp(netip.MustParseAddr("10.1.1.1"), nthDst(i), 1024)
 				tc.mod(&s)
 				batch = append(batch, s)
 			}
-			e.HandleSamplesAt(batch, t0)
+			e.HandleFlowsAt(batch, t0)
 			if fs := rec.take(); len(fs) != 0 {
 				t.Errorf("fired: %+v", fs)
 			}
@@ -318,7 +318,7 @@ func TestEvictionOrder(t *testing.T) {
 	dst := nthDst(1)
 	// The LRU order is kept at sub-window (window/10 = 1m) resolution.
 	for i, s := range []netip.Addr{a, b, c, a, d} {
-		e.HandleSamplesAt([]sflow.Sample{smtp(s, dst, 1)}, t0.Add(time.Duration(i)*time.Minute))
+		e.HandleFlowsAt([]domain.Flow{smtp(s, dst, 1)}, t0.Add(time.Duration(i)*time.Minute))
 	}
 	tracked := func() []string {
 		var out []string
@@ -332,7 +332,7 @@ func TestEvictionOrder(t *testing.T) {
 	if diff := cmp.Diff([]string{"10.0.0.1", "10.0.0.3", "2001:db8::4"}, tracked()); diff != "" {
 		t.Fatalf("tracked after evicting (-want +got):\n%s", diff)
 	}
-	e.HandleSamplesAt([]sflow.Sample{smtp(b, dst, 1)}, t0.Add(5*time.Minute))
+	e.HandleFlowsAt([]domain.Flow{smtp(b, dst, 1)}, t0.Add(5*time.Minute))
 	if diff := cmp.Diff([]string{"10.0.0.1", "10.0.0.2", "2001:db8::4"}, tracked()); diff != "" {
 		t.Fatalf("tracked after second eviction (-want +got):\n%s", diff)
 	}
@@ -351,11 +351,11 @@ func TestEvictionReleasesOverflow(t *testing.T) {
 	e, _, _ := newEngine(t, cfg)
 	for s := 0; s < 100; s++ {
 		src := netip.AddrFrom4([4]byte{10, 0, 1, byte(s)})
-		var batch []sflow.Sample
+		var batch []domain.Flow
 		for i := 0; i < 100; i++ {
 			batch = append(batch, smtp(src, nthDst(i), 1))
 		}
-		e.HandleSamplesAt(batch, t0.Add(time.Duration(s)*time.Second))
+		e.HandleFlowsAt(batch, t0.Add(time.Duration(s)*time.Second))
 	}
 	st := e.Stats()
 	if st.Tracked != 10 || st.Overflow != 10 {
@@ -372,12 +372,12 @@ func TestSuppression(t *testing.T) {
 	at := t0
 	n := 0
 	send := func(k int) {
-		var batch []sflow.Sample
+		var batch []domain.Flow
 		for i := 0; i < k; i++ {
 			batch = append(batch, smtp(zombie, nthDst(n), 256))
 			n++
 		}
-		e.HandleSamplesAt(batch, at)
+		e.HandleFlowsAt(batch, at)
 	}
 	send(25)
 	if fs := rec.take(); len(fs) != 1 {
@@ -418,7 +418,7 @@ func TestSuppression(t *testing.T) {
 	// Suppression survives eviction and lifts with a zero time.
 	e.Suppress(zombie, "", at.Add(24*time.Hour))
 	at = at.Add(11 * time.Minute)
-	e.HandleSamplesAt(nil, at)
+	e.HandleFlowsAt(nil, at)
 	if st := e.Stats(); st.Tracked != 0 || st.Suppressed != 1 {
 		t.Fatalf("stats = %+v, want nothing tracked, one suppression", st)
 	}
@@ -437,12 +437,12 @@ func TestIPv6AndMappedSources(t *testing.T) {
 	e, rec, _ := newEngine(t, testConfig())
 	z6 := netip.MustParseAddr("2001:db8:1::25")
 	mapped := netip.MustParseAddr("::ffff:10.4.4.4")
-	var batch []sflow.Sample
+	var batch []domain.Flow
 	for i := 0; i < 20; i++ {
 		batch = append(batch, smtp(z6, nthDst6(i), 256))
 		batch = append(batch, smtp(mapped, nthDst(i), 256))
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	fs := rec.take()
 	if len(fs) != 2 {
 		t.Fatalf("got %d firings, want 2", len(fs))
@@ -464,10 +464,10 @@ func TestSmallRuleExamples(t *testing.T) {
 	cfg.Rules = []Rule{{Name: "tiny", Protocol: 17, DstPorts: []uint16{1900}, MinDestinations: 2, MinPackets: 2, Action: "log"}}
 	e, rec, _ := newEngine(t, cfg)
 	src := netip.MustParseAddr("10.7.7.7")
-	s1 := sflow.Sample{Src: src, Dst: nthDst(1), Protocol: 17, DstPort: 1900, SamplingRate: 1}
+	s1 := domain.Flow{Src: src, Dst: nthDst(1), Protocol: 17, DstPort: 1900, SamplingRate: 1}
 	s2 := s1
 	s2.Dst = nthDst(2)
-	e.HandleSamplesAt([]sflow.Sample{s1, s2}, t0)
+	e.HandleFlowsAt([]domain.Flow{s1, s2}, t0)
 	fs := rec.take()
 	if len(fs) != 1 {
 		t.Fatalf("got %d firings", len(fs))
@@ -488,7 +488,7 @@ func TestSeveralRules(t *testing.T) {
 	)
 	e, rec, _ := newEngine(t, cfg)
 	src := netip.MustParseAddr("10.200.0.1")
-	var batch []sflow.Sample
+	var batch []domain.Flow
 	for i := 0; i < 30; i++ {
 		s := smtp(src, nthDst(i), 256)
 		if i >= 20 {
@@ -503,7 +503,7 @@ func TestSeveralRules(t *testing.T) {
 		s.Src = src
 		batch = append(batch, s)
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	var got []string
 	for _, f := range rec.take() {
 		got = append(got, fmt.Sprintf("%s %s %d", f.Rule, f.Source, f.Destinations))
@@ -522,14 +522,14 @@ func TestReconfigure(t *testing.T) {
 	cfg.Rules = append(cfg.Rules, Rule{Name: "telnet", Protocol: 6, DstPorts: []uint16{23}, MinDestinations: 100, Action: "log"})
 	e, rec, _ := newEngine(t, cfg)
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	var batch []sflow.Sample
+	var batch []domain.Flow
 	for i := 0; i < 10; i++ {
 		batch = append(batch, smtp(a, nthDst(i), 256), smtp(b, nthDst(i), 256))
 		s := smtp(a, nthDst(i), 256)
 		s.DstPort = 23
 		batch = append(batch, s)
 	}
-	e.HandleSamplesAt(batch, t0)
+	e.HandleFlowsAt(batch, t0)
 	e.Suppress(a, "telnet", t0.Add(time.Hour))
 
 	// Swap the rule order, change the telnet ports, exempt b, lower the
@@ -559,7 +559,7 @@ func TestReconfigure(t *testing.T) {
 	for i := 10; i < 12; i++ {
 		batch = append(batch, smtp(a, nthDst(i), 256), smtp(b, nthDst(i), 256))
 	}
-	e.HandleSamplesAt(batch, t0.Add(time.Second))
+	e.HandleFlowsAt(batch, t0.Add(time.Second))
 	fs := rec.take()
 	if len(fs) != 1 || fs[0].Source != a || fs[0].RuleIndex != 1 || fs[0].Destinations != 12 {
 		t.Fatalf("firings after reconfigure = %+v", fs)
@@ -639,7 +639,7 @@ func TestConcurrentBatches(t *testing.T) {
 			defer wg.Done()
 			src := netip.AddrFrom4([4]byte{10, 50, 0, byte(g)})
 			for i := 0; i < 200; i++ {
-				e.HandleSamples([]sflow.Sample{smtp(src, nthDst(i), 256), smtp(netip.MustParseAddr("10.60.0.1"), nthDst(i), 256)})
+				e.HandleFlows([]domain.Flow{smtp(src, nthDst(i), 256), smtp(netip.MustParseAddr("10.60.0.1"), nthDst(i), 256)})
 			}
 		}()
 	}
@@ -654,7 +654,7 @@ func TestNoAllocsPerSample(t *testing.T) {
 	cfg.Rules = append(cfg.Rules, Rule{Name: "smb", Protocol: 6, DstPorts: []uint16{445}, MinDestinations: 1000, MinPackets: 1, Action: "log"})
 	e, rec, _ := newEngine(t, cfg)
 	const sources = 1000
-	batch := make([]sflow.Sample, 0, 4*sources)
+	batch := make([]domain.Flow, 0, 4*sources)
 	for s := 0; s < sources; s++ {
 		src := netip.AddrFrom4([4]byte{10, 1, byte(s >> 8), byte(s)})
 		batch = append(batch, smtp(src, nthDst(1), 256)) // one smarthost
@@ -673,11 +673,11 @@ func TestNoAllocsPerSample(t *testing.T) {
 		batch = append(batch, web)
 	}
 	now := t0
-	e.HandleSamplesAt(batch, now)
+	e.HandleFlowsAt(batch, now)
 	rec.take()
 	allocs := testing.AllocsPerRun(50, func() {
 		now = now.Add(7 * time.Second) // crosses sub-windows: aging is covered too
-		e.HandleSamplesAt(batch, now)
+		e.HandleFlowsAt(batch, now)
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per batch of %d samples, want 0", allocs, len(batch))
@@ -737,7 +737,7 @@ func TestAgainstReference(t *testing.T) {
 			epoch = ns - ns%granule
 		}
 		b := (ns - epoch) / granule
-		var batch []sflow.Sample
+		var batch []domain.Flow
 		touched := map[netip.Addr]bool{}
 		for k := rng.IntN(80); k >= 0; k-- {
 			src := netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(20))})
@@ -755,7 +755,7 @@ func TestAgainstReference(t *testing.T) {
 			log[src] = append(log[src], logged{b, dst, rate})
 			touched[src] = true
 		}
-		e.HandleSamplesAt(batch, now)
+		e.HandleFlowsAt(batch, now)
 		for src := range touched {
 			dsts := map[netip.Addr]bool{}
 			var pk uint64

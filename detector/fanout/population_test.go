@@ -7,9 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
+
+// The Collector hands its flows straight to the engine; only this test,
+// which feeds the engine real datagrams, imports the sFlow package.
+var _ sflow.Sink = (*Engine)(nil)
 
 // TestPopulation is the accuracy test of issue 5: a generated sFlow stream
 // at 1:256 from four agents, built as real datagrams with sflowtest and
@@ -39,7 +44,7 @@ func TestPopulation(t *testing.T) {
 		busy       = 200
 		outsiders  = 20
 		perDgram   = 7  // flow samples per datagram
-		dgramBatch = 64 // datagrams per HandleSamples call, like the collector's recvmmsg batch
+		dgramBatch = 64 // datagrams per HandleFlows call, like the collector's recvmmsg batch
 	)
 	normals := 100_000
 	normalSamplesPerSec := 5000 // ~12.8 packets/s per subscriber on average
@@ -129,8 +134,8 @@ func TestPopulation(t *testing.T) {
 		dec     sflow.Decoder
 		pending [4][]sflowtest.Packet
 		dgrams  [][]byte
-		out     = make([]sflow.Sample, perDgram)
-		batch   []sflow.Sample
+		out     = make([]domain.Flow, perDgram)
+		batch   []domain.Flow
 		nSample int
 		nDgram  int
 	)
@@ -141,7 +146,7 @@ func TestPopulation(t *testing.T) {
 			n := min(dgramBatch, len(dgrams))
 			batch = batch[:0]
 			for _, d := range dgrams[:n] {
-				k, err := dec.Decode(d, out)
+				k, err := dec.DecodeFlows(d, out)
 				if err != nil {
 					t.Fatalf("decode: %v", err)
 				}
@@ -149,7 +154,7 @@ func TestPopulation(t *testing.T) {
 			}
 			dgrams = dgrams[n:]
 			nSample += len(batch)
-			e.HandleSamplesAt(batch, now)
+			e.HandleFlowsAt(batch, now)
 		}
 		dgrams = dgrams[:0]
 	}

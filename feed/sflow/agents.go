@@ -30,6 +30,8 @@ type Decoder struct {
 	// newAgent, if set, is called once per newly tracked agent; its result
 	// receives the number of datagrams lost whenever a gap is seen.
 	newAgent func(agent netip.Addr, subAgentID uint32) lossCounter
+
+	infos []SampleInfo // DecodeFlows' scratch: the samples' sFlow details
 }
 
 type lossCounter interface {
@@ -106,7 +108,7 @@ func (d *Decoder) Errors(r Reason) uint64 {
 func (d *Decoder) Untracked() uint64 { return d.untracked }
 
 // account updates the agent's state with one valid datagram.
-func (d *Decoder) account(h DatagramHeader, samples []Sample) {
+func (d *Decoder) account(h DatagramHeader, samples *output, n int) {
 	k := agentKey{h.Agent, h.SubAgentID}
 	a := d.agents[k]
 	if a == nil {
@@ -124,7 +126,7 @@ func (d *Decoder) account(h DatagramHeader, samples []Sample) {
 		}
 		d.agents[k] = a
 		a.Datagrams = 1
-		a.trackSamples(samples)
+		a.trackSamples(samples, n)
 		return
 	}
 	a.Datagrams++
@@ -138,7 +140,7 @@ func (d *Decoder) account(h DatagramHeader, samples []Sample) {
 		// Duplicate or reordered: already counted as lost when the gap
 		// opened; the samples are still good.
 		a.Late++
-		a.trackSamples(samples)
+		a.trackSamples(samples, n)
 		return
 	case delta > 1<<31:
 		restart = true
@@ -156,15 +158,15 @@ func (d *Decoder) account(h DatagramHeader, samples []Sample) {
 		a.Restarts++
 		a.sources = a.sources[:0]
 	}
-	a.trackSamples(samples)
+	a.trackSamples(samples, n)
 }
 
 // trackSamples follows each data source's flow sample sequence, sample
 // pool and drops counters.
-func (a *agentState) trackSamples(samples []Sample) {
-	a.Samples += uint64(len(samples))
-	for i := range samples {
-		s := &samples[i]
+func (a *agentState) trackSamples(samples *output, n int) {
+	a.Samples += uint64(n)
+	for i := range n {
+		s := samples.info(i)
 		id := uint32(s.SourceIDType)<<24 | s.SourceIDIndex&0xffffff
 		var src *sourceState
 		for j := range a.sources {

@@ -3,13 +3,14 @@ package sflow_test
 import (
 	"testing"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
 
-// TestDecodeNoAllocs proves Decode allocates nothing per datagram or per
-// sample once the agent is known, for every table datagram and for the
-// mixed 7-sample benchmark datagrams.
+// TestDecodeNoAllocs proves Decode and DecodeFlows allocate nothing per
+// datagram or per sample once the agent is known, for every table
+// datagram and for the mixed 7-sample benchmark datagrams.
 func TestDecodeNoAllocs(t *testing.T) {
 	var dgrams [][]byte
 	for _, tc := range decodeCases() {
@@ -41,6 +42,22 @@ func TestDecodeNoAllocs(t *testing.T) {
 	}
 	if allocs != 0 {
 		t.Errorf("%v allocs per %d datagrams (%d samples), want 0", allocs, len(dgrams), samples)
+	}
+	// DecodeFlows, the Collector's path, once its scratch has grown.
+	flows := make([]domain.Flow, 16)
+	for _, dg := range dgrams {
+		if _, err := d.DecodeFlows(dg, flows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		for _, dg := range dgrams {
+			if _, err := d.DecodeFlows(dg, flows); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); allocs != 0 {
+		t.Errorf("DecodeFlows: %v allocs per %d datagrams, want 0", allocs, len(dgrams))
 	}
 	// Rejected datagrams do not allocate either.
 	bad := append([]byte(nil), dgrams[0]...)

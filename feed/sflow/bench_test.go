@@ -11,6 +11,7 @@ import (
 	"github.com/netsampler/goflow2/v2/producer"
 	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
@@ -78,6 +79,19 @@ func BenchmarkDecode(b *testing.B) {
 				n, err := d.Decode(dgrams[i%len(dgrams)], out)
 				if err != nil || n != per {
 					b.Fatalf("Decode = %d, %v", n, err)
+				}
+			}
+			reportPerSample(b, per)
+		})
+		b.Run(fmt.Sprintf("rtbh-flows/samples=%d", per), func(b *testing.B) {
+			var d sflow.Decoder
+			out := make([]domain.Flow, per)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(dgrams[0])))
+			for i := 0; b.Loop(); i++ {
+				n, err := d.DecodeFlows(dgrams[i%len(dgrams)], out)
+				if err != nil || n != per {
+					b.Fatalf("DecodeFlows = %d, %v", n, err)
 				}
 			}
 			reportPerSample(b, per)

@@ -279,7 +279,7 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 	size := c.cfg.DatagramSize + 1
 	batch := c.cfg.BatchSize
 	perDatagram := MaxSamples(c.cfg.DatagramSize)
-	samples := make([]Sample, max(batch*8, 256)+perDatagram)
+	flows := make([]domain.Flow, max(batch*8, 256)+perDatagram)
 	fill := 0
 	var bc batchCounts
 	var lastDrops uint32
@@ -310,16 +310,16 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 				c.dec.errors[ReasonTruncatedDatagram]++
 				continue
 			}
-			k, err := c.dec.Decode(payload, samples[fill:])
+			k, err := c.dec.DecodeFlows(payload, flows[fill:])
 			if err != nil {
 				bc.malformed++
 				continue
 			}
 			bc.ok++
 			fill += k
-			if len(samples)-fill < perDatagram {
+			if len(flows)-fill < perDatagram {
 				c.mu.Unlock()
-				c.sink.HandleSamples(samples[:fill])
+				c.sink.HandleFlows(flows[:fill])
 				c.mu.Lock()
 				bc.samples += uint64(fill)
 				fill = 0
@@ -327,7 +327,7 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 		}
 		c.mu.Unlock()
 		if fill > 0 {
-			c.sink.HandleSamples(samples[:fill])
+			c.sink.HandleFlows(flows[:fill])
 			bc.samples += uint64(fill)
 			fill = 0
 		}

@@ -12,28 +12,29 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
 
-// recordingSink keeps copies of every sample it is handed.
+// recordingSink keeps copies of every flow it is handed.
 type recordingSink struct {
 	mu      sync.Mutex
-	samples []sflow.Sample
+	flows   []domain.Flow
 	batches int
 }
 
-func (s *recordingSink) HandleSamples(b []sflow.Sample) {
+func (s *recordingSink) HandleFlows(b []domain.Flow) {
 	s.mu.Lock()
-	s.samples = append(s.samples, b...)
+	s.flows = append(s.flows, b...)
 	s.batches++
 	s.mu.Unlock()
 }
 
-func (s *recordingSink) get() []sflow.Sample {
+func (s *recordingSink) get() []domain.Flow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]sflow.Sample(nil), s.samples...)
+	return append([]domain.Flow(nil), s.flows...)
 }
 
 // metric returns the value of the counter or gauge name whose labels

@@ -3,6 +3,8 @@ package sflow
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Reason says why a datagram was rejected. It implements error so Decode
@@ -103,13 +105,65 @@ func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 // (to track it), and never reads outside datagram. The Samples hold no
 // references into datagram.
 func (d *Decoder) Decode(datagram []byte, out []Sample) (int, error) {
-	n, hdr, r := decode(datagram, out)
+	o := output{samples: out}
+	n, hdr, r := decode(datagram, &o)
 	if r != ReasonNone {
 		d.errors[r]++
 		return 0, r
 	}
-	d.account(hdr, out[:n])
+	d.account(hdr, &o, n)
 	return n, nil
+}
+
+// DecodeFlows is Decode for a consumer of flows only, such as the
+// Collector: it fills out's domain.Flows in place and keeps the rest of
+// each sample (SampleInfo) in the Decoder, for the agent's accounting,
+// until the next call. Besides what Decode allocates, the Decoder grows
+// that scratch space when a datagram may declare more samples than any
+// before (one per sample header its size holds, at most len(out)), so
+// that it fails, if it does, for the same Reason as in Decode.
+func (d *Decoder) DecodeFlows(datagram []byte, out []domain.Flow) (int, error) {
+	if need := min(len(out), len(datagram)/sampleHeaderLen); len(d.infos) < need {
+		d.infos = make([]SampleInfo, need)
+	}
+	o := output{flows: out[:min(len(out), len(d.infos))], infos: d.infos}
+	n, hdr, r := decode(datagram, &o)
+	if r != ReasonNone {
+		d.errors[r]++
+		return 0, r
+	}
+	d.account(hdr, &o, n)
+	return n, nil
+}
+
+// output is where decode writes: whole Samples (Decode), or flows with
+// their SampleInfo alongside in the Decoder's scratch (DecodeFlows).
+type output struct {
+	samples []Sample
+	flows   []domain.Flow
+	infos   []SampleInfo // at least as long as flows
+}
+
+func (o *output) len() int {
+	if o.samples != nil {
+		return len(o.samples)
+	}
+	return len(o.flows)
+}
+
+func (o *output) at(i int) (*domain.Flow, *SampleInfo) {
+	if o.samples != nil {
+		s := &o.samples[i]
+		return &s.Flow, &s.SampleInfo
+	}
+	return &o.flows[i], &o.infos[i]
+}
+
+func (o *output) info(i int) *SampleInfo {
+	if o.samples != nil {
+		return &o.samples[i].SampleInfo
+	}
+	return &o.infos[i]
 }
 
 // DatagramHeader is the header of an sFlow v5 datagram.
@@ -121,7 +175,7 @@ type DatagramHeader struct {
 	NumSamples uint32
 }
 
-func decode(b []byte, out []Sample) (int, DatagramHeader, Reason) {
+func decode(b []byte, out *output) (int, DatagramHeader, Reason) {
 	var h DatagramHeader
 	if len(b) < datagramHeaderMin {
 		return 0, h, ReasonTruncatedHeader
@@ -170,30 +224,31 @@ func decode(b []byte, out []Sample) (int, DatagramHeader, Reason) {
 		if format != 1 && format != 3 { // counters, enterprise formats: skip
 			continue
 		}
-		if n >= len(out) {
+		if n >= out.len() {
 			return 0, h, ReasonOutputFull
 		}
-		if r := decodeFlowSample(body, format == 3, &out[n]); r != ReasonNone {
+		f, m := out.at(n)
+		if r := decodeFlowSample(body, format == 3, f, m); r != ReasonNone {
 			return 0, h, r
 		}
-		out[n].Agent = h.Agent
-		out[n].SubAgentID = h.SubAgentID
+		f.Agent = h.Agent
+		m.SubAgentID = h.SubAgentID
 		n++
 	}
 	return n, h, ReasonNone
 }
 
-func decodeFlowSample(b []byte, expanded bool, s *Sample) Reason {
+func decodeFlowSample(b []byte, expanded bool, s *domain.Flow, m *SampleInfo) Reason {
 	var off int
 	if expanded {
 		if len(b) < expFlowFixedLen {
 			return ReasonTruncatedFlowSample
 		}
-		*s = Sample{
+		*s = domain.Flow{SamplingRate: be32(b[12:])}
+		*m = SampleInfo{
 			Sequence:      be32(b),
 			SourceIDType:  uint8(be32(b[4:])),
 			SourceIDIndex: be32(b[8:]),
-			SamplingRate:  be32(b[12:]),
 			SamplePool:    be32(b[16:]),
 			Drops:         be32(b[20:]),
 			InputIf:       be32(b[28:]),
@@ -205,11 +260,11 @@ func decodeFlowSample(b []byte, expanded bool, s *Sample) Reason {
 			return ReasonTruncatedFlowSample
 		}
 		src := be32(b[4:])
-		*s = Sample{
+		*s = domain.Flow{SamplingRate: be32(b[8:])}
+		*m = SampleInfo{
 			Sequence:      be32(b),
 			SourceIDType:  uint8(src >> 24),
 			SourceIDIndex: src & 0xffffff,
-			SamplingRate:  be32(b[8:]),
 			SamplePool:    be32(b[12:]),
 			Drops:         be32(b[16:]),
 			InputIf:       be32(b[20:]),
@@ -295,7 +350,7 @@ func decodeFlowSample(b []byte, expanded bool, s *Sample) Reason {
 
 // sampledPorts fills ports and flags from the src_port, dst_port,
 // tcp_flags words of a sampled_ipv4/ipv6 record.
-func sampledPorts(b []byte, s *Sample) {
+func sampledPorts(b []byte, s *domain.Flow) {
 	if s.Protocol != protoTCP && s.Protocol != protoUDP {
 		return
 	}
@@ -317,7 +372,7 @@ const (
 
 // parseEthernet fills s from an Ethernet frame that may be cut anywhere.
 // A frame too short to reach the IP addresses leaves them invalid.
-func parseEthernet(b []byte, s *Sample) {
+func parseEthernet(b []byte, s *domain.Flow) {
 	if len(b) < 14 {
 		return
 	}
@@ -361,7 +416,7 @@ func parseEthernet(b []byte, s *Sample) {
 	}
 }
 
-func parseIPv4(b []byte, s *Sample) {
+func parseIPv4(b []byte, s *domain.Flow) {
 	if len(b) < 20 || b[0]>>4 != 4 {
 		return
 	}
@@ -379,7 +434,7 @@ func parseIPv4(b []byte, s *Sample) {
 	parseL4(b[ihl:], s)
 }
 
-func parseIPv6(b []byte, s *Sample) {
+func parseIPv6(b []byte, s *domain.Flow) {
 	if len(b) < 40 || b[0]>>4 != 6 {
 		return
 	}
@@ -428,7 +483,7 @@ func parseIPv6(b []byte, s *Sample) {
 	s.Protocol = next
 }
 
-func parseL4(b []byte, s *Sample) {
+func parseL4(b []byte, s *domain.Flow) {
 	switch s.Protocol {
 	case protoTCP:
 		if len(b) >= 4 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
@@ -39,9 +40,14 @@ func udp6() sflowtest.Packet {
 // want is the Sample expected for packet p inside baseFS from agent4.
 func want(p sflowtest.Packet, frameLen uint32) sflow.Sample {
 	s := sflow.Sample{
-		Agent: agent4, SubAgentID: 1, Sequence: 10, SourceIDIndex: 7, InputIf: 7, OutputIf: 0x3fffffff,
-		SamplingRate: 1000, SamplePool: 50000, Drops: 3, FrameLength: frameLen,
-		Src: p.Src, Dst: p.Dst, Protocol: p.Protocol,
+		Flow: domain.Flow{
+			Agent: agent4, SamplingRate: 1000, FrameLength: frameLen,
+			Src: p.Src, Dst: p.Dst, Protocol: p.Protocol,
+		},
+		SampleInfo: sflow.SampleInfo{
+			SubAgentID: 1, Sequence: 10, SourceIDIndex: 7, InputIf: 7, OutputIf: 0x3fffffff,
+			SamplePool: 50000, Drops: 3,
+		},
 	}
 	if p.FragmentOffset != 0 {
 		s.Fragment = true
@@ -268,6 +274,23 @@ func TestDecode(t *testing.T) {
 			if diff := cmp.Diff(tc.want, out[:n], addrCmp); diff != "" {
 				t.Errorf("samples (-want +got):\n%s", diff)
 			}
+			// DecodeFlows yields the same flows and the same accounting.
+			var df sflow.Decoder
+			flows := make([]domain.Flow, 16)
+			nf, err := df.DecodeFlows(dgram, flows)
+			if err != nil || nf != n {
+				t.Fatalf("DecodeFlows = %d, %v; Decode gave %d", nf, err, n)
+			}
+			var wantFlows []domain.Flow
+			for _, s := range tc.want {
+				wantFlows = append(wantFlows, s.Flow)
+			}
+			if diff := cmp.Diff(wantFlows, flows[:nf], addrCmp); diff != "" {
+				t.Errorf("DecodeFlows (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(d.Agents(), df.Agents(), addrCmp); diff != "" {
+				t.Errorf("agents after DecodeFlows (-Decode +DecodeFlows):\n%s", diff)
+			}
 		})
 	}
 }
@@ -394,8 +417,11 @@ func TestDecodeMalformed(t *testing.T) {
 			if n != 0 || err != tc.want {
 				t.Fatalf("Decode = %d, %v; want 0, %v", n, err, tc.want)
 			}
-			if got := d.Errors(tc.want); got != 1 {
-				t.Errorf("Errors(%v) = %d, want 1", tc.want, got)
+			if n, err := d.DecodeFlows(tc.dgram, make([]domain.Flow, tc.out)); n != 0 || err != tc.want {
+				t.Fatalf("DecodeFlows = %d, %v; want 0, %v", n, err, tc.want)
+			}
+			if got := d.Errors(tc.want); got != 2 {
+				t.Errorf("Errors(%v) = %d after Decode and DecodeFlows, want 2", tc.want, got)
 			}
 			if len(d.Agents()) != 0 {
 				t.Errorf("a rejected datagram created agent state")

@@ -1,5 +1,7 @@
 // Package sflow receives sFlow v5 datagrams over UDP and turns each flow
-// sample into a compact Sample for the detector.
+// sample into the detector's flow record, domain.Flow: Decode gives the
+// whole Sample (the Flow and its sFlow context, SampleInfo), DecodeFlows
+// the Flows alone, which is what the Collector hands to its Sink.
 //
 // The Decoder handles flow_sample and expanded_flow_sample with
 // sampled_header records (Ethernet with 802.1Q/QinQ tags and MPLS label
@@ -10,14 +12,17 @@
 // also tracks each agent's datagram sequence (lost datagrams, restarts)
 // and each data source's sample_pool and drops counters.
 //
-// Allocation policy: Decode writes into a caller-owned []Sample and
-// allocates nothing per datagram or per sample; the only allocations are
-// the per-agent state made the first time an agent is seen (bounded in
-// number). Samples never point into the datagram buffer.
+// Allocation policy: Decode writes into a caller-owned []Sample, and
+// DecodeFlows into a caller-owned []domain.Flow, in place, and allocate
+// nothing per datagram or per sample; the only allocations are the
+// per-agent state made the first time an agent is seen (bounded in
+// number) and DecodeFlows' scratch for the SampleInfos, grown to the
+// largest datagram seen. Samples and Flows never point into the datagram
+// buffer.
 //
 // The Collector owns the UDP socket: one reader goroutine per socket reads
 // datagrams in batches (recvmmsg), filters agents by source address,
-// decodes them and hands the samples to a Sink in batches, reusing one
+// decodes them and hands the flows to a Sink in batches, reusing one
 // slice. Metrics are counted locally per batch and added to Prometheus
 // once per batch. The receive path allocates nothing per batch either.
 //

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
 )
@@ -23,10 +24,21 @@ func FuzzDecode(f *testing.F) {
 		f.Add(d)
 	}
 	out := make([]sflow.Sample, sflow.MaxSamples(65535))
+	flows := make([]domain.Flow, sflow.MaxSamples(65535))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		data = data[:len(data):len(data)]
 		var d sflow.Decoder
 		n, err := d.Decode(data, out)
+		// DecodeFlows agrees with Decode on the same datagram.
+		var df sflow.Decoder
+		if nf, errf := df.DecodeFlows(data, flows); nf != n || errf != err {
+			t.Fatalf("DecodeFlows = %d, %v; Decode = %d, %v", nf, errf, n, err)
+		}
+		for i := range n {
+			if flows[i] != out[i].Flow {
+				t.Fatalf("flow %d: DecodeFlows %+v, Decode %+v", i, flows[i], out[i].Flow)
+			}
+		}
 		if err != nil {
 			if _, ok := err.(sflow.Reason); !ok {
 				t.Fatalf("error %T is not a Reason", err)

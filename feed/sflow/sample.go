@@ -1,13 +1,18 @@
 package sflow
 
-import "net/netip"
+import "github.com/rtbh/rtbh/detector/domain"
 
-// Sample is one decoded flow sample: the sampled packet's addresses and
-// ports plus the sampling context the agent reported. Decoders fill a
+// Sample is one decoded flow sample: the flow record the detector reads
+// and the sFlow context the agent reported with it. Decode fills a
 // caller-owned Sample in place; nothing in it points into the datagram
 // buffer, so a Sample stays valid after the buffer is reused.
 type Sample struct {
-	Agent      netip.Addr // agent address from the datagram header
+	domain.Flow
+	SampleInfo
+}
+
+// SampleInfo is what an sFlow flow sample says beyond the flow itself.
+type SampleInfo struct {
 	SubAgentID uint32
 	Sequence   uint32 // flow sample sequence number
 
@@ -16,24 +21,15 @@ type Sample struct {
 	InputIf       uint32 // input ifIndex (0 = unknown)
 	OutputIf      uint32 // output ifIndex; 0x3FFFFFFF = unknown, high bit set = format/discard flags as sent
 
-	SamplingRate uint32 // 1 in N packets; never 0 in a decoded sample
-	SamplePool   uint32 // total packets that could have been sampled
-	Drops        uint32 // samples dropped for lack of resources
-
-	FrameLength uint32 // original length of the sampled packet/frame in bytes
-
-	Src, Dst netip.Addr // invalid (zero) when the sample carried no IP packet
-	Protocol uint8      // IP protocol number (6 = TCP, 17 = UDP)
-	SrcPort  uint16     // zero when not TCP/UDP or a non-first fragment
-	DstPort  uint16
-	TCPFlags uint8 // zero unless Protocol is TCP and the header was present
-	Fragment bool  // true for a non-first IP fragment (ports unknown)
+	SamplePool uint32 // total packets that could have been sampled
+	Drops      uint32 // samples dropped for lack of resources
 }
 
-// Sink receives decoded samples in batches. The slice and its samples are
-// owned by the caller and reused after HandleSamples returns: a Sink must
-// copy what it keeps. HandleSamples is called from one goroutine per
-// listener socket.
+// Sink receives decoded flows in batches. The slice and its flows are
+// owned by the caller and reused after HandleFlows returns: a Sink must
+// copy what it keeps. HandleFlows is called from one goroutine per
+// listener socket. The detector's engine is one; the Sink names only the
+// neutral domain.Flow, so another flow input can feed the same Sink.
 type Sink interface {
-	HandleSamples(samples []Sample)
+	HandleFlows(flows []domain.Flow)
 }

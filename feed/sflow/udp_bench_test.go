@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 )
 
@@ -19,7 +20,7 @@ type countingSink struct {
 	ports   uint64
 }
 
-func (s *countingSink) HandleSamples(b []sflow.Sample) {
+func (s *countingSink) HandleFlows(b []domain.Flow) {
 	for i := range b {
 		s.ports += uint64(b[i].DstPort)
 	}
