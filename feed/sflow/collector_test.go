@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // recordingSink keeps copies of every flow it is handed.
@@ -122,17 +125,6 @@ func sendFrom(t *testing.T, local netip.Addr, to netip.AddrPort, dgrams ...[]byt
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestCollector(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	tests := []struct {
@@ -179,7 +171,7 @@ func TestCollector(t *testing.T) {
 					sendFrom(t, tc.denied, c.Addr(), dgrams[0], dgrams[1])
 					wantDenied = 2
 				}
-				waitFor(t, "all datagrams", func() bool {
+				testkit.WaitFor(t, 5*time.Second, "all datagrams", func() bool {
 					st := c.Stats()
 					return st.Datagrams+st.Malformed+st.Denied == 5+wantDenied
 				})
@@ -262,7 +254,7 @@ func testOversized(t *testing.T, reader string) {
 		t.Fatalf("datagram sizes %d, %d", len(big), len(small))
 	}
 	sendFrom(t, netip.MustParseAddr("127.0.0.1"), c.Addr(), big, small)
-	waitFor(t, "both datagrams", func() bool { st := c.Stats(); return st.Datagrams+st.Malformed == 2 })
+	testkit.WaitFor(t, 5*time.Second, "both datagrams", func() bool { st := c.Stats(); return st.Datagrams+st.Malformed == 2 })
 	if st := c.Stats(); st.Malformed != 1 || st.Samples != 2 {
 		t.Errorf("Stats = %+v, want the big datagram malformed", st)
 	}
@@ -330,7 +322,7 @@ func TestCollectorStopsPromptly(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- c.Run(ctx) }()
-			time.Sleep(50 * time.Millisecond) // let the reader block
+			testkit.WaitFor(t, 5*time.Second, "the reader to block on the idle socket", readerBlocked)
 			start := time.Now()
 			cancel()
 			select {
@@ -356,4 +348,20 @@ func TestCollectorStopsPromptly(t *testing.T) {
 			conn.Close()
 		})
 	}
+}
+
+// readerBlocked reports whether the collector's reader goroutine is parked
+// in a read: in the runtime poller ("IO wait") or in a blocking recvmmsg
+// ("syscall"), with (*Collector).read on its stack.
+func readerBlocked() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if (strings.Contains(header, "[IO wait") || strings.Contains(header, "[syscall")) &&
+			strings.Contains(g, "feed/sflow.(*Collector).read(") {
+			return true
+		}
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 type flowKey struct {
@@ -81,16 +82,20 @@ func TestPmacctInterop(t *testing.T) {
 			if rate > 1 {
 				minWant = n / rate / 2
 			}
-			waitFor(t, "samples", func() bool {
-				real := 0
+			// sfprobe exports in pcap order, over one socket: once a sample of
+			// the trailer is in, every sample of the test packets is too, and
+			// anything beyond the expected count as well.
+			testkit.WaitFor(t, 5*time.Second, "samples up to the trailer", func() bool {
+				real, trailer := 0, false
 				for _, s := range sink.get() {
 					if s.Src != sflowtest.TrailerSrc {
 						real++
+					} else {
+						trailer = true
 					}
 				}
-				return real >= minWant
+				return real >= minWant && trailer
 			})
-			time.Sleep(100 * time.Millisecond) // anything beyond the expected count
 			var got []domain.Flow
 			for _, s := range sink.get() {
 				if s.Src != sflowtest.TrailerSrc {

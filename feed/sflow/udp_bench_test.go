@@ -12,11 +12,14 @@ import (
 
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
-// countingSink counts samples and touches each one, as a detector would.
+// countingSink counts samples and touches each one, as a detector would,
+// and notes when the last batch came.
 type countingSink struct {
 	samples atomic.Uint64
+	last    atomic.Int64 // time.Now().UnixNano() of the last batch
 	ports   uint64
 }
 
@@ -25,6 +28,7 @@ func (s *countingSink) HandleFlows(b []domain.Flow) {
 		s.ports += uint64(b[i].DstPort)
 	}
 	s.samples.Add(uint64(len(b)))
+	s.last.Store(time.Now().UnixNano())
 }
 
 // BenchmarkCollectorUDP sends b.N datagrams of 7 mixed samples over
@@ -76,11 +80,25 @@ func BenchmarkCollectorUDP(b *testing.B) {
 			pc := ipv4.NewPacketConn(conn)
 			const burst = 32
 			msgs := make([]ipv4.Message, burst)
+			// With a rate, a burst leaves when the schedule says (sent/rate
+			// after the start): a ticker wakes the sender every millisecond,
+			// and it then sends every burst that is due, several when it fell
+			// behind, so the average pace holds.
+			var tick <-chan time.Time
+			if rate > 0 {
+				t := time.NewTicker(time.Millisecond)
+				defer t.Stop()
+				tick = t.C
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			sent := 0
 			for sent < b.N {
+				if rate > 0 && time.Since(start) < time.Duration(sent)*time.Second/time.Duration(rate) {
+					<-tick
+					continue
+				}
 				k := min(burst, b.N-sent)
 				for j := range msgs[:k] {
 					msgs[j].Buffers = bufs[(sent+j)%len(dgrams)]
@@ -93,23 +111,22 @@ func BenchmarkCollectorUDP(b *testing.B) {
 					off += n
 				}
 				sent += k
-				if rate > 0 {
-					if ahead := time.Duration(sent)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
-						time.Sleep(ahead)
-					}
-				}
 			}
-			// Wait for the receiver to drain (bounded).
+			// Wait for the receiver to drain: until every sample is in, or
+			// none has come for 200 ms (loss), at most 2 s. The run ends
+			// at the last sample's arrival, which the poll does not blur.
 			want := uint64(sent) * 7
-			deadline := time.Now().Add(2 * time.Second)
 			last, lastChange := sink.samples.Load(), time.Now()
-			for sink.samples.Load() < want && time.Now().Before(deadline) && time.Since(lastChange) < 200*time.Millisecond {
-				time.Sleep(time.Millisecond)
+			testkit.Poll(2*time.Second, func() bool {
 				if s := sink.samples.Load(); s != last {
 					last, lastChange = s, time.Now()
 				}
-			}
+				return last >= want || time.Since(lastChange) >= 200*time.Millisecond
+			})
 			elapsed := time.Since(start)
+			if end := time.Unix(0, sink.last.Load()); end.After(start) {
+				elapsed = end.Sub(start)
+			}
 			b.StopTimer()
 			got := sink.samples.Load()
 			st := c.Stats()
