@@ -93,7 +93,7 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.speaker, err = bgp.New(bgpConfig(cfg), logger.With("component", "bgp"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring bgp: %w", err)
 	}
-	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg)},
+	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg), ServerMemory: cfg.Detector.ServerMemory},
 		a.db, a.speaker, logger.With("component", "decide"), a.reg); err != nil {
 		return nil, err
 	}
@@ -341,6 +341,7 @@ func (a *App) reload(ctx context.Context) {
 	}
 	var errs []error
 	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
+	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
 	if err := a.engine.Reconfigure(fanoutConfig(cfg)); err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
 	}
@@ -377,13 +378,15 @@ func policy(cfg *config.Config) detector.Policy {
 }
 
 func reportPolicy(cfg *config.Config) detector.ReportPolicy {
-	return detector.ReportPolicy{Window: cfg.Reports.Window, Threshold: cfg.Reports.Threshold, TTL: cfg.Reports.TTL}
+	return detector.ReportPolicy{Window: cfg.Reports.Window, Threshold: cfg.Reports.Threshold, TTL: cfg.Reports.TTL,
+		MinReporters: cfg.Reports.MinReporters}
 }
 
 func bgpConfig(cfg *config.Config) bgp.Config {
 	b := cfg.BGP
 	out := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, ListenAddress: b.ListenAddress, ListenPort: int(b.ListenPort),
 		NextHopV4: b.NextHopV4, NextHopV6: b.NextHopV6, GracefulRestart: b.GracefulRestart,
+		GracefulRestartTime: b.GracefulRestartTime, LongLivedStaleTime: b.LongLivedStaleTime,
 		OwnPrefixes: cfg.Policy.OwnPrefixes, DefaultMaxRoutes: cfg.Policy.MaxActive}
 	for _, n := range b.Neighbors {
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{Address: n.Address, ASN: n.ASN, Role: bgp.Role(n.Role),

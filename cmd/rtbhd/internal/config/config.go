@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp"
+	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/fanout"
 )
 
@@ -50,7 +51,13 @@ type BGP struct {
 	NextHopV4       netip.Addr `yaml:"next_hop_ipv4" check:"ipv4"` // IPv4 discard next hop
 	NextHopV6       netip.Addr `yaml:"next_hop_ipv6" check:"ipv6"` // IPv6 discard next hop
 	GracefulRestart bool       `yaml:"graceful_restart"`
-	Neighbors       []Neighbor `yaml:"neighbors" check:"required"`
+	// GracefulRestartTime is advertised in the graceful restart capability:
+	// how long routers keep rtbhd's routes as stale while it restarts.
+	GracefulRestartTime time.Duration `yaml:"graceful_restart_time" check:"1s..4095s,seconds"`
+	// LongLivedStaleTime (RFC 9494 LLGR, 0s = off) keeps routes longer
+	// where routers support it, once GracefulRestartTime has run out.
+	LongLivedStaleTime time.Duration `yaml:"long_lived_stale_time" check:"0s..4660h,seconds"`
+	Neighbors          []Neighbor    `yaml:"neighbors" check:"required"`
 }
 
 // Neighbor is one BGP neighbor.
@@ -97,6 +104,12 @@ type Detector struct {
 	// Rules present in the file (even empty) replace the default
 	// smtp-fanout rule; each starts from its values, except the name.
 	Rules []Rule `yaml:"rules"`
+	// ReportTrust is the weight, in report fusion, of a host that reached
+	// half of a rule's thresholds (one reporter, detector:<rule>).
+	ReportTrust float64 `yaml:"report_trust" check:"0..1"`
+	// ServerMemory is how long a learned server (skip_servers) is
+	// remembered after it was last seen serving.
+	ServerMemory time.Duration `yaml:"server_memory"`
 }
 
 // Rule is one fan-out detection rule.
@@ -116,6 +129,9 @@ type Reports struct {
 	Window    time.Duration `yaml:"window"`
 	Threshold float64       `yaml:"threshold" check:">0"`
 	TTL       time.Duration `yaml:"ttl"`
+	// MinReporters distinct reporters must reach Threshold together; one
+	// operator report suffices alone.
+	MinReporters int `yaml:"min_reporters" check:"1..1000"`
 }
 
 // API is the api section.
@@ -182,11 +198,12 @@ func defaults() *Config {
 	return &Config{
 		Store: Store{Path: "rtbhd.db"},
 		BGP: BGP{
-			ListenAddress:   "0.0.0.0",
-			ListenPort:      179,
-			NextHopV4:       netip.MustParseAddr("192.0.2.1"),
-			NextHopV6:       netip.MustParseAddr("100::1"),
-			GracefulRestart: true,
+			ListenAddress:       "0.0.0.0",
+			ListenPort:          179,
+			NextHopV4:           netip.MustParseAddr("192.0.2.1"),
+			NextHopV6:           netip.MustParseAddr("100::1"),
+			GracefulRestart:     true,
+			GracefulRestartTime: bgp.DefaultGracefulRestartTime,
 		},
 		Policy: Policy{
 			MaxActive:      10000,
@@ -200,8 +217,10 @@ func defaults() *Config {
 			Window:            fanout.DefaultWindow,
 			MaxTrackedSources: fanout.DefaultMaxTrackedSources,
 			Rules:             []Rule{defaultRule()},
+			ReportTrust:       0.5,
+			ServerMemory:      detector.DefaultServerMemory,
 		},
-		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour},
+		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2},
 		API:     API{Listen: "127.0.0.1:50051"},
 		Metrics: Metrics{Listen: "127.0.0.1:9180"},
 	}

@@ -92,6 +92,8 @@ func TestMinimalGetsDefaults(t *testing.T) {
 			NextHopV4:       netip.MustParseAddr("192.0.2.1"),
 			NextHopV6:       netip.MustParseAddr("100::1"),
 			GracefulRestart: true,
+			// SPEC "Safety defaults and limits".
+			GracefulRestartTime: 120 * time.Second,
 		},
 		Policy: Policy{
 			MaxActive:      10000,
@@ -113,8 +115,11 @@ func TestMinimalGetsDefaults(t *testing.T) {
 				TTL:             time.Hour,
 				Action:          "blackhole",
 			}},
+			// SPEC "Detection at real sampling rates".
+			ReportTrust:  0.5,
+			ServerMemory: 168 * time.Hour,
 		},
-		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour},
+		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2},
 		API:     API{Listen: "127.0.0.1:50051"},
 		Metrics: Metrics{Listen: "127.0.0.1:9180"},
 	}
@@ -138,12 +143,14 @@ func TestFull(t *testing.T) {
 	want := &Config{
 		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db"},
 		BGP: BGP{
-			ASN:           4200000000,
-			RouterID:      netip.MustParseAddr("10.0.0.1"),
-			ListenAddress: "::",
-			ListenPort:    1179,
-			NextHopV4:     netip.MustParseAddr("192.0.2.66"),
-			NextHopV6:     netip.MustParseAddr("2001:db8:ffff::1"),
+			ASN:                 4200000000,
+			RouterID:            netip.MustParseAddr("10.0.0.1"),
+			ListenAddress:       "::",
+			ListenPort:          1179,
+			NextHopV4:           netip.MustParseAddr("192.0.2.66"),
+			NextHopV6:           netip.MustParseAddr("2001:db8:ffff::1"),
+			GracefulRestartTime: 60 * time.Second,
+			LongLivedStaleTime:  24 * time.Hour,
 			Neighbors: []Neighbor{
 				{
 					Address:          netip.MustParseAddr("10.0.0.2"),
@@ -179,6 +186,8 @@ func TestFull(t *testing.T) {
 			SubscriberPrefixes: pfx("198.51.100.128/25"),
 			Window:             5 * time.Minute,
 			MaxTrackedSources:  5000,
+			ReportTrust:        0.25,
+			ServerMemory:       72 * time.Hour,
 			Rules: []Rule{
 				{
 					Name:            "smtp-fanout",
@@ -202,7 +211,7 @@ func TestFull(t *testing.T) {
 				},
 			},
 		},
-		Reports: Reports{Window: 12 * time.Hour, Threshold: 2.5, TTL: 3 * time.Hour},
+		Reports: Reports{Window: 12 * time.Hour, Threshold: 2.5, TTL: 3 * time.Hour, MinReporters: 3},
 		API: API{
 			Listen: "0.0.0.0:50052",
 			TLS:    TLS{Cert: "/etc/rtbhd/server.crt", Key: "/etc/rtbhd/server.key", ClientCA: "ca.crt"},

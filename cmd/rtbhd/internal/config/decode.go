@@ -217,8 +217,15 @@ func leaf(n *yaml.Node, v reflect.Value, c checks) error {
 		switch {
 		case err != nil:
 			return fmt.Errorf("%q is not a duration (e.g. 90s, 30m, 168h)", s)
+		case c.bounds != "":
+			if err := durationInRange(dur, s, c.bounds); err != nil {
+				return err
+			}
 		case dur <= 0:
 			return fmt.Errorf("must be positive, got %s", s)
+		}
+		if c.kind == "seconds" && dur%time.Second != 0 {
+			return fmt.Errorf("must be a whole number of seconds, got %s", s)
 		}
 		v.SetInt(int64(dur))
 		return nil
@@ -317,6 +324,21 @@ func intInRange(i int64, bounds string, k reflect.Kind) error {
 		return fmt.Errorf("must be at least %d, got %d", lo, i)
 	}
 	return fmt.Errorf("%d is out of range %d..%d", i, lo, hi)
+}
+
+// durationInRange checks d against bounds lo..hi or lo.., written as
+// durations (0s..4095s).
+func durationInRange(d time.Duration, written, bounds string) error {
+	loS, hiS, _ := strings.Cut(bounds, "..")
+	lo, _ := time.ParseDuration(loS)
+	hi, err := time.ParseDuration(hiS)
+	switch {
+	case err != nil && d < lo:
+		return fmt.Errorf("must be at least %s, got %s", loS, written)
+	case err == nil && (d < lo || d > hi):
+		return fmt.Errorf("%s is out of range %s", written, bounds)
+	}
+	return nil
 }
 
 // floatInRange checks f against bounds lo..hi or >lo.
