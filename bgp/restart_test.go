@@ -35,7 +35,8 @@ func restartSet(n int) []netip.Prefix {
 	return out
 }
 
-// waitCount waits until BIRD holds exactly n of the speaker's routes.
+// waitCount waits until BIRD holds exactly n of the speaker's routes, by
+// its channel counters and in its tables.
 func waitCount(t *testing.T, b *routertest.BIRD, n int, timeout time.Duration) {
 	t.Helper()
 	c, err := b.RouteCounter()
@@ -43,9 +44,15 @@ func waitCount(t *testing.T, b *routertest.BIRD, n int, timeout time.Duration) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var got int
-	if !testkit.Poll(timeout, func() bool { got, err = c.Count(); return err == nil && got == n }) {
-		t.Fatalf("BIRD holds %d routes (err %v), want %d", got, err, n)
+	var got, table int
+	if !testkit.Poll(timeout, func() bool {
+		if got, err = c.Count(); err != nil || got != n {
+			return false
+		}
+		table, err = c.TableCount()
+		return err == nil && table == n
+	}) {
+		t.Fatalf("BIRD holds %d routes (%d in its tables, err %v), want %d", got, table, err, n)
 	}
 }
 
