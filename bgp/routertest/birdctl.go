@@ -47,7 +47,9 @@ var (
 // restart) included, from the channels' counters in `show protocols all`:
 // BIRD answers it in tens of microseconds, where walking a table of 20,000
 // routes (TableCount) takes milliseconds of BIRD's single thread, time it
-// would not spend applying updates.
+// would not spend applying updates. When BIRD shows no counters (the
+// protocol is down, e.g. after its restart timer ran out), it counts the
+// tables instead.
 func (c *RouteCounter) Count() (int, error) {
 	out, err := c.command("show protocols all " + ProtocolName)
 	if err != nil {
@@ -55,7 +57,7 @@ func (c *RouteCounter) Count() (int, error) {
 	}
 	ms := birdImported.FindAllStringSubmatch(out, -1)
 	if len(ms) != 2 {
-		return 0, fmt.Errorf("BIRD protocol %s: want the route counters of 2 channels in %q", ProtocolName, out)
+		return c.TableCount()
 	}
 	n := 0
 	for _, m := range ms {
