@@ -78,15 +78,19 @@ func (s *Speaker) keepRestarting(ctx context.Context, pending map[netip.Addr]boo
 			return
 		case <-tick.C:
 		}
-		s.rearm(ctx, pending)
+		if !s.rearm(ctx, pending) {
+			return
+		}
 	}
 }
 
-func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) {
+// rearm is one round of keepRestarting; it returns false once the speaker
+// is closed.
+func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
 	type peer struct {
 		state      api.PeerState_SessionState
@@ -104,7 +108,7 @@ func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) {
 		peers[a] = peer{state: p.State.SessionState, restarting: p.GracefulRestart.GetLocalRestarting()}
 	})
 	if err != nil {
-		return // closing; or try again at the next tick
+		return true // try again at the next tick
 	}
 	for addr := range pending {
 		i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Address == addr })
@@ -130,6 +134,7 @@ func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) {
 		}
 		s.logger.Info("bgp neighbor not back yet: kept in graceful restart for its session", "neighbor", addr)
 	}
+	return true
 }
 
 func sameSession(a, b *Neighbor) bool {

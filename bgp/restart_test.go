@@ -56,6 +56,15 @@ func waitCount(t *testing.T, b *routertest.BIRD, n int, timeout time.Duration) {
 	}
 }
 
+// waitEndOfRIB waits until BIRD has had our End-of-RIB for both families
+// after a restart: it then deletes the stale routes we did not send again.
+func waitEndOfRIB(t *testing.T, b *routertest.BIRD) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "End-of-RIB for both families on BIRD", func() bool {
+		return b.Established() && !b.GracefulRestartActive()
+	})
+}
+
 // TestRestartNeverEmptiesBIRD: a speaker restarted with a stored set
 // (announced before Start) reconnects to a BIRD that kept its routes as
 // stale with the Restart State and Forwarding State bits set, so BIRD keeps
@@ -105,6 +114,7 @@ func TestRestartNeverEmptiesBIRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.WaitRoute(marker, 10*time.Second, nil)
+	waitEndOfRIB(t, b)
 	waitCount(t, b, n+1, 10*time.Second)
 	routertest.CheckNeverBelow(t, "BIRD during the restart", w.Stop(), n, stopped)
 }
@@ -359,6 +369,8 @@ func TestRestartLateRouterKeepsRoutes(t *testing.T) {
 	if err := s2.Announce(ctx, []netip.Prefix{marker}); err != nil {
 		t.Fatal(err)
 	}
+	waitEndOfRIB(t, a)
+	waitEndOfRIB(t, b)
 	waitCount(t, a, n+1, 10*time.Second)
 	waitCount(t, b, n+1, 10*time.Second)
 	t.Logf("after the stop: A established at +%s, B at +%s", aUp.Round(time.Millisecond), bUp.Round(time.Millisecond))
@@ -435,5 +447,29 @@ func TestRestartTimesOnBIRD(t *testing.T) {
 				t.Errorf("BIRD kept the routes %s, want %s..%s", kept.Round(time.Millisecond), min, total+time.Second)
 			}
 		})
+	}
+}
+
+// The restart times are in the OPEN: changing them needs a restart, and
+// Reconfigure says so rather than dropping sessions.
+func TestReconfigureRefusesRestartTimes(t *testing.T) {
+	cfg := Config{ASN: 64500, RouterID: netip.MustParseAddr("192.0.2.254"), GracefulRestart: true,
+		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1")}
+	s, err := New(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := cfg
+	same.GracefulRestartTime = DefaultGracefulRestartTime // 0 means the default
+	if err := s.Reconfigure(context.Background(), same); err != nil {
+		t.Errorf("Reconfigure with the default restart time spelled out: %v", err)
+	}
+	for _, c := range []Config{{GracefulRestartTime: time.Minute}, {LongLivedStaleTime: time.Hour}} {
+		next := cfg
+		next.GracefulRestartTime, next.LongLivedStaleTime = c.GracefulRestartTime, c.LongLivedStaleTime
+		if err := s.Reconfigure(context.Background(), next); err == nil || !strings.Contains(err.Error(), "need a restart") {
+			t.Errorf("Reconfigure to graceful_restart_time %s, long_lived_stale_time %s: %v, want a restart needed",
+				c.GracefulRestartTime, c.LongLivedStaleTime, err)
+		}
 	}
 }
