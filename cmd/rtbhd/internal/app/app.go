@@ -193,8 +193,11 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	// The stored set goes into the RIB before any session opens: routers
-	// in graceful restart get all of it before End-of-RIB.
+	// The stored set goes into the RIB before any session opens (Restore
+	// before Start): a speaker started with routes opens its sessions in
+	// graceful-restart restarting mode (Restart State and Forwarding State
+	// bits), so routers keep the routes they held as stale and get all of
+	// the set before End-of-RIB.
 	if err := started("restoring blackholes", a.manager.Restore(ctx)); err != nil || ctx.Err() != nil {
 		return err
 	}
