@@ -157,8 +157,10 @@ func sendZombie(t *testing.T, sflowPort int, src netip.Addr) netip.Prefix {
 }
 
 // From the sFlow datagram whose sample crosses a rule's thresholds to the
-// route on a BGP peer: target <= 1 s. Each zombie gets 19 destinations
-// first (one short of min_destinations), then the crossing sample alone.
+// route on a BGP peer: target <= 1 s. At 1:100 each sample stands for 100
+// packets (and, to a new destination, 100 destinations): each zombie gets 9
+// samples to distinct destinations first (900 packets, one sample short of
+// min_packets), then the crossing sample alone.
 func TestDetectionLatency(t *testing.T) {
 	cfg := newDaemonConfig(t, t.TempDir())
 	d, peer := startWithGoBGPPeer(t, cfg, netip.MustParseAddr("127.0.34.1"), netip.MustParseAddr("127.0.34.2"))
@@ -193,7 +195,7 @@ func TestDetectionLatency(t *testing.T) {
 				Protocol: sflowtest.ProtoTCP, SrcPort: 40000, DstPort: 25, TCPFlags: sflowtest.TCPSyn}
 		}
 		var pkts []sflowtest.Packet
-		for i := range 19 {
+		for i := range 9 {
 			pkts = append(pkts, syn(i))
 		}
 		for i := 0; i < len(pkts); i += 7 {
@@ -201,13 +203,13 @@ func TestDetectionLatency(t *testing.T) {
 		}
 		handled()
 		if f := firings(); f != float64(z) {
-			t.Fatalf("zombie %d: %v firings before crossing min_destinations, want %d", z, f, z)
+			t.Fatalf("zombie %d: %v firings before crossing min_packets, want %d", z, f, z)
 		}
 		if n, _ := peer.Count(); n != z {
-			t.Fatalf("zombie %d blackholed before crossing min_destinations (%d routes)", z, n)
+			t.Fatalf("zombie %d blackholed before crossing min_packets (%d routes)", z, n)
 		}
 		start := time.Now()
-		send(syn(19))
+		send(syn(9))
 		testkit.WaitFor(t, 5*time.Second, "the zombie's route on the peer", func() bool {
 			n, _ := peer.Count()
 			return n == z+1

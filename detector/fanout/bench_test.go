@@ -120,6 +120,7 @@ func BenchmarkUpdate(b *testing.B) {
 		e := benchEngine(b)
 		e.c.rules[0].MinDestinations = 1 << 30
 		e.c.rules[0].minDest = 1 << 30
+		e.c.rules[0].halfDest = 1 << 30 // observe only: no partial evidence either
 		var samples []domain.Flow
 		for r := 0; r < 400; r++ {
 			for _, i := range perm(1000) {

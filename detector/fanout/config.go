@@ -27,7 +27,10 @@ const (
 	DefaultWindow            = 10 * time.Minute
 	DefaultMaxTrackedSources = 1_000_000
 	MinWindow                = time.Second // shortest window New accepts
-	MaxRules                 = 255
+	MaxRules                 = 127         // rule indexes use 7 bits (the 8th marks server-learning state)
+	DefaultMinSamples        = 3
+	DefaultServerMinClients  = 3
+	DefaultServerMemory      = 168 * time.Hour
 )
 
 // Rule is one fan-out rule (detector.rules[] in the configuration).
@@ -40,6 +43,17 @@ type Rule struct {
 	Exempt          []netip.Prefix
 	Action          string        // ActionBlackhole or ActionLog
 	TTL             time.Duration // first blackhole's TTL, passed through in Firing
+
+	// MinSamples is how many sampled packets to distinct destinations the
+	// source must have in the window before the estimates are trusted
+	// (0 = DefaultMinSamples; never more than MinDestinations).
+	MinSamples int
+	// SkipServers: a source that receives connections on DstPorts from at
+	// least ServerMinClients distinct addresses outside the subscriber
+	// space within the window is a server (a self-hosted MTA), learned for
+	// Config.ServerMemory, and this rule does not flag it.
+	SkipServers      bool
+	ServerMinClients int // 0 = DefaultServerMinClients
 }
 
 // SMTPFanout returns the default rule of the specification: tcp/25 to at
@@ -47,13 +61,16 @@ type Rule struct {
 // one hour.
 func SMTPFanout() Rule {
 	return Rule{
-		Name:            "smtp-fanout",
-		Protocol:        ProtocolTCP,
-		DstPorts:        []uint16{25},
-		MinDestinations: 20,
-		MinPackets:      1000,
-		Action:          ActionBlackhole,
-		TTL:             time.Hour,
+		Name:             "smtp-fanout",
+		Protocol:         ProtocolTCP,
+		DstPorts:         []uint16{25},
+		MinDestinations:  20,
+		MinPackets:       1000,
+		Action:           ActionBlackhole,
+		TTL:              time.Hour,
+		MinSamples:       DefaultMinSamples,
+		SkipServers:      true,
+		ServerMinClients: DefaultServerMinClients,
 	}
 }
 
@@ -65,6 +82,9 @@ type Config struct {
 	Window             time.Duration  // 0 = DefaultWindow
 	MaxTrackedSources  int            // (source, rule) pairs kept; 0 = DefaultMaxTrackedSources
 	Rules              []Rule
+	// ServerMemory is how long a learned server stays exempt after it
+	// was last seen serving; 0 = DefaultServerMemory.
+	ServerMemory time.Duration
 
 	// Now is the clock HandleFlows reads once per batch; nil means
 	// time.Now. Tests inject a simulated clock here or call
@@ -78,9 +98,13 @@ type rule struct {
 	Rule
 	proto      uint8
 	minDest    uint64
-	exempt     *domain.PrefixSet
-	checkEx    bool
-	firedBatch uint64 // firings in the current batch, flushed to the metric
+	minSamples uint64 // at most minDest
+	// Half of each threshold: partial evidence (Firing.Kind Partial).
+	halfSamples, halfDest, halfPackets uint64
+	minClients                         uint64 // server_min_clients
+	exempt                             *domain.PrefixSet
+	checkEx                            bool
+	firedBatch                         uint64 // firings in the current batch, flushed to the metric
 }
 
 func (r *rule) hasPort(p uint16) bool {
@@ -106,6 +130,8 @@ type compiled struct {
 	maxTracked  int
 	rules       []rule
 	ports       [2][1024]uint64 // [tcp, udp] bit set of ports some rule matches
+	servers     bool            // some rule learns servers
+	memory      int64           // ns, server memory
 	now         func() time.Time
 }
 
@@ -127,7 +153,14 @@ func compile(cfg Config) (*compiled, error) {
 		subs:       domain.NewPrefixSet(cfg.SubscriberPrefixes),
 		never:      domain.NewPrefixSet(cfg.NeverBlackhole),
 		maxTracked: cfg.MaxTrackedSources,
+		memory:     int64(cfg.ServerMemory),
 		now:        cfg.Now,
+	}
+	switch {
+	case c.memory == 0:
+		c.memory = int64(DefaultServerMemory)
+	case c.memory < 0:
+		errs = append(errs, fmt.Errorf("server_memory: negative"))
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -197,7 +230,26 @@ func compile(cfg Config) (*compiled, error) {
 				errs = append(errs, fmt.Errorf("%s.exempt[%d]: invalid prefix", where, j))
 			}
 		}
+		if in.MinSamples < 0 {
+			errs = append(errs, fmt.Errorf("%s.min_samples: negative", where))
+		}
+		if in.ServerMinClients < 0 {
+			errs = append(errs, fmt.Errorf("%s.server_min_clients: negative", where))
+		}
 		r := rule{Rule: in, proto: in.Protocol, minDest: uint64(max(in.MinDestinations, 1))}
+		r.minSamples = uint64(in.MinSamples)
+		if r.minSamples == 0 {
+			r.minSamples = DefaultMinSamples
+		}
+		r.minSamples = min(r.minSamples, r.minDest)
+		r.halfSamples = max((r.minSamples+1)/2, 1)
+		r.halfDest = max((r.minDest+1)/2, 1)
+		r.halfPackets = r.MinPackets / 2
+		r.minClients = uint64(in.ServerMinClients)
+		if r.minClients == 0 {
+			r.minClients = DefaultServerMinClients
+		}
+		c.servers = c.servers || in.SkipServers
 		r.DstPorts = slices.Clone(in.DstPorts)
 		slices.Sort(r.DstPorts)
 		r.DstPorts = slices.Compact(r.DstPorts)

@@ -13,11 +13,30 @@ import (
 	"github.com/rtbh/rtbh/detector/domain"
 )
 
+// FiringKind says what a Firing reports.
+type FiringKind uint8
+
+const (
+	// Fired: the rule's thresholds are crossed. Record the evidence and,
+	// with ActionBlackhole, blackhole the source.
+	Fired FiringKind = iota
+	// Partial: half of each of the rule's thresholds (ActionBlackhole
+	// rules only): evidence that counts in report fusion as one reporter.
+	Partial
+	// ServerLearned: Source received connections on the rule's ports from
+	// Destinations distinct outside clients within the window (a
+	// self-hosted MTA for tcp/25); the rule skips it (Rule.SkipServers)
+	// for Config.ServerMemory. NewServer is false for a refresh, sent at
+	// most once per window while it keeps serving.
+	ServerLearned
+)
+
 // Firing is one rule crossing its thresholds for one source. It is a plain
 // value: nothing in it refers to the engine's mutable state (DstPorts is
 // the rule's private, never modified copy of its ports; treat it as
 // read-only).
 type Firing struct {
+	Kind      FiringKind
 	Rule      string
 	RuleIndex int // index in Config.Rules
 	Action    string
@@ -25,10 +44,16 @@ type Firing struct {
 	DstPorts  []uint16 // sorted, read-only
 	TTL       time.Duration
 
-	Source       netip.Addr
-	Destinations uint64 // distinct destinations in the window
-	Exact        bool   // Destinations is an exact count, not a sketch estimate
-	Packets      uint64 // estimated packets: sum of the sampling rates
+	Source netip.Addr
+	// Destinations is the estimate of the distinct destinations the
+	// source really sent to in the window (see EstimateDestinations); for
+	// ServerLearned, the distinct outside clients seen.
+	Destinations        uint64
+	SampledDestinations uint64 // distinct destinations in the samples
+	Samples             uint64 // sampled packets (Packets / sampling rate)
+	Exact               bool   // SampledDestinations is an exact count, not a sketch estimate
+	NewServer           bool   // ServerLearned: first learned, not a refresh
+	Packets             uint64 // estimated packets: sum of the sampling rates
 	Connections  uint64 // estimated TCP connection attempts: SYN-without-ACK samples × rate
 	Window       time.Duration
 	FirstSeen    time.Time // first matching sample of this episode (since the source's window was last empty)
@@ -44,9 +69,10 @@ func (f *Firing) ExampleAddrs() []netip.Addr { return f.Examples[:f.ExampleCount
 
 // Stats is a snapshot of the engine's state.
 type Stats struct {
-	Tracked    int // tracked (source, rule) pairs
+	Tracked    int // tracked (source, rule) pairs, server-learning state included
 	Overflow   int // of which with an overflow record (more than 3 destinations)
 	Suppressed int // (source, rule) suppressions, including expired ones not yet swept
+	Servers    int // learned (server, rule) pairs, including expired ones not yet swept
 }
 
 // Engine is the fan-out detector. It reads domain.Flows, whichever input
@@ -58,9 +84,11 @@ type Engine struct {
 	fire func(Firing)
 	seed uint64
 
-	pool  pool
-	index table
-	supp  map[key]int64 // suppressed until (unix ns)
+	pool    pool
+	index   table
+	supp    map[key]int64 // suppressed until (unix ns)
+	psupp   map[key]int64 // partial evidence suppressed until (unix ns)
+	servers map[key]int64 // learned servers: exempt until (unix ns)
 
 	epoch        int64 // unix ns of sub-window 0
 	epochSet     bool
@@ -93,7 +121,9 @@ func New(cfg Config, fire func(Firing), reg prometheus.Registerer) (*Engine, err
 		c:    c,
 		fire: fire,
 		seed: rand.Uint64(),
-		supp: make(map[key]int64),
+		supp:    make(map[key]int64),
+		psupp:   make(map[key]int64),
+		servers: make(map[key]int64),
 		mTracked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rtbh_detector_tracked_sources",
 			Help: "Tracked (source address, fan-out rule) pairs.",
@@ -148,9 +178,11 @@ func (e *Engine) handle(samples []domain.Flow, now int64) {
 	e.expire(now)
 	if b != e.sweptBucket {
 		e.sweptBucket = b
-		for k, until := range e.supp {
-			if until <= now {
-				delete(e.supp, k)
+		for _, m := range []map[key]int64{e.supp, e.psupp, e.servers} {
+			for k, until := range m {
+				if until <= now {
+					delete(m, k)
+				}
 			}
 		}
 	}
@@ -190,7 +222,9 @@ type item struct {
 
 // selectItems filters the batch: protocol and port of some rule, source
 // in the subscriber space and not in never_blackhole nor in the rule's
-// exemptions.
+// exemptions; or, for rules that learn servers, a destination in the
+// subscriber space reached from outside it (a client connecting to a
+// subscriber's port: state keyed by the destination, serverBit set).
 func (e *Engine) selectItems(samples []domain.Flow) []item {
 	items := e.items[:0]
 	for i := range samples {
@@ -205,11 +239,17 @@ func (e *Engine) selectItems(samples []domain.Flow) []item {
 			continue
 		}
 		port := s.DstPort
-		if s.Fragment || e.c.ports[pi][port>>6]&(1<<(port&63)) == 0 {
+		if s.Fragment || e.c.ports[pi][port>>6]&(1<<(port&63)) == 0 || !s.Dst.IsValid() {
 			continue
 		}
 		src := s.Src.Unmap()
-		if !e.c.subs.Contains(src) || e.c.never.Contains(src) || !s.Dst.IsValid() {
+		if !e.c.subs.Contains(src) {
+			if e.c.servers {
+				items = e.selectInbound(items, i, s, port)
+			}
+			continue
+		}
+		if e.c.never.Contains(src) {
 			continue
 		}
 		a := src.As16()
@@ -230,6 +270,33 @@ func (e *Engine) selectItems(samples []domain.Flow) []item {
 	e.sink += sink
 	return items
 }
+
+// selectInbound adds the server-learning items of a sample from outside
+// the subscriber space to a subscriber's port.
+func (e *Engine) selectInbound(items []item, i int, s *domain.Flow, port uint16) []item {
+	dst := s.Dst.Unmap()
+	if !e.c.subs.Contains(dst) {
+		return items
+	}
+	a := dst.As16()
+	for ri := range e.c.rules {
+		r := &e.c.rules[ri]
+		if !r.SkipServers || r.proto != s.Protocol || !r.hasPort(port) {
+			continue
+		}
+		rb := uint8(ri) | serverBit
+		items = append(items, item{sample: int32(i), rule: rb, hash: keyHash(&a, rb, e.seed)})
+	}
+	return items
+}
+
+// serverBit in a state key's rule byte marks server-learning state: the
+// key's address is a subscriber receiving connections, its destinations
+// are the distinct outside clients.
+const (
+	serverBit = 0x80
+	ruleMask  = 0x7f
+)
 
 // prefetchEntries touches the entry each item's index slot points to.
 func (e *Engine) prefetchEntries(items []item) {
@@ -262,12 +329,18 @@ func satAdd(a, b uint32) uint32 {
 
 func (e *Engine) update(s *domain.Flow, it item, now int64, b uint32) {
 	p := &e.pool
-	r := &e.c.rules[it.rule]
+	ri := it.rule & ruleMask
+	r := &e.c.rules[ri]
+	inbound := it.rule&serverBit != 0
 	var k key
 	src := (*[16]byte)(k[:16])
-	*src = s.Src.Unmap().As16()
+	var d [16]byte
+	if inbound {
+		*src, d = s.Dst.Unmap().As16(), s.Src.Unmap().As16()
+	} else {
+		*src, d = s.Src.Unmap().As16(), s.Dst.Unmap().As16()
+	}
 	k[16] = it.rule
-	d := s.Dst.Unmap().As16()
 	rate := max(s.SamplingRate, 1)
 	h := it.hash
 	var en *entry
@@ -283,17 +356,47 @@ func (e *Engine) update(s *domain.Flow, it item, now int64, b uint32) {
 	} else {
 		en = e.newEntry(&k, h, now, b)
 	}
+	if now > en.last {
+		en.last = now
+	}
+	if inbound {
+		if n := e.addDst(en, &d); n >= r.minClients {
+			e.learn(int(ri), &k, en, n, now)
+		}
+		return
+	}
+	en.rate = rate
 	slot := en.head % nBuckets
 	en.pkts[slot] = satAdd(en.pkts[slot], rate)
 	if s.Protocol == ProtocolTCP && s.TCPFlags&0x12 == 0x02 { // SYN without ACK
 		en.conns[slot] = satAdd(en.conns[slot], rate)
 	}
-	if now > en.last {
-		en.last = now
+	// n x rate bounds the estimate from above: most samples stop here.
+	if n := e.addDst(en, &d); n >= r.halfSamples && n*uint64(rate) >= r.halfDest {
+		e.check(int(ri), r, &k, en, n, now)
 	}
-	if n := e.addDst(en, &d); n >= r.minDest {
-		e.check(int(it.rule), r, &k, en, n, now)
-	}
+}
+
+// EstimateDestinations estimates how many distinct destinations a source
+// really sent to from what the samples show: sampled distinct
+// destinations d among s sampled packets at sampling rate n. At most s-d
+// of the d destinations were sampled more than once; those are counted
+// once each (a destination sampled repeatedly is very likely the only one
+// of its kind). Every other one was sampled once, and stands for the n
+// destinations like it that an agent sampling 1 in n would have shown one
+// of (Horvitz-Thompson with inclusion probability 1/n):
+//
+//	r = min(d, s-d);  estimate = r + (d-r) x n
+//
+// At n = 1 the estimate is d, exact. For flows of k packets each it
+// estimates the destinations times k, an upper bound: the confidence comes
+// from requiring at least Rule.MinSamples distinct sampled destinations,
+// which a source that really reached fewer destinations than that can
+// never show.
+func EstimateDestinations(d, s, n uint64) uint64 {
+	s = max(s, d)
+	r := min(d, s-d)
+	return r + (d-r)*max(n, 1)
 }
 
 func (e *Engine) newEntry(k *key, h uint32, now int64, b uint32) *entry {
@@ -424,49 +527,159 @@ func (e *Engine) check(ri int, r *rule, k *key, en *entry, n uint64, now int64) 
 	for _, v := range en.pkts {
 		pk += uint64(v)
 	}
-	if pk < r.MinPackets {
+	rate := uint64(max(en.rate, 1))
+	samples := max(pk/rate, n)
+	est := EstimateDestinations(n, samples, rate)
+	kind := Fired
+	switch {
+	case n >= r.minSamples && est >= r.minDest && pk >= r.MinPackets:
+	case n >= r.halfSamples && est >= r.halfDest && pk >= r.halfPackets && r.Action == ActionBlackhole:
+		kind = Partial
+	default:
 		return
+	}
+	// Suppressions first: they end most calls (a source past the
+	// thresholds checks again on every sample).
+	if kind == Partial {
+		if until, ok := e.psupp[*k]; ok && until > now {
+			return
+		}
 	}
 	if until, ok := e.supp[*k]; ok && until > now {
 		return
 	}
-	e.supp[*k] = now + e.c.window
+	if r.SkipServers && e.serving(ri, k, now) {
+		return
+	}
+	if kind == Partial {
+		e.psupp[*k] = now + e.c.window
+	} else {
+		e.supp[*k] = now + e.c.window
+	}
 	f := Firing{
-		Rule:         r.Name,
-		RuleIndex:    ri,
-		Action:       r.Action,
-		Protocol:     r.proto,
-		DstPorts:     r.DstPorts,
-		TTL:          r.TTL,
-		Source:       netip.AddrFrom16(en.src).Unmap(),
-		Destinations: n,
-		Exact:        true,
-		Packets:      pk,
-		Window:       time.Duration(e.c.window),
-		FirstSeen:    time.Unix(0, en.first),
-		LastSeen:     time.Unix(0, en.last),
-		At:           time.Unix(0, now),
+		Kind:                kind,
+		Rule:                r.Name,
+		RuleIndex:           ri,
+		Action:              r.Action,
+		Protocol:            r.proto,
+		DstPorts:            r.DstPorts,
+		TTL:                 r.TTL,
+		Source:              netip.AddrFrom16(en.src).Unmap(),
+		Destinations:        est,
+		SampledDestinations: n,
+		Samples:             samples,
+		Exact:               true,
+		Packets:             pk,
+		Window:              time.Duration(e.c.window),
+		FirstSeen:           time.Unix(0, en.first),
+		LastSeen:            time.Unix(0, en.last),
+		At:                  time.Unix(0, now),
 	}
 	for _, v := range en.conns {
 		f.Connections += uint64(v)
 	}
+	e.examples(&f, en)
+	if kind == Fired {
+		r.firedBatch++
+	}
+	e.fire(f)
+}
+
+// examples fills f's example destinations (newest first) and whether its
+// sampled count is exact.
+func (e *Engine) examples(f *Firing, en *entry) {
 	if en.big != 0 {
 		bs := e.pool.big(en.big)
 		f.Exact = !bs.sketch
-		// Newest first.
 		for j := 0; j < int(bs.nex); j++ {
 			x := (int(bs.exNext) - 1 - j + 2*numExamples) % numExamples
 			f.Examples[j] = netip.AddrFrom16(bs.ex[x]).Unmap()
 		}
 		f.ExampleCount = int(bs.nex)
-	} else {
-		for j := 0; j < int(en.ndst); j++ {
-			f.Examples[j] = netip.AddrFrom16(en.dst[j]).Unmap()
-		}
-		f.ExampleCount = int(en.ndst)
+		return
 	}
-	r.firedBatch++
+	for j := 0; j < int(en.ndst); j++ {
+		f.Examples[j] = netip.AddrFrom16(en.dst[j]).Unmap()
+	}
+	f.ExampleCount = int(en.ndst)
+}
+
+// serving reports whether the source of the outbound key k is a server for
+// rule ri: learned (within server memory), or being learned — it received
+// a connection on the rule's ports from outside within the window, so
+// firing now could blackhole a server whose clients have not all been
+// sampled yet. Zombies receive no connections on the ports they spray.
+func (e *Engine) serving(ri int, k *key, now int64) bool {
+	if until, ok := e.servers[*k]; ok && until > now {
+		return true
+	}
+	rb := uint8(ri) | serverBit
+	src := (*[16]byte)(k[:16])
+	if i := e.index.find(&e.pool, keyHash(src, rb, e.seed), src, rb); i != 0 {
+		return now-e.pool.ent(i).last < e.c.window
+	}
+	return false
+}
+
+// learn records that the subscriber of the server-learning key k
+// received connections from n distinct outside clients: a server for rule
+// ri. It fires ServerLearned when the server is new, and as a refresh at
+// most once per window while it keeps serving.
+func (e *Engine) learn(ri int, k *key, en *entry, n uint64, now int64) {
+	sk := *k
+	sk[16] = uint8(ri)
+	prev, known := e.servers[sk]
+	isNew := !known || prev <= now
+	if !isNew && now+e.c.memory-prev < e.c.window {
+		return
+	}
+	if isNew && len(e.servers) >= e.c.maxTracked {
+		return // bounded like the tracked sources
+	}
+	e.servers[sk] = now + e.c.memory
+	r := &e.c.rules[ri]
+	f := Firing{
+		Kind:                ServerLearned,
+		Rule:                r.Name,
+		RuleIndex:           ri,
+		Action:              r.Action,
+		Protocol:            r.proto,
+		DstPorts:            r.DstPorts,
+		Source:              netip.AddrFrom16(en.src).Unmap(),
+		Destinations:        n,
+		SampledDestinations: n,
+		Exact:               true,
+		NewServer:           isNew,
+		Window:              time.Duration(e.c.window),
+		FirstSeen:           time.Unix(0, en.first),
+		LastSeen:            time.Unix(0, en.last),
+		At:                  time.Unix(0, now),
+	}
+	e.examples(&f, en)
 	e.fire(f)
+}
+
+// LoadServers remembers servers learned earlier (kept in the store), each
+// until its LastSeen plus the server memory. Servers of rules that are not
+// configured are ignored.
+func (e *Engine) LoadServers(servers []domain.Server) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	byName := make(map[string]int, len(e.c.rules))
+	for ri := range e.c.rules {
+		byName[e.c.rules[ri].Name] = ri
+	}
+	for _, s := range servers {
+		ri, ok := byName[s.Rule]
+		if !ok || !s.Address.IsValid() {
+			continue
+		}
+		var k key
+		a := s.Address.Unmap().As16()
+		copy(k[:16], a[:])
+		k[16] = uint8(ri)
+		e.servers[k] = max(e.servers[k], s.LastSeen.UnixNano()+e.c.memory)
+	}
 }
 
 func (e *Engine) flushMetrics() {
@@ -521,7 +734,7 @@ func (e *Engine) Suppress(src netip.Addr, rule string, until time.Time) bool {
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Stats{Tracked: e.pool.count, Overflow: e.pool.nbig, Suppressed: len(e.supp)}
+	return Stats{Tracked: e.pool.count, Overflow: e.pool.nbig, Suppressed: len(e.supp), Servers: len(e.servers)}
 }
 
 // Reconfigure applies a new configuration (SIGHUP). State is kept for the
@@ -556,11 +769,17 @@ func (e *Engine) Reconfigure(cfg Config) error {
 		en := p.ent(i)
 		next := en.next
 		src := netip.AddrFrom16(en.src).Unmap()
-		j := keep[en.rule]
-		if j < 0 || !nc.subs.Contains(src) || nc.never.Contains(src) || nc.rules[j].exempt.Contains(src) {
+		inbound := en.rule&serverBit != 0
+		j := keep[en.rule&ruleMask]
+		switch {
+		case j < 0 || !nc.subs.Contains(src):
 			e.remove(i)
-		} else {
-			en.rule = uint8(j)
+		case inbound && !nc.rules[j].SkipServers:
+			e.remove(i)
+		case !inbound && (nc.never.Contains(src) || nc.rules[j].exempt.Contains(src)):
+			e.remove(i)
+		default:
+			en.rule = uint8(j) | en.rule&serverBit
 		}
 		i = next
 	}
@@ -577,14 +796,17 @@ func (e *Engine) Reconfigure(cfg Config) error {
 		e.epochSet = false
 	}
 
-	supp := make(map[key]int64, len(e.supp))
-	for k, until := range e.supp {
-		if j, ok := byName[old.rules[k[16]].Name]; ok {
-			k[16] = uint8(j)
-			supp[k] = until
+	remap := func(m map[key]int64) map[key]int64 {
+		out := make(map[key]int64, len(m))
+		for k, until := range m {
+			if j, ok := byName[old.rules[k[16]].Name]; ok {
+				k[16] = uint8(j)
+				out[k] = until
+			}
 		}
+		return out
 	}
-	e.supp = supp
+	e.supp, e.psupp, e.servers = remap(e.supp), remap(e.psupp), remap(e.servers)
 
 	e.c = nc
 	e.bindRules()

@@ -19,15 +19,18 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// recorder collects firings.
+// recorder collects firings: only Fired ones unless all is set.
 type recorder struct {
-	mu sync.Mutex
-	fs []Firing
+	mu  sync.Mutex
+	fs  []Firing
+	all bool
 }
 
 func (r *recorder) fire(f Firing) {
 	r.mu.Lock()
-	r.fs = append(r.fs, f)
+	if r.all || f.Kind == Fired {
+		r.fs = append(r.fs, f)
+	}
 	r.mu.Unlock()
 }
 
@@ -39,7 +42,18 @@ func (r *recorder) take() []Firing {
 	return fs
 }
 
+// exact makes r fire on MinDestinations sampled destinations whatever the
+// sampling rate, as these tests expect.
+func exact(r Rule) Rule {
+	r.MinSamples = r.MinDestinations
+	return r
+}
+
+// testConfig is the default rule with min_samples equal to
+// min_destinations: it fires on 20 sampled destinations whatever the
+// sampling rate (the estimator's own tests are in sampling_test.go).
 func testConfig() Config {
+	r := exact(SMTPFanout())
 	return Config{
 		SubscriberPrefixes: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"),
@@ -47,7 +61,7 @@ func testConfig() Config {
 		},
 		NeverBlackhole: []netip.Prefix{netip.MustParsePrefix("10.255.0.0/16")},
 		Window:         10 * time.Minute,
-		Rules:          []Rule{SMTPFanout()},
+		Rules:          []Rule{r},
 	}
 }
 
@@ -132,7 +146,7 @@ func TestFiresAtThresholds(t *testing.T) {
 	got := fs[0]
 	want := Firing{
 		Rule: "smtp-fanout", RuleIndex: 0, Action: "blackhole", Protocol: 6, DstPorts: []uint16{25},
-		TTL: time.Hour, Source: zombie, Destinations: 20, Exact: true, Packets: 20 * 256,
+		TTL: time.Hour, Source: zombie, Destinations: 20 * 256, SampledDestinations: 20, Samples: 20, Exact: true, Packets: 20 * 256,
 		Connections: 11 * 256, Window: 10 * time.Minute,
 		FirstSeen: t0, LastSeen: last, At: last,
 		Examples:     [5]netip.Addr{nthDst(19), nthDst(18), nthDst(17), nthDst(16), nthDst(15)},
@@ -182,7 +196,7 @@ func TestMinPacketsAndRateScaling(t *testing.T) {
 	}
 	e.HandleFlowsAt([]domain.Flow{smtp(src, nthDst(3), 100)}, t0.Add(2*time.Second))
 	fs := rec.take()
-	if len(fs) != 1 || fs[0].Packets != 1026 || fs[0].Destinations != 30 || fs[0].Connections != 1026 {
+	if len(fs) != 1 || fs[0].Packets != 1026 || fs[0].SampledDestinations != 30 || fs[0].Connections != 1026 {
 		t.Fatalf("firings = %+v, want one with 1026 packets, 30 destinations", fs)
 	}
 }
@@ -259,7 +273,7 @@ func TestIdleSourceResetsAndExpires(t *testing.T) {
 	}
 	e.HandleFlowsAt(batch, t0.Add(15*time.Minute))
 	fs := rec.take()
-	if len(fs) != 1 || fs[0].Destinations != 20 || !fs[0].FirstSeen.Equal(t0.Add(10*time.Minute)) {
+	if len(fs) != 1 || fs[0].SampledDestinations != 20 || !fs[0].FirstSeen.Equal(t0.Add(10*time.Minute)) {
 		t.Fatalf("firings = %+v, want one with 20 destinations first seen at +10m", fs)
 	}
 	// A source idle for a whole window is dropped at the next batch.
@@ -451,7 +465,7 @@ func TestIPv6AndMappedSources(t *testing.T) {
 	for _, f := range fs {
 		got[f.Source] = f
 	}
-	if f, ok := got[z6]; !ok || f.Destinations != 20 || f.Examples[0] != nthDst6(19) {
+	if f, ok := got[z6]; !ok || f.SampledDestinations != 20 || f.Examples[0] != nthDst6(19) {
 		t.Errorf("IPv6 firing = %+v", f)
 	}
 	if f, ok := got[netip.MustParseAddr("10.4.4.4")]; !ok || f.Examples[0] != nthDst(19) {
@@ -461,7 +475,7 @@ func TestIPv6AndMappedSources(t *testing.T) {
 
 func TestSmallRuleExamples(t *testing.T) {
 	cfg := testConfig()
-	cfg.Rules = []Rule{{Name: "tiny", Protocol: 17, DstPorts: []uint16{1900}, MinDestinations: 2, MinPackets: 2, Action: "log"}}
+	cfg.Rules = []Rule{exact(Rule{Name: "tiny", Protocol: 17, DstPorts: []uint16{1900}, MinDestinations: 2, MinPackets: 2, Action: "log"})}
 	e, rec, _ := newEngine(t, cfg)
 	src := netip.MustParseAddr("10.7.7.7")
 	s1 := domain.Flow{Src: src, Dst: nthDst(1), Protocol: 17, DstPort: 1900, SamplingRate: 1}
@@ -482,9 +496,9 @@ func TestSmallRuleExamples(t *testing.T) {
 func TestSeveralRules(t *testing.T) {
 	cfg := testConfig()
 	cfg.Rules = append(cfg.Rules,
-		Rule{Name: "mail-any", Protocol: 6, DstPorts: []uint16{465, 25, 587}, MinDestinations: 30, MinPackets: 1, Action: "log"},
-		Rule{Name: "smb-scan", Protocol: 6, DstPorts: []uint16{445}, MinDestinations: 5, MinPackets: 1, Action: "blackhole",
-			Exempt: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/9")}},
+		exact(Rule{Name: "mail-any", Protocol: 6, DstPorts: []uint16{465, 25, 587}, MinDestinations: 30, MinPackets: 1, Action: "log"}),
+		exact(Rule{Name: "smb-scan", Protocol: 6, DstPorts: []uint16{445}, MinDestinations: 5, MinPackets: 1, Action: "blackhole",
+			Exempt: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/9")}}),
 	)
 	e, rec, _ := newEngine(t, cfg)
 	src := netip.MustParseAddr("10.200.0.1")
@@ -506,7 +520,7 @@ func TestSeveralRules(t *testing.T) {
 	e.HandleFlowsAt(batch, t0)
 	var got []string
 	for _, f := range rec.take() {
-		got = append(got, fmt.Sprintf("%s %s %d", f.Rule, f.Source, f.Destinations))
+		got = append(got, fmt.Sprintf("%s %s %d", f.Rule, f.Source, f.SampledDestinations))
 	}
 	want := []string{"smtp-fanout 10.200.0.1 20", "mail-any 10.200.0.1 30", "smb-scan 10.200.0.1 5"}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -519,7 +533,7 @@ func TestSeveralRules(t *testing.T) {
 
 func TestReconfigure(t *testing.T) {
 	cfg := testConfig()
-	cfg.Rules = append(cfg.Rules, Rule{Name: "telnet", Protocol: 6, DstPorts: []uint16{23}, MinDestinations: 100, Action: "log"})
+	cfg.Rules = append(cfg.Rules, exact(Rule{Name: "telnet", Protocol: 6, DstPorts: []uint16{23}, MinDestinations: 100, Action: "log"}))
 	e, rec, _ := newEngine(t, cfg)
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
 	var batch []domain.Flow
@@ -535,9 +549,10 @@ func TestReconfigure(t *testing.T) {
 	// Swap the rule order, change the telnet ports, exempt b, lower the
 	// smtp threshold: smtp state of a survives under its new index.
 	cfg2 := testConfig()
-	telnet := Rule{Name: "telnet", Protocol: 6, DstPorts: []uint16{23, 2323}, MinDestinations: 100, Action: "log"}
+	telnet := exact(Rule{Name: "telnet", Protocol: 6, DstPorts: []uint16{23, 2323}, MinDestinations: 100, Action: "log"})
 	smtpRule := SMTPFanout()
 	smtpRule.MinDestinations = 12
+	smtpRule.MinSamples = 12
 	smtpRule.Exempt = []netip.Prefix{netip.MustParsePrefix("10.0.0.2/32")}
 	cfg2.Rules = []Rule{telnet, smtpRule}
 	if err := e.Reconfigure(cfg2); err != nil {
@@ -561,7 +576,7 @@ func TestReconfigure(t *testing.T) {
 	}
 	e.HandleFlowsAt(batch, t0.Add(time.Second))
 	fs := rec.take()
-	if len(fs) != 1 || fs[0].Source != a || fs[0].RuleIndex != 1 || fs[0].Destinations != 12 {
+	if len(fs) != 1 || fs[0].Source != a || fs[0].RuleIndex != 1 || fs[0].SampledDestinations != 12 {
 		t.Fatalf("firings after reconfigure = %+v", fs)
 	}
 	// A bad config changes nothing.

@@ -23,7 +23,8 @@ const (
 )
 
 // key identifies a (source, rule) pair in the suppression map: the
-// 16-byte form of the (unmapped) source address, then the rule index.
+// 16-byte form of the (unmapped) source address, then the rule index
+// (with serverBit set for server-learning state).
 type key [17]byte
 
 // entry is one tracked (source, rule) pair: 192 bytes, three cache lines
@@ -41,7 +42,8 @@ type entry struct {
 	prev, next uint32 // LRU list, head = most recently seen
 	first      int64  // unix ns of the first sample of this episode
 	last       int64  // unix ns of the latest sample
-	_          [8]byte
+	rate       uint32 // sampling rate of the latest sample (Σ rates / rate = sampled packets)
+	_          [4]byte
 	dst        [inlineDsts][16]byte // inline destinations (offset 64)
 	pkts       [nBuckets]uint32     // estimated packets per sub-window (saturating)
 	conns      [nBuckets]uint32     // estimated connection attempts per sub-window

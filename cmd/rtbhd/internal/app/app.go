@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -49,9 +50,12 @@ type App struct {
 	speaker *bgp.Speaker
 	manager *detector.Manager
 	engine  *fanout.Engine
-	sflow   *sflow.Collector
-	api     *api.Server
-	metrics *http.Server
+	// reportTrust is detector.report_trust (float64 bits): the weight of
+	// partial detector evidence in report fusion; reloads change it.
+	reportTrust atomic.Uint64
+	sflow       *sflow.Collector
+	api         *api.Server
+	metrics     *http.Server
 
 	reloads        <-chan os.Signal
 	firings        chan fanout.Firing
@@ -100,6 +104,13 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.engine, err = fanout.New(fanoutConfig(cfg), a.fire, a.reg); err != nil {
 		return nil, fmt.Errorf("configuring detector: %w", err)
 	}
+	// Learned servers are remembered across restarts.
+	servers, err := a.manager.Servers(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	a.engine.LoadServers(servers)
+	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
 	if a.sflow, err = sflow.NewCollector(sflowConfig(cfg),
 		a.engine, logger.With("component", "sflow"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring sflow: %w", err)
@@ -312,21 +323,51 @@ func (a *App) decideFirings(ctx context.Context, events <-chan detector.Event) {
 				a.engine.Suppress(ev.Blackhole.Prefix.Addr(), rule, time.Time{})
 			}
 		case f := <-a.firings:
-			b, err := a.manager.Detected(ctx, domain.Evidence{
-				Address: f.Source, Rule: f.Rule, Action: f.Action, Protocol: protocolName(f.Protocol), DstPorts: f.DstPorts,
-				DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets, EstimatedConnections: f.Connections,
-				Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Examples: f.ExampleAddrs(),
-			}, f.TTL)
-			level := slog.LevelInfo
-			if err != nil && detector.KindOf(err) == 0 {
-				level = slog.LevelError
-			}
-			a.log.Log(ctx, level, "detector rule fired", "rule", f.Rule, "action", f.Action, "source", f.Source,
-				"destinations", f.Destinations, "packets", f.Packets, "err", err)
-			if b != nil {
-				a.engine.Suppress(f.Source, f.Rule, b.ExpiresAt)
-			}
+			a.decide(ctx, f)
 		}
+	}
+}
+
+// decide acts on one firing of the detector engine.
+func (a *App) decide(ctx context.Context, f fanout.Firing) {
+	switch f.Kind {
+	case fanout.ServerLearned:
+		s := domain.Server{Address: f.Source, Rule: f.Rule, Clients: f.Destinations, FirstSeen: f.FirstSeen, LastSeen: f.At}
+		err := a.manager.LearnServer(ctx, s, f.NewServer)
+		if f.NewServer || err != nil {
+			a.log.Info("detector learned a server: its rule will not flag it", "rule", f.Rule, "server", f.Source,
+				"clients", f.Destinations, "err", err)
+		}
+		return
+	case fanout.Partial:
+		trust := math.Float64frombits(a.reportTrust.Load())
+		if trust <= 0 {
+			return
+		}
+		err := a.manager.Partial(ctx, a.evidence(f), trust)
+		a.log.Info("detector rule at half its thresholds: counts in report fusion", "rule", f.Rule, "source", f.Source,
+			"destinations", f.Destinations, "sampled_destinations", f.SampledDestinations, "packets", f.Packets,
+			"trust", trust, "err", err)
+		return
+	}
+	b, err := a.manager.Detected(ctx, a.evidence(f), f.TTL)
+	level := slog.LevelInfo
+	if err != nil && detector.KindOf(err) == 0 {
+		level = slog.LevelError
+	}
+	a.log.Log(ctx, level, "detector rule fired", "rule", f.Rule, "action", f.Action, "source", f.Source,
+		"destinations", f.Destinations, "sampled_destinations", f.SampledDestinations, "packets", f.Packets, "err", err)
+	if b != nil {
+		a.engine.Suppress(f.Source, f.Rule, b.ExpiresAt)
+	}
+}
+
+// evidence is a firing's evidence as the decision path records it.
+func (a *App) evidence(f fanout.Firing) domain.Evidence {
+	return domain.Evidence{
+		Address: f.Source, Rule: f.Rule, Action: f.Action, Protocol: protocolName(f.Protocol), DstPorts: f.DstPorts,
+		DistinctDestinations: f.Destinations, EstimatedPackets: f.Packets, EstimatedConnections: f.Connections,
+		Window: f.Window, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Examples: f.ExampleAddrs(),
 	}
 }
 
@@ -345,6 +386,7 @@ func (a *App) reload(ctx context.Context) {
 	var errs []error
 	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
 	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
+	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
 	if err := a.engine.Reconfigure(fanoutConfig(cfg)); err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
 	}
@@ -402,10 +444,11 @@ func bgpConfig(cfg *config.Config) bgp.Config {
 func fanoutConfig(cfg *config.Config) fanout.Config {
 	d := cfg.Detector
 	out := fanout.Config{SubscriberPrefixes: d.SubscriberPrefixes, NeverBlackhole: cfg.Policy.NeverBlackhole,
-		Window: d.Window, MaxTrackedSources: d.MaxTrackedSources}
+		Window: d.Window, MaxTrackedSources: d.MaxTrackedSources, ServerMemory: d.ServerMemory}
 	for _, r := range d.Rules {
 		out.Rules = append(out.Rules, fanout.Rule{Name: r.Name, Protocol: protocolNumber(r.Protocol), DstPorts: r.DstPorts,
-			MinDestinations: r.MinDestinations, MinPackets: r.MinPackets, Exempt: r.Exempt, Action: r.Action, TTL: r.TTL})
+			MinDestinations: r.MinDestinations, MinPackets: r.MinPackets, Exempt: r.Exempt, Action: r.Action, TTL: r.TTL,
+			MinSamples: r.MinSamples, SkipServers: r.SkipServers, ServerMinClients: r.ServerMinClients})
 	}
 	return out
 }

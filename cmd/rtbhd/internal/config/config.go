@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp"
-	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/fanout"
 )
 
@@ -122,6 +121,13 @@ type Rule struct {
 	Exempt          []netip.Prefix `yaml:"exempt"`
 	TTL             time.Duration  `yaml:"ttl"`
 	Action          string         `yaml:"action" check:"action"` // fanout.ActionBlackhole or fanout.ActionLog
+	// MinSamples sampled packets to distinct destinations are needed
+	// before the estimates are trusted.
+	MinSamples int `yaml:"min_samples" check:"1..1000000"`
+	// SkipServers: a source receiving connections on the rule's ports from
+	// ServerMinClients distinct outside addresses is a server, not flagged.
+	SkipServers      bool `yaml:"skip_servers"`
+	ServerMinClients int  `yaml:"server_min_clients" check:"1..1000000"`
 }
 
 // Reports is the reports section.
@@ -218,7 +224,7 @@ func defaults() *Config {
 			MaxTrackedSources: fanout.DefaultMaxTrackedSources,
 			Rules:             []Rule{defaultRule()},
 			ReportTrust:       0.5,
-			ServerMemory:      detector.DefaultServerMemory,
+			ServerMemory:      fanout.DefaultServerMemory,
 		},
 		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2},
 		API:     API{Listen: "127.0.0.1:50051"},
@@ -234,7 +240,8 @@ func defaultRule() Rule {
 		proto = ProtocolUDP
 	}
 	return Rule{Name: r.Name, Protocol: proto, DstPorts: r.DstPorts, MinDestinations: r.MinDestinations,
-		MinPackets: r.MinPackets, TTL: r.TTL, Action: r.Action}
+		MinPackets: r.MinPackets, TTL: r.TTL, Action: r.Action, MinSamples: r.MinSamples,
+		SkipServers: r.SkipServers, ServerMinClients: r.ServerMinClients}
 }
 
 // The defaults of list items, applied before an item is decoded.
