@@ -54,11 +54,11 @@ type Firing struct {
 	Exact               bool   // SampledDestinations is an exact count, not a sketch estimate
 	NewServer           bool   // ServerLearned: first learned, not a refresh
 	Packets             uint64 // estimated packets: sum of the sampling rates
-	Connections  uint64 // estimated TCP connection attempts: SYN-without-ACK samples × rate
-	Window       time.Duration
-	FirstSeen    time.Time // first matching sample of this episode (since the source's window was last empty)
-	LastSeen     time.Time // latest matching sample
-	At           time.Time // time of the batch that crossed the thresholds
+	Connections         uint64 // estimated TCP connection attempts: SYN-without-ACK samples × rate
+	Window              time.Duration
+	FirstSeen           time.Time // first matching sample of this episode (since the source's window was last empty)
+	LastSeen            time.Time // latest matching sample
+	At                  time.Time // time of the batch that crossed the thresholds
 
 	Examples     [numExamples]netip.Addr // the most recently seen distinct destinations
 	ExampleCount int                     // valid entries in Examples
@@ -118,9 +118,9 @@ func New(cfg Config, fire func(Firing), reg prometheus.Registerer) (*Engine, err
 		return nil, fmt.Errorf("detector config: %w", err)
 	}
 	e := &Engine{
-		c:    c,
-		fire: fire,
-		seed: rand.Uint64(),
+		c:       c,
+		fire:    fire,
+		seed:    rand.Uint64(),
 		supp:    make(map[key]int64),
 		psupp:   make(map[key]int64),
 		servers: make(map[key]int64),
