@@ -74,3 +74,12 @@ func (m *Manager) Partial(ctx context.Context, ev domain.Evidence, trust float64
 	m.fuse(ctx, []netip.Addr{src}, now)
 	return nil
 }
+
+// RecordAgents stores the sampling rates agents report, so that
+// rtbhd --check can warn about rules those rates cannot serve.
+func (m *Manager) RecordAgents(ctx context.Context, agents []domain.AgentRate) error {
+	if err := commit(m.db, &domain.Write{At: m.now().UTC(), Agents: agents}); err != nil {
+		return fmt.Errorf("recording agents' sampling rates: %w", err)
+	}
+	return nil
+}

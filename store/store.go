@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +49,8 @@ const (
 	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`
 	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
 	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at, operator) VALUES(?,?,?,?,?,?,?,?,?)`
+	sqlUpsertAgent  = `INSERT INTO agents(agent, sampling_rate, seen_at) VALUES(?,?,?)
+		ON CONFLICT(agent) DO UPDATE SET sampling_rate = excluded.sampling_rate, seen_at = excluded.seen_at`
 	sqlUpsertServer = `INSERT INTO servers(address, rule, clients, first_seen, last_seen) VALUES(?,?,?,?,?)
 		ON CONFLICT(address, rule) DO UPDATE SET clients = max(clients, excluded.clients),
 		last_seen = max(last_seen, excluded.last_seen)`
@@ -68,7 +72,7 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("opening store: empty path")
 	}
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate"
+	dsn := fileDSN(path, "_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate")
 	w, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
@@ -89,14 +93,14 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000&_foreign_keys=on")
+	r, err := sql.Open("sqlite3", fileDSN(path, "_busy_timeout=10000&_foreign_keys=on"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
 	db := &DB{w: w, r: r, log: logger, stmts: map[string]*sql.Stmt{}, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
-	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense, sqlUpsertServer} {
+	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense, sqlUpsertServer, sqlUpsertAgent} {
 		st, err := w.Prepare(q)
 		if err != nil {
 			w.Close()
@@ -198,6 +202,12 @@ var migrations = []string{
 	);
 	CREATE INDEX servers_last_seen ON servers(last_seen);
 	ALTER TABLE reports ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;`,
+	// 3: the sampling rates agents report (rtbhd --check warns with them).
+	`CREATE TABLE agents (
+		agent         TEXT PRIMARY KEY,
+		sampling_rate INTEGER NOT NULL,
+		seen_at       INTEGER NOT NULL
+	);`,
 }
 
 func migrate(db *sql.DB) error {
@@ -373,6 +383,11 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 		if _, err := st(sqlUpsertServer).Exec(sv.Address.String(), sv.Rule, sv.Clients,
 			sv.FirstSeen.UnixNano(), sv.LastSeen.UnixNano()); err != nil {
 			return fmt.Errorf("recording server %s: %w", sv.Address, err)
+		}
+	}
+	for _, ag := range w.Agents {
+		if _, err := st(sqlUpsertAgent).Exec(ag.Agent.String(), ag.SamplingRate, ag.SeenAt.UnixNano()); err != nil {
+			return fmt.Errorf("recording agent %s: %w", ag.Agent, err)
 		}
 	}
 	return nil
@@ -602,6 +617,65 @@ func (db *DB) Servers(ctx context.Context, since time.Time) ([]domain.Server, er
 		sv.FirstSeen = time.Unix(0, first).UTC()
 		sv.LastSeen = time.Unix(0, last).UTC()
 		out = append(out, sv)
+	}
+	return out, rows.Err()
+}
+
+// fileDSN is the driver's URI for the file at path with params: the
+// characters SQLite's URI syntax gives a meaning (%, ?, #) are escaped, so
+// any path works.
+func fileDSN(path, params string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path) + "?" + params
+}
+
+// Agents returns the sampling rates the agents last reported, by agent.
+func (db *DB) Agents(ctx context.Context) ([]domain.AgentRate, error) {
+	return queryAgents(ctx, db.r)
+}
+
+// ReadAgents reads the agents' sampling rates from the database at path
+// without changing it (rtbhd --check, possibly beside a running rtbhd).
+// A missing file, or a schema without agents, is no agents.
+func ReadAgents(ctx context.Context, path string) ([]domain.AgentRate, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	r, err := sql.Open("sqlite3", fileDSN(path, "mode=ro&_busy_timeout=5000"))
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	defer r.Close()
+	var n int
+	if err := r.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'agents'`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("reading store %s: %w", path, err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	return queryAgents(ctx, r)
+}
+
+func queryAgents(ctx context.Context, q *sql.DB) ([]domain.AgentRate, error) {
+	rows, err := q.QueryContext(ctx, `SELECT agent, sampling_rate, seen_at FROM agents ORDER BY agent`)
+	if err != nil {
+		return nil, fmt.Errorf("reading agents: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.AgentRate
+	for rows.Next() {
+		var (
+			a    domain.AgentRate
+			addr string
+			seen int64
+		)
+		if err := rows.Scan(&addr, &a.SamplingRate, &seen); err != nil {
+			return nil, fmt.Errorf("reading agents: %w", err)
+		}
+		if a.Agent, err = netip.ParseAddr(addr); err != nil {
+			return nil, fmt.Errorf("reading agents: bad address %q in store: %w", addr, err)
+		}
+		a.SeenAt = time.Unix(0, seen).UTC()
+		out = append(out, a)
 	}
 	return out, rows.Err()
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -192,5 +193,39 @@ func TestSubmitAfterClose(t *testing.T) {
 	db.Close()
 	if err := db.Commit(&domain.Write{At: time.Now()}); err != ErrClosed {
 		t.Fatalf("commit after close = %v, want ErrClosed", err)
+	}
+}
+
+// Paths with the characters SQLite's URI syntax uses (?, #, %) work, and
+// agents' sampling rates are kept and read back without opening for write.
+func TestOddPathsAndAgents(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "a?b#c%d", "rtbhd?.db")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadAgents(ctx, path); err != nil || got != nil {
+		t.Fatalf("ReadAgents of a missing file = %v, %v", got, err)
+	}
+	db, err := Open(path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	ag := netip.MustParseAddr("192.0.2.11")
+	for _, rate := range []uint32{512, 2048} {
+		if err := db.Commit(&domain.Write{At: at, Agents: []domain.AgentRate{{Agent: ag, SamplingRate: rate, SeenAt: at}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ReadAgents(ctx, path)
+	if err != nil || len(got) != 1 || got[0].Agent != ag || got[0].SamplingRate != 2048 || !got[0].SeenAt.Equal(at) {
+		t.Fatalf("ReadAgents beside the open store = %+v, %v", got, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the store is not at the odd path: %v", err)
 	}
 }

@@ -81,6 +81,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		// Warnings do not make the file invalid: the rules work, only not
+		// at the sampling rates the agents reported.
+		warnings, err := app.SamplingWarnings(context.Background(), cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: warning: cannot read the agents' sampling rates: %v\n", *path, err)
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
+		}
 		fmt.Fprintf(stdout, "%s: configuration is valid\n", *path)
 		return 0
 	}

@@ -92,7 +92,8 @@ type Write struct {
 	Evidence *Evidence
 	Offense  netip.Addr // when valid, count one more detector blackhole for it
 	Reports  []Report
-	Servers  []Server // learned or refreshed servers (upserted by address and rule)
+	Servers  []Server    // learned or refreshed servers (upserted by address and rule)
+	Agents   []AgentRate // agents' sampling rates (upserted by agent)
 }
 
 // Server is a subscriber address the detector learned is a server for a
@@ -112,4 +113,11 @@ type ScorePart struct {
 	Reporter   string // client name, or detector:<rule> for partial detector evidence
 	Trust      float64
 	ObservedAt time.Time
+}
+
+// AgentRate is the sampling rate an sFlow agent last reported.
+type AgentRate struct {
+	Agent        netip.Addr
+	SamplingRate uint32
+	SeenAt       time.Time
 }

@@ -268,3 +268,38 @@ func compile(cfg Config) (*compiled, error) {
 	}
 	return c, nil
 }
+
+// ReferencePacketsPerSecond is the zombie a rule is expected to catch when
+// rtbhd checks sampling rates: one SMTP connection a second, 12 packets
+// each, every connection to a new destination.
+const ReferencePacketsPerSecond = 12
+
+// ExpectedSamples is how many sampled packets a source sending pps packets
+// a second (each to a new destination) leaves in a window at sampling rate
+// 1 in rate.
+func ExpectedSamples(pps float64, window time.Duration, rate uint32) float64 {
+	return pps * window.Seconds() / float64(max(rate, 1))
+}
+
+// SamplingWarnings names the rules of cfg that cannot be expected to
+// catch the reference zombie (ReferencePacketsPerSecond) at sampling rate
+// 1 in rate: it leaves fewer than the rule's min_samples sampled packets in
+// the window. Each warning says which window would do.
+func SamplingWarnings(cfg Config, rate uint32) []string {
+	c, err := compile(cfg)
+	if err != nil {
+		return nil
+	}
+	window := time.Duration(c.window)
+	var out []string
+	for i, r := range c.rules {
+		exp := ExpectedSamples(ReferencePacketsPerSecond, window, rate)
+		if exp >= float64(r.minSamples) {
+			continue
+		}
+		need := time.Duration(float64(r.minSamples) * float64(max(rate, 1)) / ReferencePacketsPerSecond * float64(time.Second)).Round(time.Minute)
+		out = append(out, fmt.Sprintf("detector.rules[%d] (%s): at 1:%d a zombie at 1 SMTP connection/s (%d packets/s) leaves ~%.1f sampled packets in the %s window, fewer than min_samples %d: it is caught only by chance; use detector.window %s or more, or sample more often",
+			i, r.Name, rate, ReferencePacketsPerSecond, exp, window, r.minSamples, need))
+	}
+	return out
+}

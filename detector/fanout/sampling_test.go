@@ -231,3 +231,15 @@ func TestInboundPathNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per batch, want 0", allocs)
 	}
 }
+
+func TestSamplingWarnings(t *testing.T) {
+	cfg := samplingConfig()
+	if w := SamplingWarnings(cfg, 2048); len(w) != 0 {
+		t.Errorf("1:2048 with a 10m window: %v, want none (12 x 600 / 2048 = 3.5 samples)", w)
+	}
+	w := SamplingWarnings(cfg, 8192)
+	want := "detector.rules[0] (smtp-fanout): at 1:8192 a zombie at 1 SMTP connection/s (12 packets/s) leaves ~0.9 sampled packets in the 10m0s window, fewer than min_samples 3: it is caught only by chance; use detector.window 34m0s or more, or sample more often"
+	if len(w) != 1 || w[0] != want {
+		t.Errorf("1:8192: %q, want %q", w, want)
+	}
+}

@@ -28,14 +28,25 @@ type Decoder struct {
 	errors    [numReasons]uint64
 
 	// newAgent, if set, is called once per newly tracked agent; its result
-	// receives the number of datagrams lost whenever a gap is seen.
-	newAgent func(agent netip.Addr, subAgentID uint32) lossCounter
+	// receives the number of datagrams lost whenever a gap is seen, and
+	// the agent's sampling rate whenever it changes.
+	newAgent func(agent netip.Addr, subAgentID uint32) agentMetrics
 
 	infos []SampleInfo // DecodeFlows' scratch: the samples' sFlow details
 }
 
 type lossCounter interface {
 	Add(float64)
+}
+
+type rateGauge interface {
+	Set(float64)
+}
+
+// agentMetrics are an agent's metrics the decoder updates.
+type agentMetrics struct {
+	lost lossCounter
+	rate rateGauge
 }
 
 type agentKey struct {
@@ -47,7 +58,7 @@ type agentState struct {
 	AgentStats
 	uptime  uint32
 	sources []sourceState
-	lost    lossCounter
+	agentMetrics
 }
 
 type sourceState struct {
@@ -77,6 +88,9 @@ type AgentStats struct {
 	// Drops is the sum of drops increments: samples the agent itself
 	// dropped for lack of resources.
 	Drops uint64
+	// SamplingRate is the sampling rate (1 in N) of the agent's latest
+	// flow sample.
+	SamplingRate uint32
 }
 
 // Agents returns a snapshot of the tracked agents, sorted by address and
@@ -122,7 +136,7 @@ func (d *Decoder) account(h DatagramHeader, samples *output, n int) {
 		a = &agentState{AgentStats: AgentStats{Agent: h.Agent, SubAgentID: h.SubAgentID, Sequence: h.Sequence}}
 		a.uptime = h.Uptime
 		if d.newAgent != nil {
-			a.lost = d.newAgent(h.Agent, h.SubAgentID)
+			a.agentMetrics = d.newAgent(h.Agent, h.SubAgentID)
 		}
 		d.agents[k] = a
 		a.Datagrams = 1
@@ -166,6 +180,12 @@ func (d *Decoder) account(h DatagramHeader, samples *output, n int) {
 func (a *agentState) trackSamples(samples *output, n int) {
 	a.Samples += uint64(n)
 	for i := range n {
+		if f, _ := samples.at(i); f.SamplingRate != a.SamplingRate {
+			a.SamplingRate = f.SamplingRate
+			if a.rate != nil {
+				a.rate.Set(float64(f.SamplingRate))
+			}
+		}
 		s := samples.info(i)
 		id := uint32(s.SourceIDType)<<24 | s.SourceIDIndex&0xffffff
 		var src *sourceState

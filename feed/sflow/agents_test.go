@@ -51,12 +51,12 @@ func TestAgentTracking(t *testing.T) {
 			{seq: 1, samples: [][3]uint32{{1, 10, 0}, {2, 20, 0}}},
 			{seq: 2, samples: [][3]uint32{{3, 30, 1}, {6, 60, 4}}}, // samples 4 and 5 lost, 4 agent drops
 			{seq: 3, samples: [][3]uint32{{7, 70, 4}}},
-		}, []sflow.AgentStats{{Datagrams: 3, Sequence: 3, Samples: 5, SamplesLost: 2, Pool: 60, Drops: 4}}},
+		}, []sflow.AgentStats{{Datagrams: 3, Sequence: 3, Samples: 5, SamplesLost: 2, Pool: 60, Drops: 4, SamplingRate: 10}}},
 		{"source counters restart with agent", []dgram{
 			{seq: 900, uptime: 100_000, samples: [][3]uint32{{5000, 50000, 9}}},
 			{seq: 1, uptime: 10, samples: [][3]uint32{{1, 10, 0}}},
 			{seq: 2, uptime: 20, samples: [][3]uint32{{2, 20, 0}}},
-		}, []sflow.AgentStats{{Datagrams: 3, Sequence: 2, Restarts: 1, Samples: 3, Pool: 10}}},
+		}, []sflow.AgentStats{{Datagrams: 3, Sequence: 2, Restarts: 1, Samples: 3, Pool: 10, SamplingRate: 10}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -99,6 +99,7 @@ type Collector struct {
 	}
 
 	mLost   *prometheus.CounterVec
+	mRate   *prometheus.GaugeVec
 	mRcvBuf prometheus.Gauge
 }
 
@@ -146,11 +147,15 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 		Name: "rtbh_sflow_receive_buffer_bytes",
 		Help: "Receive buffer of the sFlow socket as granted by the kernel.",
 	})
-	c.dec.newAgent = func(agent netip.Addr, _ uint32) lossCounter {
-		return c.mLost.WithLabelValues(agent.String())
+	c.mRate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "rtbh_sflow_agent_sampling_rate",
+		Help: "Sampling rate (1 in N packets) of each agent's latest flow sample.",
+	}, []string{"agent"})
+	c.dec.newAgent = func(agent netip.Addr, _ uint32) agentMetrics {
+		return agentMetrics{lost: c.mLost.WithLabelValues(agent.String()), rate: c.mRate.WithLabelValues(agent.String())}
 	}
 	if reg != nil {
-		for _, m := range append(metrics, c.mLost, c.mRcvBuf) {
+		for _, m := range append(metrics, c.mLost, c.mRate, c.mRcvBuf) {
 			if err := reg.Register(m); err != nil {
 				return nil, fmt.Errorf("registering sFlow metrics: %w", err)
 			}

@@ -204,6 +204,7 @@ func TestCollector(t *testing.T) {
 					{"rtbh_sflow_datagrams_total", map[string]string{"result": "agent_denied"}, float64(wantDenied)},
 					{"rtbh_sflow_samples_total", nil, 28},
 					{"rtbh_sflow_lost_datagrams_total", map[string]string{"agent": "192.0.2.11"}, 2},
+					{"rtbh_sflow_agent_sampling_rate", map[string]string{"agent": "192.0.2.11"}, 512},
 					{"rtbh_sflow_decode_errors_total", map[string]string{"reason": "version"}, 1},
 					{"rtbh_sflow_decode_errors_total", map[string]string{"reason": "truncated_sample"}, 0},
 					{"rtbh_sflow_socket_drops_total", nil, 0},

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,8 @@ type App struct {
 	// reportTrust is detector.report_trust (float64 bits): the weight of
 	// partial detector evidence in report fusion; reloads change it.
 	reportTrust atomic.Uint64
+	// detectorCfg is the engine's current configuration (reloads change it).
+	detectorCfg atomic.Pointer[fanout.Config]
 	sflow       *sflow.Collector
 	api         *api.Server
 	metrics     *http.Server
@@ -111,6 +114,8 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	}
 	a.engine.LoadServers(servers)
 	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
+	fc := fanoutConfig(cfg)
+	a.detectorCfg.Store(&fc)
 	if a.sflow, err = sflow.NewCollector(sflowConfig(cfg),
 		a.engine, logger.With("component", "sflow"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring sflow: %w", err)
@@ -237,6 +242,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	mid.Go(func() error { return a.manager.Run(core) })
 	_, events := a.manager.Watch(core)
 	mid.Go(func() error { a.decideFirings(core, events); return nil })
+	mid.Go(func() error { a.watchSampling(core); return nil })
 
 	// Any input that stops with an error stops everything.
 	var in sync.WaitGroup
@@ -328,6 +334,60 @@ func (a *App) decideFirings(ctx context.Context, events <-chan detector.Event) {
 	}
 }
 
+// samplingCheckEvery is how often the agents' sampling rates are checked
+// against the rules.
+const samplingCheckEvery = 5 * time.Second
+
+// watchSampling records the sampling rate each agent reports when it is
+// new or changes (rtbhd --check reads them from the store) and warns, once
+// per agent and rate, about rules that rate leaves too few samples for.
+func (a *App) watchSampling(ctx context.Context) {
+	known := map[netip.Addr]uint32{}
+	tick := time.NewTicker(samplingCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var changed []domain.AgentRate
+		for _, st := range a.sflow.Agents() {
+			if st.SamplingRate == 0 || known[st.Agent] == st.SamplingRate {
+				continue
+			}
+			known[st.Agent] = st.SamplingRate
+			changed = append(changed, domain.AgentRate{Agent: st.Agent, SamplingRate: st.SamplingRate, SeenAt: time.Now().UTC()})
+			for _, w := range fanout.SamplingWarnings(*a.detectorCfg.Load(), st.SamplingRate) {
+				a.log.Warn("sampling too sparse for a detector rule", "agent", st.Agent, "sampling_rate", st.SamplingRate, "warning", w)
+			}
+		}
+		if len(changed) > 0 {
+			if err := a.manager.RecordAgents(ctx, changed); err != nil {
+				a.log.Error("recording agents' sampling rates failed", "err", err)
+			}
+		}
+	}
+}
+
+// SamplingWarnings returns, for rtbhd --check, the rules of cfg that the
+// sampling rates the agents reported to this store (by a running or
+// earlier rtbhd) cannot serve; see fanout.SamplingWarnings.
+func SamplingWarnings(ctx context.Context, cfg *config.Config) ([]string, error) {
+	agents, err := store.ReadAgents(ctx, cfg.Store.Path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	fc := fanoutConfig(cfg)
+	for _, ag := range agents {
+		for _, w := range fanout.SamplingWarnings(fc, ag.SamplingRate) {
+			out = append(out, fmt.Sprintf("agent %s (last seen %s): %s", ag.Agent, ag.SeenAt.Format(time.RFC3339), w))
+		}
+	}
+	return out, nil
+}
+
 // decide acts on one firing of the detector engine.
 func (a *App) decide(ctx context.Context, f fanout.Firing) {
 	switch f.Kind {
@@ -387,8 +447,11 @@ func (a *App) reload(ctx context.Context) {
 	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
 	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
 	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
-	if err := a.engine.Reconfigure(fanoutConfig(cfg)); err != nil {
+	fc := fanoutConfig(cfg)
+	if err := a.engine.Reconfigure(fc); err != nil {
 		errs = append(errs, fmt.Errorf("detector: %w", err))
+	} else {
+		a.detectorCfg.Store(&fc)
 	}
 	if err := a.speaker.Reconfigure(ctx, bgpConfig(cfg)); err != nil {
 		errs = append(errs, fmt.Errorf("bgp: %w", err))
