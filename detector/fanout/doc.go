@@ -12,18 +12,56 @@
 //
 // # Rules
 //
-// A Rule names a protocol (TCP or UDP) and destination ports. A source
-// inside Config.SubscriberPrefixes fires a rule when, within the sliding
-// window, its samples of that protocol to those ports reached at least
-// MinDestinations distinct destination addresses and at least MinPackets
-// estimated packets (the sum of the sampling rates of the matching
-// samples). Sources in the rule's Exempt prefixes or in
+// A Rule names a protocol (TCP or UDP) and destination ports. Its
+// thresholds are in real traffic: a source inside
+// Config.SubscriberPrefixes fires a rule when, within the sliding window,
+// it really sent that protocol to those ports at an estimated
+// MinDestinations distinct destination addresses and MinPackets packets,
+// and the samples hold at least MinSamples (default 3) packets to distinct
+// destinations. Sources in the rule's Exempt prefixes or in
 // Config.NeverBlackhole never fire and get no state. The default rule is
-// SMTPFanout (tcp/25, 20 destinations, 1000 packets). A worm-scanner rule
-// looks like:
+// SMTPFanout (tcp/25, 20 destinations, 1000 packets, 3 samples). A
+// worm-scanner rule looks like:
 //
 //	Rule{Name: "worm-scan", Protocol: 6, DstPorts: []uint16{23, 2323, 445},
 //		MinDestinations: 200, MinPackets: 5000, Action: "log", TTL: time.Hour}
+//
+// # Estimating real traffic from samples
+//
+// Each sample carries its agent's sampling rate N (1 in N packets). The
+// packet estimate is the sum of the rates of the matching samples. The
+// destination estimate (EstimateDestinations) starts from d, the distinct
+// destinations in the samples, and s, the sampled packets: at most s-d of
+// the d were sampled more than once and count once each; every other one
+// was sampled once and stands for N destinations like it (Horvitz-Thompson
+// with inclusion probability 1/N). Unsampled traffic (N = 1) is counted
+// exactly. For flows of k packets each the estimate is the destinations
+// times k, an upper bound; the confidence comes from MinSamples: a source
+// that really reached fewer than MinSamples destinations can never show
+// that many in its samples, and at 3 sampled destinations the 95% lower
+// bound of a Poisson count (0.82) puts the source's packets to new
+// destinations above 0.8 x N. The window must be long enough for a zombie
+// to leave MinSamples samples: a zombie at c connections a second of 12
+// packets leaves 12 x c x window / N of them (SamplingWarnings).
+//
+// At half of each threshold (half the samples, destinations and packets)
+// an ActionBlackhole rule reports the source as Partial, once per window:
+// the decision path counts that as one reporter of weight
+// detector.report_trust in report fusion.
+//
+// # Servers are not zombies
+//
+// A self-hosted mail server also sends tcp/25 to many distinct MX hosts.
+// With Rule.SkipServers, a subscriber that receives the rule's protocol on
+// the rule's ports (its own port 25: inbound packets, not the replies a
+// zombie gets from port 25) from at least ServerMinClients distinct
+// addresses outside the subscriber space within the window is a server:
+// the engine reports it (ServerLearned), skips it for Config.ServerMemory
+// after it was last seen serving, and the decision path stores it, so that
+// LoadServers restores it after a restart. A source that received such a
+// connection within the window is not flagged either while it is being
+// learned. This state is kept like a tracked source, keyed by the server
+// and the rule with serverBit set, and counts in MaxTrackedSources.
 //
 // # State and memory
 //
