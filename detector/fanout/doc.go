@@ -6,7 +6,8 @@
 // The engine is pure: it consumes decoded flow records (domain.Flow, in
 // batches from any input: it satisfies sflow.Sink without importing the
 // sFlow package), keeps per-source state and reports a Firing when a
-// rule's thresholds are crossed. It opens no sockets, touches no database and
+// rule's thresholds are crossed, when half of them are, and when it learns
+// a server. It opens no sockets, touches no database and
 // starts no goroutines; turning a Firing into evidence and a blackhole is
 // the job of package detector.
 //
