@@ -7,7 +7,8 @@
 # generated gRPC code matches the .proto, runs every test including the
 # end-to-end tests against real BIRD, FRR and pmacct processes, then the
 # 100k-blackhole scale test (alone, so nothing else competes for the two
-# cores) and a 60 s fuzz of the sFlow decoder. Router tests never skip here: CI=1 makes a
+# cores), the 20,000-route restart test against BIRD and a 60 s fuzz of the
+# sFlow decoder. Router tests never skip here: CI=1 makes a
 # missing router binary a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ go test -count=1 -timeout 25m ./...
 # targets are reported (add -rtbh.scale.strict to fail on them).
 step "scale: 100,000 blackholes through the API to a BGP peer and back; 1,000,000 sFlow sources (RSS <= 500 MB)"
 go test -count=1 -run '^(TestScale|TestManySources)$' -v ./cmd/rtbhd -rtbh.scale=100000 -rtbh.sources=1000000
+
+step "restarts keep protection: 20,000 blackholes on BIRD through a SIGTERM and a kill -9 restart, sampled every 5 ms"
+go test -count=1 -run '^TestRestartKeepsProtectionAtScale$' -v ./cmd/rtbhd -rtbh.restart.routes=20000
 
 step "fuzz the sFlow decoder for 60 s"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow
