@@ -32,26 +32,27 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // Poll checks cond until it returns true (Poll returns true) or timeout
 // has passed (false; cond is checked one last time at the deadline).
-// Checks are paced by a time.Ticker: the pause after a check is
+// Checks are paced by a time.Timer: the pause after a check is
 // PollInterval, or as long as the check took when that was longer, so a
 // costly condition (a router's CLI, a big table walk) keeps at most half
 // a core busy.
 func Poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(PollInterval)
-	defer tick.Stop()
+	end := time.Now().Add(timeout)
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	<-pause.C
 	for {
 		start := time.Now()
 		if cond() {
 			return true
 		}
-		tick.Reset(max(PollInterval, time.Since(start)))
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return cond()
+		left := time.Until(end)
+		if left <= 0 {
+			return false
 		}
+		// The last pause ends at the deadline, for the last check.
+		pause.Reset(min(max(PollInterval, time.Since(start)), left))
+		<-pause.C
 	}
 }
 
