@@ -35,27 +35,6 @@ func restartSet(n int) []netip.Prefix {
 	return out
 }
 
-// waitCount waits until BIRD holds exactly n of the speaker's routes, by
-// its channel counters and in its tables.
-func waitCount(t *testing.T, b *routertest.BIRD, n int, timeout time.Duration) {
-	t.Helper()
-	c, err := b.RouteCounter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var got, table int
-	if !testkit.Poll(timeout, func() bool {
-		if got, err = c.Count(); err != nil || got != n {
-			return false
-		}
-		table, err = c.TableCount()
-		return err == nil && table == n
-	}) {
-		t.Fatalf("BIRD holds %d routes (%d in its tables, err %v), want %d", got, table, err, n)
-	}
-}
-
 // waitEndOfRIB waits until BIRD has had our End-of-RIB for both families
 // after a restart: it then deletes the stale routes we did not send again.
 func waitEndOfRIB(t *testing.T, b *routertest.BIRD) {
@@ -79,7 +58,7 @@ func TestRestartNeverEmptiesBIRD(t *testing.T) {
 	if err := s.Announce(ctx, set); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(t, b, n, 30*time.Second)
+	b.WaitRouteCount(t, n, 30*time.Second)
 
 	w := b.WatchCount(t, 5*time.Millisecond, 2*time.Minute, n)
 	stopped := time.Now()
@@ -115,7 +94,7 @@ func TestRestartNeverEmptiesBIRD(t *testing.T) {
 	}
 	b.WaitRoute(marker, 10*time.Second, nil)
 	waitEndOfRIB(t, b)
-	waitCount(t, b, n+1, 10*time.Second)
+	b.WaitRouteCount(t, n+1, 10*time.Second)
 	routertest.CheckNeverBelow(t, "BIRD during the restart", w.Stop(), n, stopped)
 }
 
@@ -331,8 +310,8 @@ func TestRestartLateRouterKeepsRoutes(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	a.WaitEstablished(30 * time.Second)
 	b.WaitEstablished(30 * time.Second)
-	waitCount(t, a, n, 30*time.Second)
-	waitCount(t, b, n, 30*time.Second)
+	a.WaitRouteCount(t, n, 30*time.Second)
+	b.WaitRouteCount(t, n, 30*time.Second)
 
 	wa := a.WatchCount(t, 5*time.Millisecond, 2*time.Minute, n)
 	wb := b.WatchCount(t, 5*time.Millisecond, 2*time.Minute, n)
@@ -371,8 +350,8 @@ func TestRestartLateRouterKeepsRoutes(t *testing.T) {
 	}
 	waitEndOfRIB(t, a)
 	waitEndOfRIB(t, b)
-	waitCount(t, a, n+1, 10*time.Second)
-	waitCount(t, b, n+1, 10*time.Second)
+	a.WaitRouteCount(t, n+1, 10*time.Second)
+	b.WaitRouteCount(t, n+1, 10*time.Second)
 	t.Logf("after the stop: A established at +%s, B at +%s", aUp.Round(time.Millisecond), bUp.Round(time.Millisecond))
 	routertest.CheckNeverBelow(t, "router A", wa.Stop(), n, stopped)
 	routertest.CheckNeverBelow(t, "router B", wb.Stop(), n, stopped)
@@ -414,7 +393,7 @@ func TestRestartTimesOnBIRD(t *testing.T) {
 			if err := s.Announce(ctx, set); err != nil {
 				t.Fatal(err)
 			}
-			waitCount(t, b, n, 30*time.Second)
+			b.WaitRouteCount(t, n, 30*time.Second)
 			caps, err := b.NeighborGracefulRestart()
 			if err != nil {
 				t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // RouteCounter counts the speaker's routes in BIRD over one long-lived
@@ -354,4 +356,26 @@ func (b *BIRD) RestartTimer() (left time.Duration, ok bool, err error) {
 		return 0, false, fmt.Errorf("BIRD restart timer %q: %w", m[1], err)
 	}
 	return time.Duration(secs * float64(time.Second)), true, nil
+}
+
+// WaitRouteCount waits until BIRD holds exactly n routes from its BGP
+// peers, by its channel counters and in its tables, failing the test after
+// timeout.
+func (b *BIRD) WaitRouteCount(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	c, err := b.RouteCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got, table int
+	if !testkit.Poll(timeout, func() bool {
+		if got, err = c.Count(); err != nil || got != n {
+			return false
+		}
+		table, err = c.TableCount()
+		return err == nil && table == n
+	}) {
+		t.Fatalf("BIRD holds %d routes (%d in its tables, err %v), want %d", got, table, err, n)
+	}
 }

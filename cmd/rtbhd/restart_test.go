@@ -70,7 +70,7 @@ func restartKeepsProtection(t *testing.T, n int, speaker, birdAddr netip.Addr) {
 	}
 	start := time.Now()
 	addAll(t, d, set)
-	waitBIRDCount(t, bird, n, 2*time.Minute)
+	bird.WaitRouteCount(t, n, 2*time.Minute)
 	t.Logf("%d blackholes on BIRD %s after the first add", n, time.Since(start).Round(time.Millisecond))
 
 	want := n
@@ -130,7 +130,7 @@ func restartKeepsProtection(t *testing.T, n int, speaker, birdAddr netip.Addr) {
 		marker := fmt.Sprintf("198.51.100.%d", 200+i)
 		ctl(t, d, "add", "--ttl", "1h", "--reason", "after the "+restart.name+" restart", marker)
 		want++
-		waitBIRDCount(t, bird, want, time.Minute)
+		bird.WaitRouteCount(t, want, time.Minute)
 		t.Logf("%s: rtbhd stopped in %s, healthy again at +%s, session up at +%s, End-of-RIB on BIRD at +%s, a new blackhole by +%s",
 			restart.name, down.Round(time.Millisecond), healthy.Round(time.Millisecond), up.Round(time.Millisecond),
 			synced.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
@@ -175,26 +175,5 @@ func addAll(t *testing.T, d *daemon, addrs []string) {
 	wg.Wait()
 	if failed.Load() > 0 {
 		t.Fatalf("%d adds failed", failed.Load())
-	}
-}
-
-// waitBIRDCount waits until BIRD holds exactly n of rtbhd's routes, by its
-// channel counters and in its tables.
-func waitBIRDCount(t *testing.T, b *routertest.BIRD, n int, timeout time.Duration) {
-	t.Helper()
-	c, err := b.RouteCounter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var got, table int
-	if !testkit.Poll(timeout, func() bool {
-		if got, err = c.Count(); err != nil || got != n {
-			return false
-		}
-		table, err = c.TableCount()
-		return err == nil && table == n
-	}) {
-		t.Fatalf("BIRD holds %d of rtbhd's routes (%d in its tables, err %v), want %d", got, table, err, n)
 	}
 }
