@@ -3,6 +3,7 @@ package detector
 import (
 	"net/netip"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -43,6 +44,9 @@ func checkAdd(pol Policy, req Request) (time.Duration, error) {
 	if ttl < 0 || (req.HasTTL && ttl == 0) {
 		return 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
 	}
+	if err := checkReason(req.Reason); err != nil {
+		return 0, err
+	}
 	if err := checkAllowed(req.Prefix, req.Scope, pol); err != nil {
 		return 0, err
 	}
@@ -56,9 +60,12 @@ func checkAdd(pol Policy, req Request) (time.Duration, error) {
 }
 
 // checkRemove is the check of a removal that needs no state: a usable
-// prefix inside the caller's scope.
+// prefix and reason, inside the caller's scope.
 func checkRemove(req RemoveRequest) error {
 	if err := checkWellFormed(req.Prefix); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason); err != nil {
 		return err
 	}
 	if req.Scope != nil && !req.Scope.ContainsPrefix(req.Prefix) {
@@ -80,6 +87,34 @@ func checkWellFormed(p netip.Prefix) error {
 		return refuse(KindInvalid, "%s has host bits set (did you mean %s?)", p, p.Masked())
 	}
 	return nil
+}
+
+// MaxReasonBytes is the longest reason a request may give (SPEC "Safety
+// defaults and limits"): longer ones are refused (INVALID_ARGUMENT). The
+// reasons rtbhd writes itself (detector rules, report fusion) are cut to
+// it with ClipReason instead.
+const MaxReasonBytes = 1024
+
+// checkReason refuses a reason longer than MaxReasonBytes.
+func checkReason(r string) error {
+	if len(r) > MaxReasonBytes {
+		return refuse(KindInvalid, "reason: %d bytes, at most %d", len(r), MaxReasonBytes)
+	}
+	return nil
+}
+
+// ClipReason cuts r to at most MaxReasonBytes, on a character boundary,
+// ending it with "..." when it was cut.
+func ClipReason(r string) string {
+	if len(r) <= MaxReasonBytes {
+		return r
+	}
+	const more = "..."
+	cut := MaxReasonBytes - len(more)
+	for cut > 0 && !utf8.RuneStart(r[cut]) {
+		cut--
+	}
+	return r[:cut] + more
 }
 
 // checkAllowed applies the caller's scope, then policy.

@@ -2,8 +2,10 @@ package detector
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -39,6 +41,13 @@ func TestCheckAdd(t *testing.T) {
 		{"too short v6", Request{Prefix: pfx("2001:db8::/64")}, 0, KindPolicy, "2001:db8::/64 is shorter than /128 (policy.min_prefix_len_v6)"},
 		{"never", Request{Prefix: pfx("198.51.100.53")}, 0, KindPolicy, "198.51.100.53/32 overlaps 198.51.100.53/32 in policy.never_blackhole"},
 		{"never v6", Request{Prefix: pfx("2001:db8:53::1")}, 0, KindPolicy, "2001:db8:53::1/128 overlaps 2001:db8:53::/48 in policy.never_blackhole"},
+		{"reason at the limit", Request{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("r", 1024)}, time.Hour, 0, ""},
+		{"reason too long", Request{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("r", 1025)}, 0, KindInvalid,
+			"reason: 1025 bytes, at most 1024"},
+		{"reason counted in bytes", Request{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("é", 513)}, 0, KindInvalid,
+			"reason: 1026 bytes, at most 1024"},
+		{"long reason beats scope and policy", Request{Prefix: pfx("198.51.100.53"), Scope: scope, Reason: strings.Repeat("r", 2000)},
+			0, KindInvalid, "reason: 2000 bytes, at most 1024"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ttl, err := checkAdd(pol, tc.req)
@@ -47,6 +56,59 @@ func TestCheckAdd(t *testing.T) {
 			}
 			if err == nil && ttl != tc.wantTTL {
 				t.Fatalf("ttl = %s, want %s", ttl, tc.wantTTL)
+			}
+		})
+	}
+}
+
+func TestCheckRemove(t *testing.T) {
+	scope := domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")})
+	for _, tc := range []struct {
+		name string
+		req  RemoveRequest
+		kind Kind
+		msg  string
+	}{
+		{"ok", RemoveRequest{Prefix: pfx("198.51.100.7"), Reason: "done"}, 0, ""},
+		{"reason at the limit", RemoveRequest{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("r", 1024)}, 0, ""},
+		{"reason too long", RemoveRequest{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("r", 1025)}, KindInvalid,
+			"reason: 1025 bytes, at most 1024"},
+		{"long reason beats scope", RemoveRequest{Prefix: pfx("198.51.100.200"), Scope: scope, Reason: strings.Repeat("r", 1025)},
+			KindInvalid, "reason: 1025 bytes, at most 1024"},
+		{"outside scope", RemoveRequest{Prefix: pfx("198.51.100.200"), Scope: scope}, KindScope, "198.51.100.200/32 is outside your prefixes"},
+		{"host bits", RemoveRequest{Prefix: netip.MustParsePrefix("198.51.100.7/24")}, KindInvalid,
+			"198.51.100.7/24 has host bits set (did you mean 198.51.100.0/24?)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkRemove(tc.req)
+			if KindOf(err) != tc.kind || (err != nil && err.Error() != tc.msg) {
+				t.Fatalf("checkRemove = %v (kind %d), want %q (kind %d)", err, KindOf(err), tc.msg, tc.kind)
+			}
+		})
+	}
+}
+
+// The reasons rtbhd writes itself are cut, never refused.
+func TestClipReason(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		wantLen  int
+	}{
+		{"short", "smtp-fanout: 25 destinations", 28},
+		{"at the limit", strings.Repeat("r", 1024), 1024},
+		{"cut", strings.Repeat("r", 5000), 1024},
+		{"cut on a character boundary", strings.Repeat("é", 600), 1023}, // 510 two-byte runes + "..."
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ClipReason(tc.in)
+			if len(got) != tc.wantLen {
+				t.Errorf("len(ClipReason) = %d, want %d", len(got), tc.wantLen)
+			}
+			if !utf8.ValidString(got) || checkReason(got) != nil {
+				t.Errorf("ClipReason = %q: invalid UTF-8 or over the limit", got)
+			}
+			if len(tc.in) > MaxReasonBytes && !strings.HasSuffix(got, "...") {
+				t.Errorf("a cut reason does not end in ...: %q", got[len(got)-10:])
 			}
 		})
 	}
