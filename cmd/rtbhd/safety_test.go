@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rtbh/rtbh/internal/testkit"
+	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
+)
+
+// The SPEC's safety limits through the real rtbhd: protected
+// infrastructure is FAILED_PRECONDITION naming why, a reason over 1,024
+// bytes is INVALID_ARGUMENT, and a reload that protects an active entry
+// withdraws it.
+func TestSafetyLimits(t *testing.T) {
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.Neighbors = `    - address: 127.0.0.2
+      asn: 64501
+      role: border
+      passive: true`
+	d := startDaemon(t, cfg)
+	c := dial(t, d.apiAddr(), testToken)
+	ctx := context.Background()
+	want := func(what string, err error, code codes.Code, msg string) {
+		t.Helper()
+		if st := status.Convert(err); st.Code() != code || st.Message() != msg {
+			t.Errorf("%s: %v %q, want %v %q", what, st.Code(), st.Message(), code, msg)
+		}
+	}
+	add := func(prefix, reason string) error {
+		_, err := c.bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{Prefix: prefix, Reason: reason})
+		return err
+	}
+
+	want("add of the neighbor", add("127.0.0.2", "test"), codes.FailedPrecondition, "protected: BGP neighbor 127.0.0.2")
+	want("add of the router id", add("192.0.2.254", "test"), codes.FailedPrecondition, "protected: BGP router id 192.0.2.254")
+	want("add of the IPv6 next hop", add("100::1", "test"), codes.FailedPrecondition, "protected: IPv6 next hop 100::1")
+	want("add of the listen address", add("127.0.0.1", "test"), codes.FailedPrecondition, "protected: bgp.listen_address 127.0.0.1")
+
+	want("add with a 1,025-byte reason", add("198.51.100.9", strings.Repeat("x", 1025)), codes.InvalidArgument,
+		"reason: 1025 bytes, at most 1024")
+	if err := add("198.51.100.9", strings.Repeat("x", 1024)); err != nil {
+		t.Fatalf("add with a 1,024-byte reason: %v", err)
+	}
+	_, err := c.bh.RemoveBlackhole(ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: "198.51.100.9", Reason: strings.Repeat("x", 1025)})
+	want("remove with a 1,025-byte reason", err, codes.InvalidArgument, "reason: 1025 bytes, at most 1024")
+
+	// 198.51.100.9 becomes a BGP neighbor: the reload withdraws its
+	// blackhole, which nobody may add again.
+	cfg.Neighbors += `
+    - address: 198.51.100.9
+      asn: 64501
+      role: border
+      passive: true`
+	writeConfig(t, d.cfgPath, cfg, "")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the reload to withdraw 198.51.100.9/32", func() bool {
+		l, err := c.bh.ListBlackholes(ctx, &rtbhv1.ListBlackholesRequest{})
+		return err == nil && len(l.Blackholes) == 0
+	})
+	want("add of the new neighbor", add("198.51.100.9", "test"), codes.FailedPrecondition, "protected: BGP neighbor 198.51.100.9")
+	d.stop()
+}
