@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,4 +72,46 @@ func TestSafetyLimits(t *testing.T) {
 	})
 	want("add of the new neighbor", add("198.51.100.9", "test"), codes.FailedPrecondition, "protected: BGP neighbor 198.51.100.9")
 	d.stop()
+}
+
+// sflow.agents: [] accepts only loopback agents, so rtbhd --check (and the
+// daemon) refuse a file that listens for sFlow beyond loopback without
+// naming its agents; the SPEC's default sflow.listen is 0.0.0.0:6343.
+func TestCheckSFlowAgentsRequired(t *testing.T) {
+	dir := t.TempDir()
+	required := "bgp:\n  asn: 64500\n  router_id: 192.0.2.254\n  neighbors: []\n"
+	for _, tc := range []struct {
+		name, sflow string
+		errLine     string // "" = valid
+	}{
+		{"only the required keys", "", "sflow.agents: required when sflow.listen is not a loopback address"},
+		{"agents []", "sflow:\n  listen: 0.0.0.0:6343\n  agents: []\n",
+			"sflow.agents: line 7: required when sflow.listen is not a loopback address"},
+		{"agents listed", "sflow:\n  agents: [192.0.2.11]\n", ""},
+		{"loopback", "sflow:\n  listen: 127.0.0.1:6343\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			if err := os.WriteFile(path, []byte(required+tc.sflow), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(rtbhdBin, "--config", path, "--check")
+			cmd.Dir = dir // store.path rtbhd.db is relative
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if tc.errLine == "" {
+				if err != nil {
+					t.Fatalf("--check: %v\n%s", err, stderr.String())
+				}
+				return
+			}
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("--check: err = %v, want exit 1", err)
+			}
+			if want := path + ": " + tc.errLine + "\n"; stderr.String() != want {
+				t.Fatalf("--check printed %q, want %q", stderr.String(), want)
+			}
+		})
+	}
 }
