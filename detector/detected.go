@@ -21,8 +21,8 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 	now := m.now().UTC()
 	ev.Address, ev.RecordedAt = src, now
 	origin := domain.DetectorOrigin(ev.Rule)
-	reason := fmt.Sprintf("%s: %d destinations, ~%d packets on %s/%v in %s",
-		ev.Rule, ev.DistinctDestinations, ev.EstimatedPackets, ev.Protocol, ev.DstPorts, ev.Window)
+	reason := ClipReason(fmt.Sprintf("%s: %d destinations, ~%d packets on %s/%v in %s",
+		ev.Rule, ev.DistinctDestinations, ev.EstimatedPackets, ev.Protocol, ev.DstPorts, ev.Window))
 	onlyEvidence := func(detail string) error {
 		return commit(m.db, &domain.Write{At: now, Evidence: &ev, Audit: []domain.AuditEntry{{
 			Actor: origin, Action: "detect", Prefix: host.String(), Origin: origin, Reason: reason, Detail: detail}}})
@@ -45,7 +45,7 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 	}
 	ttl = doubled(ttl, offenses, m.maxTTL())
 	b, _, err := m.Add(ctx, Request{Prefix: host, TTL: ttl, HasTTL: true, Origin: origin, Actor: origin,
-		Reason: fmt.Sprintf("%s (offense %d)", reason, offenses+1), evidence: &ev, offense: true})
+		Reason: ClipReason(fmt.Sprintf("%s (offense %d)", reason, offenses+1)), evidence: &ev, offense: true})
 	if err != nil {
 		if KindOf(err) == 0 {
 			return nil, err

@@ -127,8 +127,8 @@ func (m *Manager) load(ctx context.Context) error {
 }
 
 // SetPolicy replaces the policy (config reload). Active entries stay,
-// except those the new never_blackhole covers; the new policy applies to
-// new requests.
+// except those the new never_blackhole or protected infrastructure covers;
+// the new policy applies to new requests.
 func (m *Manager) SetPolicy(p Policy, r ReportPolicy) {
 	m.mu.Lock()
 	m.policy, m.reports = p, r
@@ -137,17 +137,18 @@ func (m *Manager) SetPolicy(p Policy, r ReportPolicy) {
 	m.waitAll(waits)
 }
 
-// enforceNever ends active entries that overlap never_blackhole: a policy
-// change (reload, restart with a new config) applies to what is already
-// announced, not only to new requests. m.mu must be held.
+// enforceNever ends active entries that overlap never_blackhole or
+// protected infrastructure (forbidden): a policy change (reload, restart
+// with a new config) applies to what is already announced, not only to new
+// requests. m.mu must be held.
 func (m *Manager) enforceNever() []func() error {
 	var waits []func() error
 	now := m.now().UTC()
 	for _, p := range m.active.prefixes() {
-		if n, ok := m.policy.NeverBlackhole.Overlapping(p); ok {
+		if err := forbidden(m.policy, p); err != nil {
 			b, _ := m.active.get(p)
-			m.log.Warn("withdrawing a blackhole that policy.never_blackhole now covers", "prefix", p, "never_blackhole", n)
-			waits = append(waits, m.end(b, "removed", "policy", "overlaps "+n.String()+" in policy.never_blackhole", now))
+			m.log.Warn("withdrawing a blackhole that the policy now forbids", "prefix", p, "why", err.Error())
+			waits = append(waits, m.end(b, "removed", "policy", err.Error(), now))
 		}
 	}
 	return waits

@@ -98,8 +98,8 @@ func (m *Manager) fuse(ctx context.Context, addrs []netip.Addr, now time.Time) {
 		if !operator && len(names) < rp.MinReporters {
 			continue
 		}
-		hits = append(hits, hit{a, s, fmt.Sprintf("report score %.2f >= %.2f from %s",
-			s, rp.Threshold, strings.Join(names, ", "))})
+		hits = append(hits, hit{a, s, ClipReason(fmt.Sprintf("report score %.2f >= %.2f from %s",
+			s, rp.Threshold, strings.Join(names, ", ")))})
 	}
 	m.mu.Unlock()
 

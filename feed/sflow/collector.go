@@ -29,8 +29,10 @@ type Config struct {
 	// Listen is the UDP address to listen on, "host:port". A wildcard
 	// IPv4 address (0.0.0.0) or "[::]" accepts IPv4 and IPv6 agents.
 	Listen string
-	// Agents, when not empty, lists the prefixes datagrams must come from
-	// (by UDP source address); others are counted and dropped.
+	// Agents lists the prefixes datagrams must come from (by UDP source
+	// address); others are counted (agent_denied) and dropped. Empty
+	// accepts only loopback agents (127.0.0.0/8, ::1): an agent list is
+	// what lets datagrams from the network in.
 	Agents []netip.Prefix
 	// ReceiveBuffer is the socket receive buffer in bytes. The kernel may
 	// clamp it (net.core.rmem_max); the collector then warns.
@@ -84,7 +86,7 @@ type Stats struct {
 // hands the samples to a Sink.
 type Collector struct {
 	cfg    Config
-	agents *domain.PrefixSet // cfg.Agents
+	agents *domain.PrefixSet // agentSet(cfg.Agents)
 	sink   Sink
 	logger *slog.Logger
 
@@ -118,7 +120,7 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 			return nil, fmt.Errorf("creating sFlow collector: invalid agent prefix %v", p)
 		}
 	}
-	c := &Collector{cfg: cfg, agents: domain.NewPrefixSet(cfg.Agents), sink: sink, logger: logger}
+	c := &Collector{cfg: cfg, agents: agentSet(cfg.Agents), sink: sink, logger: logger}
 
 	// Counters are read from the collector's own counts at scrape time:
 	// nothing is added to Prometheus on the read path.
@@ -162,6 +164,18 @@ func NewCollector(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Reg
 		}
 	}
 	return c, nil
+}
+
+// loopbackAgents are the agents accepted when Config.Agents is empty.
+var loopbackAgents = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// agentSet is the set of UDP source addresses datagrams are accepted from:
+// agents, or only loopback ones when agents is empty.
+func agentSet(agents []netip.Prefix) *domain.PrefixSet {
+	if len(agents) == 0 {
+		return domain.NewPrefixSet(loopbackAgents)
+	}
+	return domain.NewPrefixSet(agents)
 }
 
 // Listen opens the UDP socket. Run calls it if it was not called before.
@@ -306,7 +320,7 @@ func (c *Collector) read(ctx context.Context, reader datagramReader) error {
 			if ok {
 				lastDrops, haveDrops = drops, true
 			}
-			if !c.agents.Empty() && !c.agents.Contains(src) {
+			if !c.agents.Contains(src) {
 				bc.denied++
 				continue
 			}

@@ -137,7 +137,13 @@ func TestCollector(t *testing.T) {
 			[]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("2001:db8::/32")}},
 		{"ipv6", "[::1]:0", netip.MustParseAddr("::1"), netip.Addr{},
 			[]netip.Prefix{netip.MustParsePrefix("::1/128")}},
-		{"no allow-list", "127.0.0.1:0", netip.MustParseAddr("127.0.0.3"), netip.Addr{}, nil},
+		// No agents listed: loopback agents only (see TestAgentSet for
+		// the addresses this host cannot send from).
+		{"loopback by default", "127.0.0.1:0", netip.MustParseAddr("127.0.0.3"), netip.Addr{}, nil},
+		{"ipv6 loopback by default", "[::1]:0", netip.MustParseAddr("::1"), netip.Addr{}, nil},
+		// Agents listed: loopback is not accepted on its own.
+		{"listed agents deny loopback", "127.0.0.1:0", netip.MustParseAddr("127.0.0.4"), netip.MustParseAddr("127.0.0.1"),
+			[]netip.Prefix{netip.MustParsePrefix("192.0.2.11/32"), netip.MustParsePrefix("127.0.0.4/32")}},
 	}
 	for _, tc := range tests {
 		for _, reader := range []string{"recvmmsg", "poll", "xnet"} {

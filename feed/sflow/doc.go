@@ -21,8 +21,8 @@
 // buffer.
 //
 // The Collector owns the UDP socket: one reader goroutine per socket reads
-// datagrams in batches (recvmmsg), filters agents by source address,
-// decodes them and hands the flows to a Sink in batches, reusing one
+// datagrams in batches (recvmmsg), filters agents by source address
+// (Config.Agents; loopback only when it is empty), decodes them and hands the flows to a Sink in batches, reusing one
 // slice. Metrics are counted locally per batch and added to Prometheus
 // once per batch. The receive path allocates nothing per batch either.
 //

@@ -481,8 +481,64 @@ func (a *App) reload(ctx context.Context) {
 
 func policy(cfg *config.Config) detector.Policy {
 	p := cfg.Policy
-	return detector.Policy{OwnPrefixes: p.OwnPrefixes, NeverBlackhole: domain.NewPrefixSet(p.NeverBlackhole), MaxActive: p.MaxActive,
+	return detector.Policy{OwnPrefixes: p.OwnPrefixes, NeverBlackhole: domain.NewPrefixSet(p.NeverBlackhole),
+		Protected: protection(cfg), MaxActive: p.MaxActive,
 		DefaultTTL: p.DefaultTTL, MaxTTL: p.MaxTTL, MinPrefixLenV4: p.MinPrefixLenV4, MinPrefixLenV6: p.MinPrefixLenV6}
+}
+
+// protection is rtbhd's own infrastructure, which no blackhole may cover
+// (SPEC "Safety defaults and limits"): the BGP router id, every neighbor,
+// both next hops, the addresses rtbhd listens on (not the wildcards) and
+// every sFlow agent entry. bgp.listen_address is protected too, beside the
+// SPEC's list: it is the address routers reach rtbhd on. There is no
+// web.listen key yet.
+func protection(cfg *config.Config) *detector.Protection {
+	var ps []detector.Protected
+	host := func(a netip.Addr, label string) {
+		if a.IsValid() && !a.IsUnspecified() {
+			ps = append(ps, detector.Protected{Prefix: domain.HostPrefix(a.Unmap()), Label: label})
+		}
+	}
+	host(cfg.BGP.RouterID, "BGP router id")
+	for _, n := range cfg.BGP.Neighbors {
+		host(n.Address, "BGP neighbor")
+	}
+	host(cfg.BGP.NextHopV4, "IPv4 next hop")
+	host(cfg.BGP.NextHopV6, "IPv6 next hop")
+	if a, err := netip.ParseAddr(cfg.BGP.ListenAddress); err == nil {
+		host(a, "bgp.listen_address")
+	}
+	for _, l := range []struct{ key, listen string }{
+		{"api.listen", cfg.API.Listen},
+		{"metrics.listen", cfg.Metrics.Listen},
+		{"sflow.listen", cfg.SFlow.Listen},
+	} {
+		for _, a := range listenAddrs(l.listen) {
+			host(a, l.key)
+		}
+	}
+	for _, p := range cfg.SFlow.Agents {
+		ps = append(ps, detector.Protected{Prefix: p, Label: "sFlow agent"})
+	}
+	return detector.NewProtection(ps)
+}
+
+// listenAddrs returns the addresses of a host:port listen address: none
+// for a wildcard ("", 0.0.0.0, ::) or an unusable value, both loopback
+// addresses for localhost.
+func listenAddrs(listen string) []netip.Addr {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return nil
+	}
+	if host == "localhost" {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || a.IsUnspecified() {
+		return nil
+	}
+	return []netip.Addr{a}
 }
 
 func reportPolicy(cfg *config.Config) detector.ReportPolicy {

@@ -86,8 +86,11 @@ type Policy struct {
 
 // SFlow is the sflow section.
 type SFlow struct {
-	Listen string         `yaml:"listen" check:"listen"` // host:port (UDP)
-	Agents []netip.Prefix `yaml:"agents"`                // empty = any agent
+	Listen string `yaml:"listen" check:"listen"` // host:port (UDP)
+	// Agents are the accepted agent (UDP source) addresses and prefixes.
+	// Empty accepts only loopback agents, and is then refused unless
+	// Listen is a loopback address.
+	Agents []netip.Prefix `yaml:"agents"`
 	// ReceiveBuffer is the socket receive buffer in bytes (an extension of
 	// the SPEC schema).
 	ReceiveBuffer int `yaml:"receive_buffer" check:"65536..1073741824"`

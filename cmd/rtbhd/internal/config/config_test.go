@@ -102,7 +102,9 @@ func TestMinimalGetsDefaults(t *testing.T) {
 			MinPrefixLenV4: 32,
 			MinPrefixLenV6: 128,
 		},
-		SFlow: SFlow{Listen: "0.0.0.0:6343", ReceiveBuffer: 8 << 20},
+		// The SPEC's default listen address; agents are set, as they must
+		// be with it.
+		SFlow: SFlow{Listen: "0.0.0.0:6343", Agents: []netip.Prefix{netip.MustParsePrefix("192.0.2.11/32")}, ReceiveBuffer: 8 << 20},
 		Detector: Detector{
 			Window:            10 * time.Minute,
 			MaxTrackedSources: 1000000,
@@ -240,7 +242,7 @@ func TestFull(t *testing.T) {
 }
 
 func TestRules(t *testing.T) {
-	base := "bgp: {asn: 64500, router_id: 192.0.2.254, neighbors: []}\n"
+	base := "bgp: {asn: 64500, router_id: 192.0.2.254, neighbors: []}\nsflow: {listen: 127.0.0.1:6343}\n"
 	for _, tc := range []struct {
 		name, yaml string
 		want       []string
@@ -262,6 +264,47 @@ func TestRules(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("rule names (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// An empty sflow.agents accepts only loopback agents: it is refused
+// unless sflow.listen is a loopback address (testdata/bad/sflow-* hold the
+// refusals).
+func TestSFlowAgents(t *testing.T) {
+	base := "bgp: {asn: 64500, router_id: 192.0.2.254, neighbors: []}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       error
+	}{
+		{"loopback, no agents", "sflow: {listen: 127.0.0.1:6343}\n", nil},
+		{"loopback, agents []", "sflow: {listen: 127.0.0.1:6343, agents: []}\n", nil},
+		{"ipv6 loopback", "sflow: {listen: \"[::1]:6343\"}\n", nil},
+		{"localhost", "sflow: {listen: localhost:6343}\n", nil},
+		{"default listen, agents listed", "sflow: {agents: [192.0.2.11, 10.1.0.0/16]}\n", nil},
+		{"any address, agents listed", "sflow: {listen: \"[::]:6343\", agents: [\"2001:db8::11\"]}\n", nil},
+		{"no sflow section", "", &Error{Path: "sflow.agents", Msg: "required when sflow.listen is not a loopback address"}},
+		{"agents []", "sflow:\n  listen: 0.0.0.0:6343\n  agents: []\n", &Error{Path: "sflow.agents", Line: 4,
+			Msg: "required when sflow.listen is not a loopback address"}},
+		{"bad listen: reported alone", "sflow: {listen: nowhere}\n", &Error{Path: "sflow.listen", Line: 2,
+			Msg: `"nowhere": not a host:port address`}},
+		{"bad agent: reported alone", "sflow: {agents: [192.0.2.300]}\n", &Error{Path: "sflow.agents[0]", Line: 2,
+			Msg: `"192.0.2.300" is not an address or prefix`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(base + tc.yaml))
+			var errs Errors
+			switch {
+			case tc.want == nil && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case tc.want == nil:
+			case !errors.As(err, &errs) || len(errs) != 1:
+				t.Fatalf("Parse = %v, want the one error %v", err, tc.want)
+			default:
+				if diff := cmp.Diff(tc.want, errs[0]); diff != "" {
+					t.Errorf("error (-want +got):\n%s", diff)
+				}
 			}
 		})
 	}
@@ -371,6 +414,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if cfg.API.TLS.Cert == "" && !api.IsLoopback(cfg.API.Listen) {
 			t.Fatalf("accepted plaintext API on %q", cfg.API.Listen)
+		}
+		if len(cfg.SFlow.Agents) == 0 && !api.IsLoopback(cfg.SFlow.Listen) {
+			t.Fatalf("accepted sflow.listen %q without agents", cfg.SFlow.Listen)
 		}
 		for _, nb := range cfg.BGP.Neighbors {
 			if !nb.Address.IsValid() || nb.ASN == 0 || (nb.Role != bgp.RoleBorder && nb.Role != bgp.RolePeer) {

@@ -19,8 +19,23 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.neighbors(c)
 	d.rules(c)
+	d.sflowAgents(c)
 	d.tls(c)
 	d.clients(c)
+}
+
+// sflowAgents: with no agents listed the collector accepts only loopback
+// sources, so a collector listening beyond loopback would drop every
+// datagram; the file must say which agents to accept.
+func (d *decoder) sflowAgents(c *Config) {
+	if len(c.SFlow.Agents) > 0 || api.IsLoopback(c.SFlow.Listen) || d.failed("sflow.listen") || d.failed("sflow.agents") {
+		return
+	}
+	line := d.lineOf("sflow.listen")
+	if d.seen["sflow.agents"] {
+		line = d.lineOf("sflow.agents")
+	}
+	d.errorf("sflow.agents", line, "required when sflow.listen is not a loopback address")
 }
 
 func (d *decoder) neighbors(c *Config) {
