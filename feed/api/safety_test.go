@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -55,5 +56,146 @@ func TestOperatorTakesOverPartnerEntry(t *testing.T) {
 	}
 	if _, err := a.bh.RemoveBlackhole(op, &rtbhv1.RemoveBlackholeRequest{Prefix: "203.0.113.9"}); err != nil {
 		t.Fatalf("operator removing its entry: %v", err)
+	}
+}
+
+// prefixesOf lists the prefixes of bs, in order.
+func prefixesOf[T interface{ GetPrefix() string }](bs []T) []string {
+	out := []string{}
+	for _, b := range bs {
+		out = append(out, b.GetPrefix())
+	}
+	return out
+}
+
+// Partners see (List and Watch) only entries inside their prefixes or of
+// origin partner:<self>; operators see everything.
+func TestPartnerVisibility(t *testing.T) {
+	a := startAPI(t, Config{}, nil)
+	ctx := testCtx(t)
+	op, isp, ispC := withToken(ctx, "noc-token"), withToken(ctx, "isp-b-token"), withToken(ctx, "isp-c-token")
+	for _, c := range []struct {
+		ctx    context.Context
+		prefix string
+	}{
+		{op, "198.51.100.7"},    // the ISP's own zombie: not isp-b's business
+		{op, "203.0.113.10"},    // inside isp-b's prefixes, added by the operator
+		{isp, "203.0.113.9"},    // isp-b's own
+		{isp, "203.0.113.200"},  // isp-b's own, outside its prefixes after the reload below
+		{op, "2001:db8:b::7"},   // inside isp-b's v6 prefix
+		{op, "2001:db8:c::/64"}, // outside
+	} {
+		if _, err := a.add(c.ctx, c.prefix, 0); err != nil {
+			t.Fatalf("add %s: %v", c.prefix, err)
+		}
+	}
+	// isp-b keeps only 203.0.113.0/25 and its v6 space.
+	isp2 := client("isp-b", RolePartner, "isp-b-token", "203.0.113.0/25", "2001:db8:b::/48")
+	if err := a.ts.SetClients([]Client{client("noc", RoleOperator, "noc-token"), isp2, client("isp-c", RolePartner, "isp-c-token")}); err != nil {
+		t.Fatal(err)
+	}
+
+	list := func(ctx context.Context) []string {
+		t.Helper()
+		resp, err := a.bh.ListBlackholes(ctx, &rtbhv1.ListBlackholesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return prefixesOf(resp.Blackholes)
+	}
+	all := []string{"198.51.100.7/32", "203.0.113.9/32", "203.0.113.10/32", "203.0.113.200/32", "2001:db8:b::7/128", "2001:db8:c::/64"}
+	ispView := []string{"203.0.113.9/32", "203.0.113.10/32", "203.0.113.200/32", "2001:db8:b::7/128"}
+	for name, tc := range map[string]struct {
+		ctx  context.Context
+		want []string
+	}{
+		"operator":             {op, all},
+		"partner":              {isp, ispView},
+		"partner, no prefixes": {ispC, []string{}},
+	} {
+		t.Run("list "+name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, list(tc.ctx)); diff != "" {
+				t.Fatalf("ListBlackholes (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	watch := func(ctx context.Context, snapshot int) rtbhv1.BlackholeService_WatchBlackholesClient {
+		t.Helper()
+		w, err := a.bh.WatchBlackholes(ctx, &rtbhv1.WatchBlackholesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := recvN(t, w, snapshot+1)
+		if last := msgs[snapshot]; last.Type != rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END {
+			t.Fatalf("message %d = %v, want SNAPSHOT_END", snapshot, last)
+		}
+		return w
+	}
+	var snap []*rtbhv1.Blackhole
+	wOp := watch(op, len(all))
+	wISP, err := a.bh.WatchBlackholes(isp, &rtbhv1.WatchBlackholesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range recvN(t, wISP, len(ispView)+1)[:len(ispView)] {
+		snap = append(snap, m.Blackhole)
+	}
+	if diff := cmp.Diff(ispView, prefixesOf(snap)); diff != "" {
+		t.Fatalf("partner's snapshot (-want +got):\n%s", diff)
+	}
+	watch(ispC, 0) // a partner without prefixes: an empty snapshot
+
+	// Invisible changes between visible ones: the partner's next message
+	// after the first visible change is the second, so the ones between
+	// were not sent.
+	steps := []struct {
+		ctx    context.Context
+		prefix string
+		remove bool
+	}{
+		{op, "203.0.113.11", false},   // visible to isp-b
+		{op, "198.51.100.8", false},   // not
+		{op, "198.51.100.8", true},    // not
+		{op, "198.51.100.7", true},    // not
+		{isp, "203.0.113.12", false},  // visible
+		{op, "203.0.113.200", false},  // isp-b's own, taken over: visible (the change that takes it away)
+		{op, "203.0.113.200", true},   // now the operator's, outside isp-b's prefixes: not
+		{op, "2001:db8:b::7", true},   // visible
+		{ispC, "198.51.100.9", false}, // refused: nothing happens
+	}
+	for _, s := range steps {
+		var err error
+		if s.remove {
+			_, err = a.bh.RemoveBlackhole(s.ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: s.prefix})
+		} else {
+			_, err = a.add(s.ctx, s.prefix, 0)
+		}
+		if s.ctx == ispC {
+			wantStatus(t, err, codes.PermissionDenied, "198.51.100.9/32 is outside your prefixes")
+		} else if err != nil {
+			t.Fatalf("%s %v: %v", s.prefix, s.remove, err)
+		}
+	}
+	type event struct{ Type, Prefix, Origin string }
+	events := func(w rtbhv1.BlackholeService_WatchBlackholesClient, n int) []event {
+		t.Helper()
+		var out []event
+		for _, m := range recvN(t, w, n) {
+			out = append(out, event{m.Type.String(), m.Blackhole.GetPrefix(), m.Blackhole.GetOrigin()})
+		}
+		return out
+	}
+	wantISP := []event{
+		{"EVENT_TYPE_ADDED", "203.0.113.11/32", "operator:noc"},
+		{"EVENT_TYPE_ADDED", "203.0.113.12/32", "partner:isp-b"},
+		{"EVENT_TYPE_EXTENDED", "203.0.113.200/32", "operator:noc"},
+		{"EVENT_TYPE_REMOVED", "2001:db8:b::7/128", "operator:noc"},
+	}
+	if diff := cmp.Diff(wantISP, events(wISP, len(wantISP))); diff != "" {
+		t.Fatalf("partner's events (-want +got):\n%s", diff)
+	}
+	if got := events(wOp, 8); len(got) != 8 || got[7] != (event{"EVENT_TYPE_REMOVED", "2001:db8:b::7/128", "operator:noc"}) {
+		t.Fatalf("operator's events = %v, want all 8 changes", got)
 	}
 }
