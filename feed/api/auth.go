@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,28 @@ type identity struct {
 	Client
 	rt        *clientRuntime
 	prefixSet *domain.PrefixSet // Client.Prefixes, built once
+
+	// revoked is closed when a config reload removes the client or changes
+	// its credentials, role or prefixes: its open streams then end
+	// (UNAUTHENTICATED). Identities of a client that a reload leaves as it
+	// was share the channel, so their streams stay open. revokedWhy is set
+	// before the close.
+	revoked    chan struct{}
+	revokedWhy string
+}
+
+// revoke ends the open streams of id's client with why.
+func (id *identity) revoke(why string) {
+	id.revokedWhy = why
+	close(id.revoked)
+}
+
+// sameAuthority reports whether c grants what id granted: the same
+// credentials, role and prefixes. Trust and rate may differ (a new rate
+// applies to the client's token bucket at once).
+func (id *identity) sameAuthority(c Client) bool {
+	return id.Role == c.Role && id.HasToken == c.HasToken && (!c.HasToken || id.TokenSHA256 == c.TokenSHA256) &&
+		id.CertName == c.CertName && slices.Equal(id.Prefixes, c.Prefixes)
 }
 
 // identities is an immutable lookup table, swapped whole on reload.
@@ -59,12 +83,21 @@ func newRegistry(clients []Client) *registry {
 }
 
 // set replaces the client table. Runtimes of clients that keep their name
-// keep their token bucket (with the new rate) and their watch count.
+// keep their token bucket (with the new rate) and their watch count. The
+// streams of clients that are gone, or whose credentials, role or
+// prefixes changed, are revoked.
 func (r *registry) set(clients []Client) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	before := make(map[string]*identity)
+	if old := r.current.Load(); old != nil {
+		for _, id := range old.all {
+			before[id.Name] = id
+		}
+	}
 	ids := &identities{byCert: make(map[string]*identity)}
 	seen := make(map[string]bool, len(clients))
+	var revoke []*identity
 	for _, c := range clients {
 		rt := r.runtimes[c.Name]
 		limit, burst := rateOf(c.Rate)
@@ -77,7 +110,14 @@ func (r *registry) set(clients []Client) {
 		}
 		seen[c.Name] = true
 		c.Prefixes = append([]netip.Prefix(nil), c.Prefixes...)
-		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes)}
+		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes), revoked: make(chan struct{})}
+		switch old := before[c.Name]; {
+		case old == nil:
+		case old.sameAuthority(c):
+			id.revoked = old.revoked
+		default:
+			revoke = append(revoke, old)
+		}
 		ids.all = append(ids.all, id)
 		if c.CertName != "" {
 			ids.byCert[c.CertName] = id
@@ -88,7 +128,17 @@ func (r *registry) set(clients []Client) {
 			delete(r.runtimes, name)
 		}
 	}
+	// Swap the table first, so that a call authenticated after a
+	// revocation can only get the new identity.
 	r.current.Store(ids)
+	for _, old := range revoke {
+		old.revoke(fmt.Sprintf("client %q was changed by a config reload: reconnect", old.Name))
+	}
+	for name, old := range before {
+		if !seen[name] {
+			old.revoke(fmt.Sprintf("client %q was removed by a config reload", name))
+		}
+	}
 }
 
 // rateOf turns a configured rate into a token bucket: burst = 2 x rate,

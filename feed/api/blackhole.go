@@ -153,6 +153,11 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 		if !id.sees(bh) {
 			continue
 		}
+		select {
+		case <-id.revoked:
+			return status.Error(codes.Unauthenticated, id.revokedWhy)
+		default:
+		}
 		if err := stream.Send(&rtbhv1.WatchBlackholesResponse{Type: rtbhv1.EventType_EVENT_TYPE_SNAPSHOT, Blackhole: blackholeToProto(bh)}); err != nil {
 			return err
 		}
@@ -164,6 +169,8 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 		select {
 		case <-b.s.stopping:
 			return status.Error(codes.Unavailable, "server shutting down, reconnect")
+		case <-id.revoked:
+			return status.Error(codes.Unauthenticated, id.revokedWhy)
 		case ev, ok := <-events:
 			if !ok {
 				if err := ctx.Err(); err != nil {

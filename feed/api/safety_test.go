@@ -199,3 +199,103 @@ func TestPartnerVisibility(t *testing.T) {
 		t.Fatalf("operator's events = %v, want all 8 changes", got)
 	}
 }
+
+// A client removed or changed by a reload loses its open watch streams
+// within 1 s (UNAUTHENTICATED); the streams of clients the reload leaves
+// as they were (or changes only in trust and rate) stay open.
+func TestReloadEndsStreamsOfChangedClients(t *testing.T) {
+	partner := func(name, token string, prefixes ...string) Client {
+		return client(name, RolePartner, token, prefixes...)
+	}
+	before := []Client{
+		client("noc", RoleOperator, "noc-token"),
+		partner("keep", "keep-token", "203.0.113.0/24"),
+		partner("gone", "gone-token", "203.0.113.0/24"),
+		partner("token", "token-old", "203.0.113.0/24"),
+		partner("role", "role-token", "203.0.113.0/24"),
+		partner("prefixes", "prefixes-token", "203.0.113.0/24"),
+	}
+	ts := startServer(t, Config{Clients: before}, newBackend(t), nil)
+	bh := rtbhv1.NewBlackholeServiceClient(dial(t, ts.addr, nil))
+	ctx := testCtx(t)
+
+	streams := map[string]rtbhv1.BlackholeService_WatchBlackholesClient{}
+	for _, c := range before {
+		token := c.Name + "-token"
+		if c.Name == "token" {
+			token = "token-old"
+		}
+		w, err := bh.WatchBlackholes(withToken(ctx, token), &rtbhv1.WatchBlackholesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := recvN(t, w, 1)[0]; m.Type != rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END {
+			t.Fatalf("%s: first message %v", c.Name, m)
+		}
+		streams[c.Name] = w
+	}
+
+	keep := partner("keep", "keep-token", "203.0.113.0/24")
+	keep.Trust, keep.Rate = 0.9, 5
+	role := client("role", RoleOperator, "role-token")
+	after := []Client{
+		client("noc", RoleOperator, "noc-token"),
+		keep,
+		partner("token", "token-new", "203.0.113.0/24"),
+		role,
+		partner("prefixes", "prefixes-token", "203.0.113.0/25"),
+	}
+	type result struct {
+		name string
+		err  error
+		took time.Duration
+	}
+	revoked := map[string]string{
+		"gone":     `client "gone" was removed by a config reload`,
+		"token":    `client "token" was changed by a config reload: reconnect`,
+		"role":     `client "role" was changed by a config reload: reconnect`,
+		"prefixes": `client "prefixes" was changed by a config reload: reconnect`,
+	}
+	results := make(chan result, len(revoked))
+	start := time.Now()
+	for name := range revoked {
+		go func() {
+			_, err := streams[name].Recv()
+			results <- result{name, err, time.Since(start)}
+		}()
+	}
+	if err := ts.SetClients(after); err != nil {
+		t.Fatal(err)
+	}
+	for range revoked {
+		r := <-results // each Recv ends: by the revocation, or the test's deadline
+		wantStatus(t, r.err, codes.Unauthenticated, revoked[r.name])
+		if r.took > time.Second {
+			t.Errorf("%s's stream ended %v after the reload, want within 1 s", r.name, r.took)
+		}
+	}
+
+	// The unchanged streams are still open: they get the next change.
+	op := withToken(ctx, "noc-token")
+	if _, err := bh.AddBlackhole(op, &rtbhv1.AddBlackholeRequest{Prefix: "203.0.113.9", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"noc", "keep"} {
+		if m := recvN(t, streams[name], 1)[0]; m.Type != rtbhv1.EventType_EVENT_TYPE_ADDED || m.Blackhole.Prefix != "203.0.113.9/32" {
+			t.Fatalf("%s's stream after the reload got %v, want the ADDED event", name, m)
+		}
+	}
+	// The old token is refused; the new one opens a stream.
+	w, err := bh.WatchBlackholes(withToken(ctx, "token-old"), &rtbhv1.WatchBlackholesRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	wantStatus(t, err, codes.Unauthenticated, "unknown bearer token")
+	w, err = bh.WatchBlackholes(withToken(ctx, "token-new"), &rtbhv1.WatchBlackholesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := recvN(t, w, 2); got[0].Blackhole.GetPrefix() != "203.0.113.9/32" || got[1].Type != rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END {
+		t.Fatalf("new token's snapshot = %v", got)
+	}
+}
