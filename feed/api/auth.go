@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -201,6 +202,55 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	}
 	logging.AddFields(ctx, logging.Fields{"client", id.Name})
 	return context.WithValue(ctx, identityKey{}, id), nil
+}
+
+// tapAuthenticate is the server's tap handle (grpc.InTapHandle): it runs in
+// the connection's reader goroutine when a call's headers arrive, before
+// any of its message is read, and refuses an rtbh.v1 call without valid
+// credentials there (UNAUTHENTICATED, the auth interceptor's message). An
+// unauthenticated client therefore cannot make rtbhd read and decode a
+// message of up to api.max_message_bytes, nor run a handler's decoding.
+//
+// The tap sees the headers and, through the connection's peer in ctx, the
+// TLS state, so bearer tokens and client certificates are both checked.
+// Should a gRPC version no longer put the peer there, a call without an
+// authorization header is let through to the auth interceptor, which stays
+// the authority either way (it runs the same check on every call). The
+// check is cheap (one SHA-256 and a constant-time compare per client), as
+// a tap handle must be: it holds up the connection's other streams.
+func (s *Server) tapAuthenticate(ctx context.Context, info *tap.Info) (context.Context, error) {
+	service := serviceOf(info.FullMethodName)
+	if publicServices[service] {
+		return ctx, nil
+	}
+	if len(info.Header.Get("authorization")) == 0 {
+		if _, ok := peer.FromContext(ctx); !ok {
+			return ctx, nil
+		}
+	}
+	if _, err := s.authenticate(ctx); err != nil {
+		method := info.FullMethodName
+		if _, known := roleTable[method]; !known {
+			method = "unknown" // bound the metric's label values
+		}
+		s.metrics.observe(method, err)
+		args := []any{"protocol", "grpc", "grpc.component", "server", "grpc.service", service,
+			"grpc.method", shortMethod(info.FullMethodName), "grpc.code", status.Code(err).String(),
+			"grpc.error", status.Convert(err).Message(), "refused_by", "tap"}
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			args = append(args, "peer.address", p.Addr.String())
+		}
+		s.logger.WarnContext(ctx, "finished call", args...)
+		return nil, err
+	}
+	return ctx, nil
+}
+
+// serviceOf returns "rtbh.v1.BlackholeService" for
+// "/rtbh.v1.BlackholeService/AddBlackhole".
+func serviceOf(fullMethod string) string {
+	service, _, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return service
 }
 
 // verifiedClientCert returns the leaf of a client certificate chain that

@@ -20,6 +20,7 @@ const (
 	DefaultMaxMessageBytes          = 4 << 20
 	DefaultMaxReportsPerBatch       = 1000
 	DefaultMaxWatchStreamsPerClient = 4
+	DefaultMaxConcurrentStreams     = 256
 )
 
 // Client is one configured API client (api.clients[] in the config).
@@ -62,6 +63,10 @@ type Config struct {
 	// MaxWatchStreamsPerClient caps concurrent WatchBlackholes streams per
 	// client (default 4).
 	MaxWatchStreamsPerClient int
+	// MaxConcurrentStreams caps the calls open at once on one connection
+	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, default 256); a client's
+	// further calls wait for one to finish.
+	MaxConcurrentStreams int
 }
 
 func (c *Config) applyDefaults() {
@@ -73,6 +78,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxWatchStreamsPerClient <= 0 {
 		c.MaxWatchStreamsPerClient = DefaultMaxWatchStreamsPerClient
+	}
+	if c.MaxConcurrentStreams <= 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 }
 

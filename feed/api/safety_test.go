@@ -2,13 +2,18 @@ package api
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
@@ -297,5 +302,126 @@ func TestReloadEndsStreamsOfChangedClients(t *testing.T) {
 	}
 	if got := recvN(t, w, 2); got[0].Blackhole.GetPrefix() != "203.0.113.9/32" || got[1].Type != rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END {
 		t.Fatalf("new token's snapshot = %v", got)
+	}
+}
+
+// rawCodec sends []byte messages as they are (already encoded) and
+// everything else as protobuf, so that a test can send a large request
+// without the client allocating its encoding during the measurement.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := v.([]byte); ok {
+		return b, nil
+	}
+	return proto.Marshal(v.(proto.Message))
+}
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+func (rawCodec) Name() string                       { return "proto" }
+
+// An rtbh.v1 call without valid credentials is refused UNAUTHENTICATED by
+// the tap handle, before its message is read: a 4 MiB AddBlackhole costs
+// the server no 4 MiB of reading and decoding. Measured as the bytes the
+// process allocates during the call (the client sends pre-encoded bytes
+// and so allocates next to nothing itself), against an authenticated call
+// of the same size, which the server does decode (and then refuses).
+func TestUnauthenticatedLargeRequestRefusedBeforeDecoding(t *testing.T) {
+	nb := &countingNeighbors{}
+	ts := startServer(t, Config{Clients: []Client{client("noc", RoleOperator, "op")}}, newBackend(t), nb.list)
+	cc := dial(t, ts.addr, nil)
+	ctx := testCtx(t)
+
+	// Just under api.max_message_bytes (4 MiB), so that it would be read.
+	req, err := proto.Marshal(&rtbhv1.AddBlackholeRequest{Prefix: "x", Reason: strings.Repeat("z", DefaultMaxMessageBytes-64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(req) > DefaultMaxMessageBytes || len(req) < DefaultMaxMessageBytes-128 {
+		t.Fatalf("request of %d bytes, want just under %d", len(req), DefaultMaxMessageBytes)
+	}
+	call := func(ctx context.Context) (allocated uint64, err error) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err = cc.Invoke(ctx, rtbhv1.BlackholeService_AddBlackhole_FullMethodName, req, &rtbhv1.AddBlackholeResponse{}, grpc.ForceCodec(rawCodec{}))
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc, err
+	}
+	const noCreds = `no credentials: send "authorization: Bearer <token>" or a client certificate`
+	_, err = call(ctx) // warms up the connection
+	wantStatus(t, err, codes.Unauthenticated, noCreds)
+
+	decoded, err := call(withToken(ctx, "op"))
+	wantStatus(t, err, codes.InvalidArgument, `prefix: "x" is not an address or prefix`)
+	if decoded < DefaultMaxMessageBytes {
+		t.Fatalf("an authenticated 4 MiB call allocated %d bytes: the measurement cannot see decoding", decoded)
+	}
+	for name, tc := range map[string]struct {
+		ctx context.Context
+		msg string
+	}{
+		"no credentials": {ctx, noCreds},
+		"unknown token":  {withToken(ctx, "guess"), "unknown bearer token"},
+		"basic scheme":   {metadataCtx(ctx, "authorization", "Basic bm9jOm9w"), "Request unauthenticated with bearer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			refused, err := call(tc.ctx)
+			wantStatus(t, err, codes.Unauthenticated, tc.msg)
+			if refused > 1<<20 {
+				t.Fatalf("refusing an unauthenticated 4 MiB call allocated %d bytes (an authenticated one: %d), want < 1 MiB: it was read", refused, decoded)
+			}
+			t.Logf("allocated %d bytes refusing it, %d decoding an authenticated one", refused, decoded)
+		})
+	}
+	// Refusals in the tap are counted like the others.
+	if got := testutil.ToFloat64(ts.metrics.requests.WithLabelValues("AddBlackhole", "Unauthenticated")); got != 4 {
+		t.Fatalf("rtbh_api_requests_total{AddBlackhole,Unauthenticated} = %v, want 4", got)
+	}
+	// Health and reflection stay open; credentials still work.
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health without credentials: %v", err)
+	}
+	if _, err := rtbhv1.NewStatusServiceClient(cc).ListNeighbors(withToken(ctx, "op"), &rtbhv1.ListNeighborsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// api.max_concurrent_streams caps the calls open at once on one
+// connection (default 256): a further call waits for one to end.
+func TestMaxConcurrentStreams(t *testing.T) {
+	if got := (&Config{}); true {
+		got.applyDefaults()
+		if got.MaxConcurrentStreams != 256 {
+			t.Fatalf("default MaxConcurrentStreams = %d, want 256", got.MaxConcurrentStreams)
+		}
+	}
+	a := startAPI(t, Config{MaxConcurrentStreams: 2}, nil)
+	ctx := testCtx(t)
+	op := withToken(ctx, "noc-token")
+	var cancels []context.CancelFunc
+	for range 2 {
+		wctx, cancel := context.WithCancel(op)
+		cancels = append(cancels, cancel)
+		w, err := a.bh.WatchBlackholes(wctx, &rtbhv1.WatchBlackholesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recvN(t, w, 1)
+	}
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	short, cancel := context.WithTimeout(op, 300*time.Millisecond)
+	defer cancel()
+	_, err := a.bh.ListBlackholes(short, &rtbhv1.ListBlackholesRequest{})
+	wantCode(t, err, codes.DeadlineExceeded)
+	// A second connection has its own streams.
+	if _, err := rtbhv1.NewBlackholeServiceClient(dial(t, a.ts.addr, nil)).ListBlackholes(op, &rtbhv1.ListBlackholesRequest{}); err != nil {
+		t.Fatalf("call on another connection: %v", err)
+	}
+	cancels[0]()
+	if _, err := a.bh.ListBlackholes(op, &rtbhv1.ListBlackholesRequest{}); err != nil {
+		t.Fatalf("call after a stream ended: %v", err)
 	}
 }

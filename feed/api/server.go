@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -128,6 +129,8 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 		stopping:  make(chan struct{}),
 	}
 	opts := append(s.interceptorChain(),
+		grpc.InTapHandle(s.tapAuthenticate),
+		grpc.MaxConcurrentStreams(uint32(min(cfg.MaxConcurrentStreams, math.MaxUint32))),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
