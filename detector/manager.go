@@ -307,14 +307,15 @@ func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
 
 // Watch returns the active set and a channel of every later change. The
 // channel is closed when ctx ends, or when the watcher falls more than
-// watchBuffer events behind (the client should reconnect).
+// watchBuffer events behind (the client should reconnect). Events wait
+// for the reader in a queue that grows only as far as it falls behind.
 func (m *Manager) Watch(ctx context.Context) ([]domain.Blackhole, <-chan Event) {
 	m.mu.Lock()
 	snap := m.active.sorted()
 	w := m.watchers.add()
 	m.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		w.pump(ctx)
 		m.mu.Lock()
 		m.watchers.remove(w)
 		m.mu.Unlock()

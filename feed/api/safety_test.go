@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -423,5 +424,61 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	cancels[0]()
 	if _, err := a.bh.ListBlackholes(op, &rtbhv1.ListBlackholesRequest{}); err != nil {
 		t.Fatalf("call after a stream ended: %v", err)
+	}
+}
+
+// 100 open watch streams cost well under 50 MB: a watcher allocates no
+// event buffer up front (detector's watch queue grows only as far as its
+// reader falls behind). Measured as the live heap of the whole process
+// (server and clients) before and after opening them, with every stream
+// past its snapshot and live (it received a later event).
+func TestWatchStreamsMemory(t *testing.T) {
+	const streams, conns = 100, 4
+	a := startAPI(t, Config{MaxWatchStreamsPerClient: streams}, nil)
+	ctx := testCtx(t)
+	op := withToken(ctx, "noc-token")
+	for i := range 10 {
+		if _, err := a.add(op, fmt.Sprintf("198.51.100.%d", i+1), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clients := make([]rtbhv1.BlackholeServiceClient, conns)
+	for i := range clients {
+		clients[i] = rtbhv1.NewBlackholeServiceClient(dial(t, a.ts.addr, nil))
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	open := make([]rtbhv1.BlackholeService_WatchBlackholesClient, streams)
+	for i := range open {
+		w, err := clients[i%conns].WatchBlackholes(op, &rtbhv1.WatchBlackholesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := recvN(t, w, 11)[10]; last.Type != rtbhv1.EventType_EVENT_TYPE_SNAPSHOT_END {
+			t.Fatalf("stream %d: message 11 = %v, want SNAPSHOT_END", i, last)
+		}
+		open[i] = w
+	}
+	if _, err := a.add(op, "198.51.100.99", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range open {
+		if m := recvN(t, w, 1)[0]; m.Blackhole.GetPrefix() != "198.51.100.99/32" {
+			t.Fatalf("stream %d got %v, want the ADDED event", i, m)
+		}
+	}
+	after := heap()
+	growth := int64(after) - int64(before)
+	t.Logf("%d watch streams: heap %d -> %d bytes (%+d, %d per stream)", streams, before, after, growth, growth/streams)
+	if growth > 50<<20 {
+		t.Fatalf("%d open watch streams grew the heap by %d MB, want < 50 MB", streams, growth>>20)
+	}
+	if got := testutil.ToFloat64(a.ts.metrics.watchers); got != streams {
+		t.Fatalf("rtbh_api_watch_streams = %v, want %d", got, streams)
 	}
 }
