@@ -40,20 +40,29 @@ type identity struct {
 	rt        *clientRuntime
 	prefixSet *domain.PrefixSet // Client.Prefixes, built once
 
-	// revoked is closed when a config reload removes the client or changes
+	// rev is revoked when a config reload removes the client or changes
 	// its credentials, role or prefixes: its open streams then end
 	// (UNAUTHENTICATED). Identities of a client that a reload leaves as it
-	// was share the channel, so their streams stay open. revokedWhy is set
-	// before the close.
-	revoked    chan struct{}
-	revokedWhy string
+	// was share it, so their streams stay open.
+	rev *revocation
 }
 
-// revoke ends the open streams of id's client with why.
-func (id *identity) revoke(why string) {
-	id.revokedWhy = why
-	close(id.revoked)
+// revocation ends the open streams of a client's identity.
+type revocation struct {
+	done chan struct{} // closed by revoke
+	why  string        // set before done is closed
 }
+
+func newRevocation() *revocation { return &revocation{done: make(chan struct{})} }
+
+func (r *revocation) revoke(why string) {
+	r.why = why
+	close(r.done)
+}
+
+// revoked is closed when id's streams must end; revokedWhy then says why.
+func (id *identity) revoked() <-chan struct{} { return id.rev.done }
+func (id *identity) revokedWhy() string       { return id.rev.why }
 
 // sameAuthority reports whether c grants what id granted: the same
 // credentials, role and prefixes. Trust and rate may differ (a new rate
@@ -111,11 +120,11 @@ func (r *registry) set(clients []Client) {
 		}
 		seen[c.Name] = true
 		c.Prefixes = append([]netip.Prefix(nil), c.Prefixes...)
-		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes), revoked: make(chan struct{})}
+		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes), rev: newRevocation()}
 		switch old := before[c.Name]; {
 		case old == nil:
 		case old.sameAuthority(c):
-			id.revoked = old.revoked
+			id.rev = old.rev
 		default:
 			revoke = append(revoke, old)
 		}
@@ -133,11 +142,11 @@ func (r *registry) set(clients []Client) {
 	// revocation can only get the new identity.
 	r.current.Store(ids)
 	for _, old := range revoke {
-		old.revoke(fmt.Sprintf("client %q was changed by a config reload: reconnect", old.Name))
+		old.rev.revoke(fmt.Sprintf("client %q was changed by a config reload: reconnect", old.Name))
 	}
 	for name, old := range before {
 		if !seen[name] {
-			old.revoke(fmt.Sprintf("client %q was removed by a config reload", name))
+			old.rev.revoke(fmt.Sprintf("client %q was removed by a config reload", name))
 		}
 	}
 }

@@ -154,8 +154,8 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 			continue
 		}
 		select {
-		case <-id.revoked:
-			return status.Error(codes.Unauthenticated, id.revokedWhy)
+		case <-id.revoked():
+			return status.Error(codes.Unauthenticated, id.revokedWhy())
 		default:
 		}
 		if err := stream.Send(&rtbhv1.WatchBlackholesResponse{Type: rtbhv1.EventType_EVENT_TYPE_SNAPSHOT, Blackhole: blackholeToProto(bh)}); err != nil {
@@ -169,8 +169,8 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 		select {
 		case <-b.s.stopping:
 			return status.Error(codes.Unavailable, "server shutting down, reconnect")
-		case <-id.revoked:
-			return status.Error(codes.Unauthenticated, id.revokedWhy)
+		case <-id.revoked():
+			return status.Error(codes.Unauthenticated, id.revokedWhy())
 		case ev, ok := <-events:
 			if !ok {
 				if err := ctx.Err(); err != nil {

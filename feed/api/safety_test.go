@@ -291,6 +291,18 @@ func TestReloadEndsStreamsOfChangedClients(t *testing.T) {
 			t.Fatalf("%s's stream after the reload got %v, want the ADDED event", name, m)
 		}
 	}
+	// A second reload that changes a client the first one kept ends the
+	// stream it opened before both.
+	keep.Prefixes = nil
+	if err := ts.SetClients([]Client{client("noc", RoleOperator, "noc-token"), keep}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := streams["keep"].Recv()
+	wantStatus(t, err, codes.Unauthenticated, `client "keep" was changed by a config reload: reconnect`)
+	if err := ts.SetClients(after); err != nil {
+		t.Fatal(err)
+	}
+
 	// The old token is refused; the new one opens a stream.
 	w, err := bh.WatchBlackholes(withToken(ctx, "token-old"), &rtbhv1.WatchBlackholesRequest{})
 	if err == nil {
