@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/internal/testkit"
 )
@@ -19,6 +21,7 @@ func watchEvent(i int) Event {
 // dropped (its channel closed, promptly) at the next one; one that reads
 // gets every event in order, burst after burst.
 func TestWatcherQueue(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the pumps end with their watchers
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ws := newWatchers(quiet)

@@ -23,6 +23,9 @@ const (
 	DefaultMaxConcurrentStreams     = 256
 )
 
+// maxConcurrentStreams bounds Config.MaxConcurrentStreams.
+const maxConcurrentStreams = 1 << 16
+
 // Client is one configured API client (api.clients[] in the config).
 type Client struct {
 	Name string
@@ -98,6 +101,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("api.tls.cert: required with api.tls.key")
 	case c.ClientCA != "" && !c.tlsEnabled():
 		return fmt.Errorf("api.tls.client_ca: needs api.tls.cert and api.tls.key")
+	}
+	if c.MaxConcurrentStreams > maxConcurrentStreams {
+		return fmt.Errorf("api.max_concurrent_streams: %d is above %d", c.MaxConcurrentStreams, maxConcurrentStreams)
 	}
 	if !c.tlsEnabled() && !IsLoopback(c.Listen) {
 		return fmt.Errorf("api.listen: %q is not a loopback address: plaintext gRPC is refused, set api.tls.cert and api.tls.key", c.Listen)
