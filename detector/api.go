@@ -81,7 +81,7 @@ type Change int
 
 const (
 	Added     Change = iota + 1 // new entry
-	Extended                    // existing entry, expiry moved later
+	Extended                    // existing entry, expiry moved later or taken over by an operator
 	Unchanged                   // existing entry already expired later
 )
 
@@ -96,10 +96,14 @@ const (
 )
 
 // Event is one change to the active set, as streamed to watchers.
+// EventExtended means the entry changed: its expiry moved later, or an
+// operator took it over from a partner (TakenOverFrom is then the
+// partner's origin, Blackhole.Origin the operator's), or both.
 type Event struct {
-	Type      EventType
-	Blackhole domain.Blackhole
-	Actor     string
+	Type          EventType
+	Blackhole     domain.Blackhole
+	Actor         string
+	TakenOverFrom string
 }
 
 // Reporter is who submits reports: a partner with its trust, or an

@@ -165,7 +165,10 @@ func (m *Manager) waitAll(waits []func() error) {
 
 // Add checks req against policy, records it and announces it. Adding an
 // active prefix keeps one entry and moves its expiry to the later of the
-// two. The returned error is a *Error for refusals.
+// two; when an operator adds a partner's entry, the operator takes it over
+// (its origin becomes the operator's, audited, and the change is Extended
+// even if the expiry did not move). The returned error is a *Error for
+// refusals.
 func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Change, error) {
 	m.mu.Lock()
 	ttl, err := checkAdd(m.policy, req)
@@ -185,9 +188,19 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		b      domain.Blackhole
 		change Change
 	)
+	var takenFrom string
 	if old, ok := m.active.get(p); ok {
 		b = old
-		if expires.After(old.ExpiresAt) {
+		later := expires.After(old.ExpiresAt)
+		// An operator who adds or extends a partner's entry takes it over
+		// (SPEC.md): the partner can no longer remove it. This holds for a
+		// re-add that does not move the expiry too.
+		if domain.IsOperatorOrigin(req.Origin) && domain.IsPartnerOrigin(old.Origin) {
+			takenFrom = old.Origin
+			b.Origin = req.Origin
+		}
+		switch {
+		case later:
 			change = Extended
 			b.ExpiresAt = expires
 			w.Op = domain.BlackholeExtend
@@ -195,10 +208,19 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 			audit.Detail = fmt.Sprintf("expires_at %s -> %s", old.ExpiresAt.Format(time.RFC3339), expires.Format(time.RFC3339))
 			m.active.put(b)
 			poke(m.wake)
-		} else {
+		case takenFrom != "":
+			change = Extended
+			w.Op = domain.BlackholeExtend
+			audit.Action = "add"
+			audit.Detail = fmt.Sprintf("already active until %s", old.ExpiresAt.Format(time.RFC3339))
+			m.active.put(b)
+		default:
 			change = Unchanged
 			audit.Action = "add"
 			audit.Detail = fmt.Sprintf("already active until %s (origin %s)", old.ExpiresAt.Format(time.RFC3339), old.Origin)
+		}
+		if takenFrom != "" {
+			audit.Detail += "; taken over from " + takenFrom
 		}
 	} else {
 		if m.active.len() >= m.policy.MaxActive {
@@ -221,7 +243,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 	case Added:
 		m.watchers.broadcast(Event{Type: EventAdded, Blackhole: b, Actor: req.Actor})
 	case Extended:
-		m.watchers.broadcast(Event{Type: EventExtended, Blackhole: b, Actor: req.Actor})
+		m.watchers.broadcast(Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom})
 	}
 	m.mu.Unlock()
 	if err := wait(); err != nil {
@@ -245,7 +267,7 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 	}
 	if req.Owner != "" && b.Origin != req.Owner {
 		m.mu.Unlock()
-		return domain.Blackhole{}, refuse(KindScope, "%s was added by %s, not by you", p, b.Origin)
+		return domain.Blackhole{}, refuse(KindScope, "%s belongs to %s, not to you", p, b.Origin)
 	}
 	wait := m.end(b, "removed", req.Actor, req.Reason, m.now().UTC())
 	m.mu.Unlock()
@@ -286,14 +308,15 @@ func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
 
 // Watch returns the active set and a channel of every later change. The
 // channel is closed when ctx ends, or when the watcher falls more than
-// watchBuffer events behind (the client should reconnect).
+// watchBuffer events behind (the client should reconnect). Events wait
+// for the reader in a queue that grows only as far as it falls behind.
 func (m *Manager) Watch(ctx context.Context) ([]domain.Blackhole, <-chan Event) {
 	m.mu.Lock()
 	snap := m.active.sorted()
 	w := m.watchers.add()
 	m.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		w.pump(ctx)
 		m.mu.Lock()
 		m.watchers.remove(w)
 		m.mu.Unlock()

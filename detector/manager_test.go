@@ -2,6 +2,7 @@ package detector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector/domain"
@@ -499,5 +502,103 @@ func TestLearnedServersSurviveRestart(t *testing.T) {
 	log, _ := f2.db.AuditLog(ctx, "198.51.100.25/32", 0)
 	if len(log) != 1 || log[0].Action != "server" {
 		t.Fatalf("audit of a learned server = %+v, want one server row", log)
+	}
+}
+
+// An operator who adds or extends a partner's entry takes it over (SPEC.md):
+// its origin becomes operator:<client> in memory, in the store (a restart
+// keeps it) and in the audit log, watchers see the change, and the partner
+// can no longer remove it. A re-add that does not move the expiry takes
+// over too; other origins (detector, reports, operators) are never taken
+// over.
+func TestOperatorTakesOverPartnerEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	f := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	isp := domain.NewPrefixSet([]netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")})
+	partnerAdd := func(p string, ttl time.Duration) domain.Blackhole {
+		t.Helper()
+		b, c, err := f.m.Add(ctx, Request{Prefix: pfx(p), TTL: ttl, Origin: "partner:isp-b", Actor: "isp-b", Reason: "under attack", Scope: isp})
+		if err != nil || c != Added {
+			t.Fatalf("partner add %s = %v, %v", p, c, err)
+		}
+		return b
+	}
+	same := partnerAdd("203.0.113.9", 2*time.Hour)
+	later := partnerAdd("203.0.113.10", time.Hour)
+	_, events := f.m.Watch(ctx)
+
+	// Re-add with a shorter TTL: the expiry stays, the origin changes.
+	b, c, err := f.m.Add(ctx, Request{Prefix: pfx("203.0.113.9"), TTL: time.Hour, Origin: "operator:noc", Actor: "noc", Reason: "confirmed"})
+	if err != nil || c != Extended || b.Origin != "operator:noc" || !b.ExpiresAt.Equal(same.ExpiresAt) || b.Reason != "under attack" {
+		t.Fatalf("operator re-add = %+v, %v, %v; want Extended, origin operator:noc, expiry unchanged", b, c, err)
+	}
+	// Extend with a longer TTL: both.
+	b2, c, err := f.m.Add(ctx, Request{Prefix: pfx("203.0.113.10"), TTL: 3 * time.Hour, Origin: "operator:noc", Actor: "noc", Reason: "confirmed"})
+	if err != nil || c != Extended || b2.Origin != "operator:noc" || !b2.ExpiresAt.After(later.ExpiresAt) {
+		t.Fatalf("operator extend = %+v, %v, %v", b2, c, err)
+	}
+	for i, want := range []domain.Blackhole{b, b2} {
+		ev := <-events
+		if ev.Type != EventExtended || ev.Blackhole != want || ev.TakenOverFrom != "partner:isp-b" || ev.Actor != "noc" {
+			t.Fatalf("event %d = %+v, want EventExtended of %+v taken over from partner:isp-b", i, ev, want)
+		}
+	}
+
+	for _, p := range []string{"203.0.113.9/32", "203.0.113.10/32"} {
+		_, err := f.m.Remove(ctx, RemoveRequest{Prefix: pfx(p), Actor: "isp-b", Scope: isp, Owner: "partner:isp-b"})
+		var e *Error
+		if !errors.As(err, &e) || e.Kind != KindScope || e.Msg != p+" belongs to operator:noc, not to you" {
+			t.Fatalf("partner removing a taken-over entry: %v, want KindScope %q", err, p+" belongs to operator:noc, not to you")
+		}
+	}
+
+	for p, want := range map[string][]string{
+		"203.0.113.9/32": {
+			"isp-b add partner:isp-b expires_at " + same.ExpiresAt.Format(time.RFC3339),
+			"noc add operator:noc already active until " + same.ExpiresAt.Format(time.RFC3339) + "; taken over from partner:isp-b",
+		},
+		"203.0.113.10/32": {
+			"isp-b add partner:isp-b expires_at " + later.ExpiresAt.Format(time.RFC3339),
+			"noc extend operator:noc expires_at " + later.ExpiresAt.Format(time.RFC3339) + " -> " + b2.ExpiresAt.Format(time.RFC3339) + "; taken over from partner:isp-b",
+		},
+	} {
+		log, err := f.db.AuditLog(ctx, p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range log {
+			got = append(got, e.Actor+" "+e.Action+" "+e.Origin+" "+e.Detail)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("audit of %s (-want +got):\n%s", p, diff)
+		}
+	}
+
+	// Only partner entries are taken over, and only by operators.
+	if _, _, err := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.7"), Origin: "detector:smtp-fanout", Actor: "detector:smtp-fanout"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, c, _ := f.m.Add(ctx, Request{Prefix: pfx("198.51.100.7"), TTL: time.Minute, Origin: "operator:noc", Actor: "noc"}); c != Unchanged || b.Origin != "detector:smtp-fanout" {
+		t.Fatalf("operator re-adding a detector entry = %+v, %v; want Unchanged, origin kept", b, c)
+	}
+	partnerAdd("203.0.113.11", time.Hour)
+	if b, c, _ := f.m.Add(ctx, Request{Prefix: pfx("203.0.113.11"), TTL: time.Minute, Origin: "reports", Actor: "reports"}); c != Unchanged || b.Origin != "partner:isp-b" {
+		t.Fatalf("report fusion re-adding a partner entry = %+v, %v; want Unchanged, origin kept", b, c)
+	}
+	cancel()
+	f.close()
+
+	f2 := newFixture(t, path, testPolicy(), ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour})
+	origins := map[string]string{}
+	for _, b := range f2.m.Active() {
+		origins[b.Prefix.String()] = b.Origin
+	}
+	want := map[string]string{"203.0.113.9/32": "operator:noc", "203.0.113.10/32": "operator:noc",
+		"203.0.113.11/32": "partner:isp-b", "198.51.100.7/32": "detector:smtp-fanout"}
+	if diff := cmp.Diff(want, origins); diff != "" {
+		t.Fatalf("origins after restart (-want +got):\n%s", diff)
 	}
 }

@@ -1,14 +1,35 @@
 package detector
 
 import (
+	"context"
 	"log/slog"
+	"sync"
 )
 
 // watchBuffer is how many events a watcher may fall behind before it is
 // dropped (its channel closed) so that one slow client cannot stall rtbh.
 const watchBuffer = 65536
 
-type watcher struct{ ch chan Event }
+// shrinkAbove is the capacity above which a watcher's emptied queue is
+// let go rather than kept for reuse, so that memory taken by a burst is
+// returned once the watcher has caught up.
+const shrinkAbove = 1024
+
+// watcher is one open watch: the events not yet handed to its reader wait
+// in a queue that grows as needed (up to watchBuffer) and is drained by the
+// watcher's own goroutine (pump) into ch, which is unbuffered. An idle
+// watcher holds no event buffer at all: a stream costs its goroutine and a
+// few words, not watchBuffer events (about 10 MB) allocated up front.
+type watcher struct {
+	ch   chan Event    // unbuffered; closed by pump when it returns
+	wake chan struct{} // capacity 1: the queue has events
+	stop chan struct{} // closed when the watcher is removed or dropped
+
+	mu      sync.Mutex
+	queue   []Event // events for the reader, oldest first
+	pending int     // events queued or taken by pump and not yet received
+	stopped bool
+}
 
 // watchers fans changes out to the open watch streams. It is not safe for
 // concurrent use: the Manager's mutex guards it, so that a watcher's
@@ -22,28 +43,103 @@ func newWatchers(log *slog.Logger) *watchers {
 	return &watchers{log: log, set: make(map[*watcher]struct{})}
 }
 
+// add registers a watcher; the caller runs its pump.
 func (ws *watchers) add() *watcher {
-	w := &watcher{ch: make(chan Event, watchBuffer)}
+	w := &watcher{ch: make(chan Event), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	ws.set[w] = struct{}{}
 	return w
 }
 
-// remove closes w's channel unless it was already dropped.
+// remove unregisters w and stops its pump, unless it was already dropped.
 func (ws *watchers) remove(w *watcher) {
 	if _, ok := ws.set[w]; ok {
 		delete(ws.set, w)
-		close(w.ch)
+		w.halt()
 	}
 }
 
-// broadcast sends ev to every watcher, dropping those that fell behind.
+// broadcast queues ev for every watcher, dropping those that fell more
+// than watchBuffer events behind.
 func (ws *watchers) broadcast(ev Event) {
 	for w := range ws.set {
-		select {
-		case w.ch <- ev:
-		default:
+		if !w.push(ev) {
 			ws.log.Warn("dropping a watcher that fell too far behind", "buffered", watchBuffer)
 			ws.remove(w)
+		}
+	}
+}
+
+// push queues ev; it reports false when w is watchBuffer events behind.
+func (w *watcher) push(ev Event) bool {
+	w.mu.Lock()
+	if w.pending >= watchBuffer {
+		w.mu.Unlock()
+		return false
+	}
+	w.queue = append(w.queue, ev)
+	w.pending++
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// halt stops the pump (which then closes ch) and lets the queue go: a
+// dropped watcher's reader gets no more events, it must watch again.
+func (w *watcher) halt() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.stopped = true
+		w.queue = nil
+		close(w.stop)
+	}
+}
+
+// pump hands the queued events to ch in order until ctx ends or the
+// watcher is removed or dropped, then closes ch.
+func (w *watcher) pump(ctx context.Context) {
+	defer close(w.ch)
+	var batch []Event
+	for {
+		w.mu.Lock()
+		if w.stopped {
+			w.mu.Unlock()
+			return
+		}
+		// Swap the queue with the drained batch, keeping one buffer for
+		// each side while the watcher is busy.
+		batch, w.queue = w.queue, batch[:0]
+		w.mu.Unlock()
+		for i := range batch {
+			select {
+			case <-w.stop: // a dropped watcher gets nothing more
+				return
+			default:
+			}
+			select {
+			case w.ch <- batch[i]:
+			case <-w.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+			batch[i] = Event{} // let its strings go
+			w.mu.Lock()
+			w.pending--
+			w.mu.Unlock()
+		}
+		if cap(batch) > shrinkAbove {
+			batch = nil
+		}
+		select {
+		case <-w.wake:
+		case <-w.stop:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }

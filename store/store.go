@@ -45,7 +45,7 @@ const (
 	sqlRollbackTo   = `ROLLBACK TO w`
 	sqlRelease      = `RELEASE w`
 	sqlInsertBH     = `INSERT INTO blackholes(prefix, origin, reason, created_at, expires_at) VALUES(?,?,?,?,?)`
-	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ? WHERE prefix = ? AND ended_at IS NULL`
+	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ?, origin = ? WHERE prefix = ? AND ended_at IS NULL`
 	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`
 	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
 	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at, operator) VALUES(?,?,?,?,?,?,?,?,?)`
@@ -343,7 +343,7 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
 		}
 	case domain.BlackholeExtend:
-		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Prefix.String())); err != nil {
+		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Origin, b.Prefix.String())); err != nil {
 			return fmt.Errorf("extending blackhole %s: %w", b.Prefix, err)
 		}
 	case domain.BlackholeEnd:

@@ -114,6 +114,34 @@ func TestBlackholeLifecycleSurvivesReopen(t *testing.T) {
 	}
 }
 
+// An extension writes the entry's origin too: an operator taking over a
+// partner's entry (SPEC.md) survives a reopen, with expires_at and reason.
+func TestExtendRecordsTakeover(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rtbh.db")
+	db := openTest(t, path)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	a := bh("203.0.113.9/32", now.Add(time.Hour))
+	a.Origin = "partner:isp-b"
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeInsert, Blackhole: a, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	a.Origin, a.Reason, a.ExpiresAt = "operator:noc", "confirmed", now.Add(2*time.Hour)
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeExtend, Blackhole: a, At: now,
+		Audit: []domain.AuditEntry{{Actor: "noc", Action: "extend", Prefix: a.Prefix.String(), Origin: a.Origin,
+			Detail: "taken over from partner:isp-b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openTest(t, path)
+	got, err := db.ActiveBlackholes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]domain.Blackhole{a}, got, netipEqual); diff != "" {
+		t.Fatalf("active after reopen (-want +got):\n%s", diff)
+	}
+}
+
 // A failing write in a group commit does not undo the others in the same
 // transaction, and a failing write's audit row is not stored either.
 func TestGroupCommitIsolatesFailures(t *testing.T) {

@@ -20,3 +20,9 @@ func DetectorOrigin(rule string) string { return "detector:" + rule }
 
 // DetectorRule returns the rule of a detector origin.
 func DetectorRule(origin string) (string, bool) { return strings.CutPrefix(origin, "detector:") }
+
+// IsOperatorOrigin reports whether origin is an operator's (operator:<client>).
+func IsOperatorOrigin(origin string) bool { return strings.HasPrefix(origin, RoleOperator+":") }
+
+// IsPartnerOrigin reports whether origin is a partner's (partner:<client>).
+func IsPartnerOrigin(origin string) bool { return strings.HasPrefix(origin, RolePartner+":") }

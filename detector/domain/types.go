@@ -76,7 +76,7 @@ type BlackholeOp int
 const (
 	BlackholeNone   BlackholeOp = iota
 	BlackholeInsert             // a new active entry
-	BlackholeExtend             // move the active entry's expires_at (and reason)
+	BlackholeExtend             // update the active entry's expires_at, reason and origin (an extension or a takeover)
 	BlackholeEnd                // end the active entry (removed or expired)
 )
 

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -36,6 +39,37 @@ type identity struct {
 	Client
 	rt        *clientRuntime
 	prefixSet *domain.PrefixSet // Client.Prefixes, built once
+
+	// rev is revoked when a config reload removes the client or changes
+	// its credentials, role or prefixes: its open streams then end
+	// (UNAUTHENTICATED). Identities of a client that a reload leaves as it
+	// was share it, so their streams stay open.
+	rev *revocation
+}
+
+// revocation ends the open streams of a client's identity.
+type revocation struct {
+	done chan struct{} // closed by revoke
+	why  string        // set before done is closed
+}
+
+func newRevocation() *revocation { return &revocation{done: make(chan struct{})} }
+
+func (r *revocation) revoke(why string) {
+	r.why = why
+	close(r.done)
+}
+
+// revoked is closed when id's streams must end; revokedWhy then says why.
+func (id *identity) revoked() <-chan struct{} { return id.rev.done }
+func (id *identity) revokedWhy() string       { return id.rev.why }
+
+// sameAuthority reports whether c grants what id granted: the same
+// credentials, role and prefixes. Trust and rate may differ (a new rate
+// applies to the client's token bucket at once).
+func (id *identity) sameAuthority(c Client) bool {
+	return id.Role == c.Role && id.HasToken == c.HasToken && (!c.HasToken || id.TokenSHA256 == c.TokenSHA256) &&
+		id.CertName == c.CertName && slices.Equal(id.Prefixes, c.Prefixes)
 }
 
 // identities is an immutable lookup table, swapped whole on reload.
@@ -59,12 +93,21 @@ func newRegistry(clients []Client) *registry {
 }
 
 // set replaces the client table. Runtimes of clients that keep their name
-// keep their token bucket (with the new rate) and their watch count.
+// keep their token bucket (with the new rate) and their watch count. The
+// streams of clients that are gone, or whose credentials, role or
+// prefixes changed, are revoked.
 func (r *registry) set(clients []Client) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	before := make(map[string]*identity)
+	if old := r.current.Load(); old != nil {
+		for _, id := range old.all {
+			before[id.Name] = id
+		}
+	}
 	ids := &identities{byCert: make(map[string]*identity)}
 	seen := make(map[string]bool, len(clients))
+	var revoke []*identity
 	for _, c := range clients {
 		rt := r.runtimes[c.Name]
 		limit, burst := rateOf(c.Rate)
@@ -77,7 +120,14 @@ func (r *registry) set(clients []Client) {
 		}
 		seen[c.Name] = true
 		c.Prefixes = append([]netip.Prefix(nil), c.Prefixes...)
-		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes)}
+		id := &identity{Client: c, rt: rt, prefixSet: domain.NewPrefixSet(c.Prefixes), rev: newRevocation()}
+		switch old := before[c.Name]; {
+		case old == nil:
+		case old.sameAuthority(c):
+			id.rev = old.rev
+		default:
+			revoke = append(revoke, old)
+		}
 		ids.all = append(ids.all, id)
 		if c.CertName != "" {
 			ids.byCert[c.CertName] = id
@@ -88,7 +138,17 @@ func (r *registry) set(clients []Client) {
 			delete(r.runtimes, name)
 		}
 	}
+	// Swap the table first, so that a call authenticated after a
+	// revocation can only get the new identity.
 	r.current.Store(ids)
+	for _, old := range revoke {
+		old.rev.revoke(fmt.Sprintf("client %q was changed by a config reload: reconnect", old.Name))
+	}
+	for name, old := range before {
+		if !seen[name] {
+			old.rev.revoke(fmt.Sprintf("client %q was removed by a config reload", name))
+		}
+	}
 }
 
 // rateOf turns a configured rate into a token bucket: burst = 2 x rate,
@@ -151,6 +211,55 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	}
 	logging.AddFields(ctx, logging.Fields{"client", id.Name})
 	return context.WithValue(ctx, identityKey{}, id), nil
+}
+
+// tapAuthenticate is the server's tap handle (grpc.InTapHandle): it runs in
+// the connection's reader goroutine when a call's headers arrive, before
+// any of its message is read, and refuses an rtbh.v1 call without valid
+// credentials there (UNAUTHENTICATED, the auth interceptor's message). An
+// unauthenticated client therefore cannot make rtbhd read and decode a
+// message of up to api.max_message_bytes, nor run a handler's decoding.
+//
+// The tap sees the headers and, through the connection's peer in ctx, the
+// TLS state, so bearer tokens and client certificates are both checked.
+// Should a gRPC version no longer put the peer there, a call without an
+// authorization header is let through to the auth interceptor, which stays
+// the authority either way (it runs the same check on every call). The
+// check is cheap (one SHA-256 and a constant-time compare per client), as
+// a tap handle must be: it holds up the connection's other streams.
+func (s *Server) tapAuthenticate(ctx context.Context, info *tap.Info) (context.Context, error) {
+	service := serviceOf(info.FullMethodName)
+	if publicServices[service] {
+		return ctx, nil
+	}
+	if len(info.Header.Get("authorization")) == 0 {
+		if _, ok := peer.FromContext(ctx); !ok {
+			return ctx, nil
+		}
+	}
+	if _, err := s.authenticate(ctx); err != nil {
+		method := info.FullMethodName
+		if _, known := roleTable[method]; !known {
+			method = "unknown" // bound the metric's label values
+		}
+		s.metrics.observe(method, err)
+		args := []any{"protocol", "grpc", "grpc.component", "server", "grpc.service", service,
+			"grpc.method", shortMethod(info.FullMethodName), "grpc.code", status.Code(err).String(),
+			"grpc.error", status.Convert(err).Message(), "refused_by", "tap"}
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			args = append(args, "peer.address", p.Addr.String())
+		}
+		s.logger.WarnContext(ctx, "finished call", args...)
+		return nil, err
+	}
+	return ctx, nil
+}
+
+// serviceOf returns "rtbh.v1.BlackholeService" for
+// "/rtbh.v1.BlackholeService/AddBlackhole".
+func serviceOf(fullMethod string) string {
+	service, _, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return service
 }
 
 // verifiedClientCert returns the leaf of a client certificate chain that

@@ -56,6 +56,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"duplicate client":   {Config{Listen: "127.0.0.1:0", Clients: []Client{client("a", RoleOperator, "x"), client("a", RolePartner, "y")}}, "duplicate"},
 		"unknown role":       {Config{Listen: "127.0.0.1:0", Clients: []Client{client("a", "admin", "x")}}, "api.clients[0].role"},
 		"bad listen address": {Config{Listen: "127.0.0.1"}, "api.listen"},
+		"too many streams":   {Config{Listen: "127.0.0.1:0", MaxConcurrentStreams: 1 << 20}, "api.max_concurrent_streams: 1048576 is above 65536"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := New(tc.cfg, newBackend(t), nil, testLogger(t), nil)

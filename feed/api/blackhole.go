@@ -56,6 +56,20 @@ func (id *identity) scope() *domain.PrefixSet {
 
 func (id *identity) origin() string { return domain.ClientOrigin(id.Role, id.Name) }
 
+// sees reports whether the caller may see b in List and Watch: operators
+// see everything, partners only entries inside their prefixes or of their
+// own origin (SPEC.md) — not the rest of the ISP's blackholes.
+func (id *identity) sees(b domain.Blackhole) bool {
+	return id.Role == RoleOperator || id.prefixSet.ContainsPrefix(b.Prefix) || b.Origin == id.origin()
+}
+
+// seesEvent is sees for a change: a partner also sees the change that
+// takes its own entry away from it (an operator taking it over), so that
+// its view does not keep an entry it can no longer see the end of.
+func (id *identity) seesEvent(ev detector.Event) bool {
+	return id.sees(ev.Blackhole) || (ev.TakenOverFrom != "" && ev.TakenOverFrom == id.origin())
+}
+
 func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
 	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
 	if err != nil {
@@ -104,10 +118,16 @@ func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.Remo
 }
 
 func (b *blackholeService) ListBlackholes(ctx context.Context, _ *rtbhv1.ListBlackholesRequest) (*rtbhv1.ListBlackholesResponse, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
 	active := b.s.backend.Active()
-	resp := &rtbhv1.ListBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, len(active))}
-	for i, bh := range active {
-		resp.Blackholes[i] = blackholeToProto(bh)
+	resp := &rtbhv1.ListBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, 0, len(active))}
+	for _, bh := range active {
+		if id.sees(bh) {
+			resp.Blackholes = append(resp.Blackholes, blackholeToProto(bh))
+		}
 	}
 	return resp, nil
 }
@@ -130,6 +150,14 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 	defer cancel()
 	snapshot, events := b.s.backend.Watch(ctx)
 	for _, bh := range snapshot {
+		if !id.sees(bh) {
+			continue
+		}
+		select {
+		case <-id.revoked():
+			return status.Error(codes.Unauthenticated, id.revokedWhy())
+		default:
+		}
 		if err := stream.Send(&rtbhv1.WatchBlackholesResponse{Type: rtbhv1.EventType_EVENT_TYPE_SNAPSHOT, Blackhole: blackholeToProto(bh)}); err != nil {
 			return err
 		}
@@ -141,12 +169,17 @@ func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, str
 		select {
 		case <-b.s.stopping:
 			return status.Error(codes.Unavailable, "server shutting down, reconnect")
+		case <-id.revoked():
+			return status.Error(codes.Unauthenticated, id.revokedWhy())
 		case ev, ok := <-events:
 			if !ok {
 				if err := ctx.Err(); err != nil {
 					return status.FromContextError(err).Err()
 				}
 				return status.Error(codes.Unavailable, "watcher too slow, reconnect")
+			}
+			if !id.seesEvent(ev) {
+				continue
 			}
 			msg := &rtbhv1.WatchBlackholesResponse{
 				Type:      eventTypeToProto(ev.Type),

@@ -20,7 +20,11 @@ const (
 	DefaultMaxMessageBytes          = 4 << 20
 	DefaultMaxReportsPerBatch       = 1000
 	DefaultMaxWatchStreamsPerClient = 4
+	DefaultMaxConcurrentStreams     = 256
 )
+
+// maxConcurrentStreams bounds Config.MaxConcurrentStreams.
+const maxConcurrentStreams = 1 << 16
 
 // Client is one configured API client (api.clients[] in the config).
 type Client struct {
@@ -62,6 +66,10 @@ type Config struct {
 	// MaxWatchStreamsPerClient caps concurrent WatchBlackholes streams per
 	// client (default 4).
 	MaxWatchStreamsPerClient int
+	// MaxConcurrentStreams caps the calls open at once on one connection
+	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, default 256); a client's
+	// further calls wait for one to finish.
+	MaxConcurrentStreams int
 }
 
 func (c *Config) applyDefaults() {
@@ -73,6 +81,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxWatchStreamsPerClient <= 0 {
 		c.MaxWatchStreamsPerClient = DefaultMaxWatchStreamsPerClient
+	}
+	if c.MaxConcurrentStreams <= 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 }
 
@@ -90,6 +101,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("api.tls.cert: required with api.tls.key")
 	case c.ClientCA != "" && !c.tlsEnabled():
 		return fmt.Errorf("api.tls.client_ca: needs api.tls.cert and api.tls.key")
+	}
+	if c.MaxConcurrentStreams > maxConcurrentStreams {
+		return fmt.Errorf("api.max_concurrent_streams: %d is above %d", c.MaxConcurrentStreams, maxConcurrentStreams)
 	}
 	if !c.tlsEnabled() && !IsLoopback(c.Listen) {
 		return fmt.Errorf("api.listen: %q is not a loopback address: plaintext gRPC is refused, set api.tls.cert and api.tls.key", c.Listen)

@@ -14,4 +14,11 @@
 // Interceptor order (outermost first): metrics, logging, recovery, auth,
 // role check, rate limit. Reflection and health are exempt from the last
 // three; everything else requires credentials.
+//
+// Input is bounded before any of it is decoded: a tap handle
+// (tapAuthenticate) checks a call's credentials when its headers arrive
+// and refuses an unauthenticated rtbh.v1 call before its message is read;
+// a message is at most Config.MaxMessageBytes (4 MiB); a connection has at
+// most Config.MaxConcurrentStreams (256) calls open at once, and a client
+// at most Config.MaxWatchStreamsPerClient (4) watch streams.
 package api

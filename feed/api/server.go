@@ -128,6 +128,8 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 		stopping:  make(chan struct{}),
 	}
 	opts := append(s.interceptorChain(),
+		grpc.InTapHandle(s.tapAuthenticate),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
@@ -251,8 +253,11 @@ func (s *Server) stop() {
 }
 
 // SetClients replaces the client table (config reload). Clients that keep
-// their name keep their token bucket and open watch streams; calls in
-// flight finish with the identity they started with.
+// their name keep their token bucket (with the new rate). Open watch
+// streams of a client that is removed, or whose credentials (token,
+// cert_name), role or prefixes change, end at once with UNAUTHENTICATED;
+// those of unchanged clients stay open. Unary calls in flight finish with
+// the identity they started with.
 func (s *Server) SetClients(clients []Client) error {
 	if err := validateClients(clients); err != nil {
 		return fmt.Errorf("reloading API clients: %w", err)
