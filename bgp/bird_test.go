@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // birdSetup starts our speaker on a fresh address (listening, the

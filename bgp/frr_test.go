@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // TestFRRPeerGetsOnlyOwnSpace: FRR bgpd as a peer ISP gets blackholes in

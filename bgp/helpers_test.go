@@ -19,7 +19,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // Tests of this package use 127.0.20.0/24 .. 127.0.29.0/24 (see the

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // TestMD5Password: a session with a TCP MD5 password comes up with BIRD

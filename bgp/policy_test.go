@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	api "github.com/osrg/gobgp/v3/api"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 var scaleRoutes = flag.Int("bgp.scale", 0, "run TestScale with this many /32 routes (e.g. 100000)")

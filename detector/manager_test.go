@@ -17,7 +17,7 @@ import (
 
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector/domain"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/store"
 )
 

@@ -9,7 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rtbh/rtbh/detector/domain"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 func watchEvent(i int) Event {

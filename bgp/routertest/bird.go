@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // BIRDPath is the BIRD 2 daemon; birdc must be next to it on PATH.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // RouteCounter counts the speaker's routes in BIRD over one long-lived

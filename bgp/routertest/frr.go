@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
 // FRRBgpdPath is FRR's bgpd; vtysh must be on PATH.

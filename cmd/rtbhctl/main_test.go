@@ -31,8 +31,8 @@ import (
 	"github.com/rtbh/rtbh/bgp"
 	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/api"
-	"github.com/rtbh/rtbh/internal/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 	"github.com/rtbh/rtbh/store"
 )

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
-	"github.com/rtbh/rtbh/internal/testkit"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 

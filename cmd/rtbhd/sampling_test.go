@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
-	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // Each agent's sampling rate is a metric; rtbhd records it in the store,

@@ -30,8 +30,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
-	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 var (

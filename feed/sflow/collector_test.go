@@ -15,9 +15,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
-	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // recordingSink keeps copies of every flow it is handed.

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/sflow/sflowtest"
-	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 type flowKey struct {

@@ -11,8 +11,8 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/feed/sflow"
-	"github.com/rtbh/rtbh/internal/testkit"
 )
 
 // countingSink counts samples and touches each one, as a detector would,

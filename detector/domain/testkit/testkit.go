@@ -2,11 +2,14 @@
 // package share: waiting for a condition with a deadline (WaitFor, Poll)
 // and picking a free port (FreePort). It is the one copy of them; router
 // helpers live in bgp/routertest, sFlow helpers in feed/sflow/sflowtest.
+// Like package domain beside it, it imports nothing of rtbh, so the tests
+// of every layer can use it (the repository's top-level folders are fixed,
+// so it cannot be a top-level internal/ package).
 //
 // No helper here sleeps to wait for something: a wait polls a condition
 // until it holds or a deadline passes. Code driven by time itself is
 // tested under testing/synctest with fake time; Poll works inside a
-// synctest bubble too (its ticker then runs on the bubble's clock).
+// synctest bubble too (its timer then runs on the bubble's clock).
 package testkit
 
 import (
