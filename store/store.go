@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
+	"github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -22,8 +22,48 @@ import (
 // maxBatch bounds how many writes share one transaction.
 const maxBatch = 1024
 
-// ErrClosed is returned for writes submitted after Close.
+// ErrClosed is the cause of the error returned for writes submitted after
+// Close (which is also domain.ErrStoreUnavailable).
 var ErrClosed = errors.New("store: closed")
+
+// unavailableError is a write that failed for a reason that may pass: the
+// disk is full, an I/O error, a lock timeout, a closed store. It is
+// domain.ErrStoreUnavailable and unwraps to its cause.
+type unavailableError struct{ cause error }
+
+func (e *unavailableError) Error() string {
+	msg := e.cause.Error()
+	var se sqlite3.Error
+	if errors.As(e.cause, &se) {
+		msg = se.Error()
+	}
+	return "store unavailable: " + msg + ": try again"
+}
+
+func (e *unavailableError) Unwrap() []error { return []error{domain.ErrStoreUnavailable, e.cause} }
+
+// unavailable wraps err as domain.ErrStoreUnavailable.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, domain.ErrStoreUnavailable) {
+		return err
+	}
+	return &unavailableError{cause: err}
+}
+
+// transient reports whether err is an SQLite error that may pass once the
+// environment recovers (space, I/O, locks), as opposed to a bad write.
+func transient(err error) bool {
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code {
+	case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrCantOpen,
+		sqlite3.ErrReadonly, sqlite3.ErrNomem, sqlite3.ErrProtocol, sqlite3.ErrCorrupt, sqlite3.ErrNotADB:
+		return true
+	}
+	return false
+}
 
 // DB is rtbh's SQLite database. All writes go through one writer goroutine
 // that commits concurrent writes together (group commit); reads use a
@@ -253,7 +293,7 @@ func (db *DB) Submit(w *domain.Write) func() error {
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
-		return func() error { return ErrClosed }
+		return func() error { return unavailable(ErrClosed) }
 	}
 	db.queue <- p
 	db.mu.RUnlock()
@@ -306,6 +346,9 @@ func (db *DB) commit(batch []*pending) {
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			if err := apply(st, p.w); err != nil {
+				if transient(err) {
+					err = unavailable(err)
+				}
 				errs[i] = err
 				if _, err := st(sqlRollbackTo).Exec(); err != nil {
 					tx.Rollback()
@@ -323,7 +366,10 @@ func (db *DB) commit(batch []*pending) {
 		return nil
 	}()
 	if err != nil {
+		// The whole transaction failed (begin, savepoint, commit): the
+		// environment, not one write, is at fault.
 		db.log.Error("store commit failed", "writes", len(batch), "err", err)
+		err = unavailable(err)
 	}
 	for i, p := range batch {
 		if err != nil {

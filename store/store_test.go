@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -219,7 +220,7 @@ func TestEvidenceReportsAndOffenses(t *testing.T) {
 func TestSubmitAfterClose(t *testing.T) {
 	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
 	db.Close()
-	if err := db.Commit(&domain.Write{At: time.Now()}); err != ErrClosed {
+	if err := db.Commit(&domain.Write{At: time.Now()}); !errors.Is(err, ErrClosed) || !errors.Is(err, domain.ErrStoreUnavailable) {
 		t.Fatalf("commit after close = %v, want ErrClosed", err)
 	}
 }

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -121,3 +122,10 @@ type AgentRate struct {
 	SamplingRate uint32
 	SeenAt       time.Time
 }
+
+// ErrStoreUnavailable marks a store write that failed for a reason that
+// may pass (disk full, I/O error, lock timeout, a closed store): nothing of
+// it is durable and the caller may try again. Stores wrap their errors so
+// that errors.Is(err, ErrStoreUnavailable) holds; the API answers
+// UNAVAILABLE.
+var ErrStoreUnavailable = errors.New("store unavailable")

@@ -16,8 +16,10 @@ import (
 )
 
 // backendError maps an error of the decision path to a gRPC status.
-// Refusals keep their message; anything else is logged and answered with
-// INTERNAL, without details.
+// Refusals keep their message; a store write that failed for a reason that
+// may pass (disk full, I/O error, lock timeout) is UNAVAILABLE with the
+// store's message; anything else is logged and answered with INTERNAL,
+// without details.
 func (s *Server) backendError(ctx context.Context, op string, err error) error {
 	var c codes.Code
 	switch detector.KindOf(err) {
@@ -32,6 +34,10 @@ func (s *Server) backendError(ctx context.Context, op string, err error) error {
 	case detector.KindNotFound:
 		c = codes.NotFound
 	default:
+		if errors.Is(err, domain.ErrStoreUnavailable) {
+			s.logger.WarnContext(ctx, "API call refused: store unavailable", "op", op, "err", err)
+			return status.Error(codes.Unavailable, err.Error())
+		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return status.FromContextError(ctxErr).Err()
