@@ -2,9 +2,11 @@ package detector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,14 @@ const DefaultServerMemory = 168 * time.Hour
 // queued in decision order too (routeQueue) and applied by one goroutine.
 // The parts — active set and expiry (activeSet), watch fan-out (watchers),
 // report scoring (scoreboard) — are plain data structures guarded by mu.
+//
+// Readers never see a decision before it is durable: the active set under
+// mu is the decisions' state, which runs ahead of the store while writes
+// are in flight; what Active, Lookup and Watch show (committed), what
+// watchers are told and what BGP announces follow the store instead, each
+// write applied once it committed, in commit order (settle). A failed
+// write is applied nowhere; Run then rebuilds the decisions' state from the
+// store, retrying every rebuildRetry while the store fails.
 type Manager struct {
 	log    *slog.Logger
 	db     Store
@@ -50,7 +60,6 @@ type Manager struct {
 	policy   Policy
 	reports  ReportPolicy
 	active   *activeSet
-	watchers *watchers
 	scores   scoreboard
 	restored bool // Restore has run
 
@@ -59,6 +68,29 @@ type Manager struct {
 	wake   chan struct{} // the earliest expiry may have changed, or a resync is due
 	routeQ *routeQueue
 	resync atomic.Bool // a write failed: rebuild state from the store
+
+	// cmu guards the committed view, the watchers and the writes not yet
+	// settled. Lock order: mu, then cmu.
+	cmu       sync.Mutex
+	committed map[netip.Prefix]domain.Blackhole
+	watchers  *watchers
+	unsettled []*inflight // submitted writes in commit order, not yet settled
+}
+
+// inflight is a submitted write whose outcome is applied to the committed
+// view (apply, under cmu) once it committed.
+type inflight struct {
+	once    sync.Once
+	wait    func() error
+	err     error
+	apply   func()
+	settled bool // popped from unsettled; guarded by cmu
+}
+
+// result waits for the store's outcome; any number of goroutines may call it.
+func (f *inflight) result() error {
+	f.once.Do(func() { f.err = f.wait() })
+	return f.err
 }
 
 // NewManager loads the active set from db. Entries that expired while rtbhd
@@ -87,6 +119,10 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	}
 	m.mu.Lock()
 	err := m.load(context.Background())
+	m.committed = make(map[netip.Prefix]domain.Blackhole, m.active.len())
+	for _, b := range m.active.sorted() {
+		m.committed[b.Prefix] = b
+	}
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -216,6 +252,10 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 			m.active.put(b)
 		default:
 			change = Unchanged
+			// Rewriting the unchanged entry checks that the store holds it
+			// (an earlier write may have failed): no acknowledgement for an
+			// entry that is not durable.
+			w.Op = domain.BlackholeExtend
 			audit.Action = "add"
 			audit.Detail = fmt.Sprintf("already active until %s (origin %s)", old.ExpiresAt.Format(time.RFC3339), old.Origin)
 		}
@@ -234,17 +274,19 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		audit.Detail = "expires_at " + expires.Format(time.RFC3339)
 		m.active.put(b)
 		poke(m.wake)
-		m.routeQ.push(routeChange{p, true})
 	}
 	w.Blackhole = b
 	w.Audit = []domain.AuditEntry{audit}
-	wait := m.db.Submit(w)
+	var apply func()
 	switch change {
 	case Added:
-		m.watchers.broadcast(Event{Type: EventAdded, Blackhole: b, Actor: req.Actor})
+		ev := Event{Type: EventAdded, Blackhole: b, Actor: req.Actor}
+		apply = func() { m.applyCommitted(ev, routeChange{p, true}) }
 	case Extended:
-		m.watchers.broadcast(Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom})
+		ev := Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom}
+		apply = func() { m.applyCommitted(ev) }
 	}
+	wait := m.submit(w, apply)
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
@@ -281,29 +323,88 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 // end ends an active entry; m.mu must be held.
 func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Time) func() error {
 	m.active.delete(b.Prefix)
-	m.routeQ.push(routeChange{b.Prefix, false})
 	audit := domain.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
 	if why == "expired" {
 		audit.Action, audit.Detail, typ = "expire", "expires_at "+b.ExpiresAt.Format(time.RFC3339), EventExpired
 	}
-	m.watchers.broadcast(Event{Type: typ, Blackhole: b, Actor: actor})
-	return m.db.Submit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []domain.AuditEntry{audit}})
+	ev := Event{Type: typ, Blackhole: b, Actor: actor}
+	return m.submit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
+		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Prefix, false}) })
 }
 
-// Active returns the active blackholes sorted by prefix.
+// submit queues w in the store and returns the function that waits for it
+// (called exactly once). apply, if not nil, is run under cmu once w and
+// every write submitted before it are settled, and only if w committed.
+// m.mu must be held, so that unsettled is in the store's commit order.
+func (m *Manager) submit(w *domain.Write, apply func()) func() error {
+	f := &inflight{wait: m.db.Submit(w), apply: apply}
+	m.cmu.Lock()
+	m.unsettled = append(m.unsettled, f)
+	m.cmu.Unlock()
+	return func() error { return m.settle(f) }
+}
+
+// settle waits for f's outcome, then applies f and every write before it
+// that is not yet applied, in commit order. The store completes writes in
+// the order they were submitted, so the earlier ones have their outcome
+// by the time f has.
+func (m *Manager) settle(f *inflight) error {
+	err := f.result()
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	for !f.settled {
+		h := m.unsettled[0]
+		m.unsettled[0] = nil
+		m.unsettled = m.unsettled[1:]
+		h.settled = true
+		if h.result() == nil && h.apply != nil {
+			h.apply()
+		}
+	}
+	if len(m.unsettled) == 0 {
+		m.unsettled = nil // let a burst's backing array go
+	}
+	return err
+}
+
+// applyCommitted applies a committed change to the readers' view: the
+// committed set, the watchers and BGP. m.cmu must be held.
+func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
+	switch ev.Type {
+	case EventAdded, EventExtended:
+		m.committed[ev.Blackhole.Prefix] = ev.Blackhole
+	case EventRemoved, EventExpired:
+		delete(m.committed, ev.Blackhole.Prefix)
+	}
+	m.watchers.broadcast(ev)
+	m.routeQ.push(routes...)
+}
+
+// committedSorted returns the committed view sorted by prefix; m.cmu must
+// be held.
+func (m *Manager) committedSorted() []domain.Blackhole {
+	out := make([]domain.Blackhole, 0, len(m.committed))
+	for _, b := range m.committed {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
+	return out
+}
+
+// Active returns the committed active blackholes sorted by prefix.
 func (m *Manager) Active() []domain.Blackhole {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.active.sorted()
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	return m.committedSorted()
 }
 
-// Lookup returns the active blackhole for p, if any.
+// Lookup returns the committed active blackhole for p, if any.
 func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.active.get(p)
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	b, ok := m.committed[p]
+	return b, ok
 }
 
 // Watch returns the active set and a channel of every later change. The
@@ -311,15 +412,15 @@ func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
 // watchBuffer events behind (the client should reconnect). Events wait
 // for the reader in a queue that grows only as far as it falls behind.
 func (m *Manager) Watch(ctx context.Context) ([]domain.Blackhole, <-chan Event) {
-	m.mu.Lock()
-	snap := m.active.sorted()
+	m.cmu.Lock()
+	snap := m.committedSorted()
 	w := m.watchers.add()
-	m.mu.Unlock()
+	m.cmu.Unlock()
 	go func() {
 		w.pump(ctx)
-		m.mu.Lock()
+		m.cmu.Lock()
 		m.watchers.remove(w)
-		m.mu.Unlock()
+		m.cmu.Unlock()
 	}()
 	return snap, w.ch
 }
@@ -367,29 +468,47 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer timer.Stop()
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
+	// retry is set while the store fails: expiries wait (they would fail
+	// too) and the rebuild is tried again every rebuildRetry.
+	var retry <-chan time.Time
 	for {
-		m.mu.Lock()
-		next, ok := m.active.next()
-		m.mu.Unlock()
-		d := time.Hour
-		if ok {
-			d = max(next.Sub(m.now()), 0)
+		var expiry <-chan time.Time
+		if retry == nil {
+			m.mu.Lock()
+			next, ok := m.active.next()
+			m.mu.Unlock()
+			d := time.Hour
+			if ok {
+				d = max(next.Sub(m.now()), 0)
+			}
+			timer.Reset(d)
+			expiry = timer.C
 		}
-		timer.Reset(d)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-timer.C:
+		case <-expiry:
 			m.expireDue()
+		case <-retry:
+			retry = nil
+			m.resync.Store(true)
 		case <-m.wake:
 		case <-prune.C:
 			m.pruneScores()
 		}
-		if m.resync.Swap(false) {
-			m.rebuild(ctx)
+		if retry == nil && m.resync.Swap(false) {
+			if err := m.rebuild(ctx); err != nil {
+				m.log.Error("store still failing; retrying", "in", rebuildRetry, "err", err)
+				retry = time.After(rebuildRetry)
+			} else {
+				m.log.Info("store writes succeed again; state and routes rebuilt from the store")
+			}
 		}
 	}
 }
+
+// rebuildRetry is how often Run retries a rebuild while the store fails.
+const rebuildRetry = time.Second
 
 func (m *Manager) expireDue() {
 	m.mu.Lock()
@@ -415,28 +534,50 @@ func (m *Manager) writeFailed(err error) {
 }
 
 // rebuild replaces the in-memory state with the store's after a failed
-// write and queues the route changes that make BGP match it. It holds m.mu
-// throughout, and first waits for every write submitted before it (an
-// empty write queued behind them), so no decision can slip between the
-// store read and the new state.
-func (m *Manager) rebuild(ctx context.Context) {
+// write, makes the committed view match it (telling watchers of any
+// difference) and queues the route changes that make BGP match it — every
+// stored entry announced again. It holds m.mu throughout, and first waits
+// for every write submitted before it (an empty write queued behind them,
+// which also tells whether writes succeed again), so no decision can slip
+// between the store read and the new state. It returns an error while the
+// store fails; the state is still reloaded when the store can be read, so
+// that decisions are not taken on entries that never became durable.
+func (m *Manager) rebuild(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_ = m.db.Submit(&domain.Write{At: m.now().UTC()})()
+	barrier := m.submit(&domain.Write{At: m.now().UTC()}, nil)()
 	before := m.active.prefixes()
 	if err := m.load(ctx); err != nil {
-		m.log.Error("rebuilding state from the store failed", "err", err)
-		m.resync.Store(true)
-		return
+		return errors.Join(barrier, fmt.Errorf("rebuilding state from the store: %w", err))
 	}
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
 	var cs []routeChange
 	for _, p := range before {
 		if _, ok := m.active.get(p); !ok {
 			cs = append(cs, routeChange{p, false})
 		}
 	}
-	for _, p := range m.active.prefixes() {
-		cs = append(cs, routeChange{p, true})
+	for p, b := range m.committed {
+		if _, ok := m.active.get(p); !ok {
+			m.applyCommitted(Event{Type: EventRemoved, Blackhole: b, Actor: "resync"}, routeChange{p, false})
+		}
+	}
+	for _, b := range m.active.sorted() {
+		switch old, ok := m.committed[b.Prefix]; {
+		case !ok:
+			m.applyCommitted(Event{Type: EventAdded, Blackhole: b, Actor: "resync"})
+		case !sameEntry(old, b):
+			m.applyCommitted(Event{Type: EventExtended, Blackhole: b, Actor: "resync"})
+		}
+		cs = append(cs, routeChange{b.Prefix, true})
 	}
 	m.routeQ.push(cs...)
+	return barrier
+}
+
+// sameEntry reports whether a and b are the same stored entry.
+func sameEntry(a, b domain.Blackhole) bool {
+	return a.Prefix == b.Prefix && a.Origin == b.Origin && a.Reason == b.Reason &&
+		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt)
 }

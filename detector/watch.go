@@ -32,7 +32,7 @@ type watcher struct {
 }
 
 // watchers fans changes out to the open watch streams. It is not safe for
-// concurrent use: the Manager's mutex guards it, so that a watcher's
+// concurrent use: the Manager's committed-view mutex (cmu) guards it, so that a watcher's
 // snapshot and its first event are taken in one critical section.
 type watchers struct {
 	log *slog.Logger

@@ -34,7 +34,7 @@ type unavailableError struct{ cause error }
 func (e *unavailableError) Error() string {
 	msg := e.cause.Error()
 	var se sqlite3.Error
-	if errors.As(e.cause, &se) {
+	if errors.As(e.cause, &se) && se.Code != sqlite3.ErrConstraint {
 		msg = se.Error()
 	}
 	return "store unavailable: " + msg + ": try again"
@@ -50,9 +50,19 @@ func unavailable(err error) error {
 	return &unavailableError{cause: err}
 }
 
+// errStale is a write that does not fit the stored state: it ends or
+// extends an entry that is not active, or inserts one that is. The caller
+// decided on a state that an earlier failed write never made durable; once
+// it has reloaded the store, the same request succeeds, so it is
+// unavailable (try again) rather than internal.
+var errStale = errors.New("the stored state differs from the decision's (an earlier write failed)")
+
 // transient reports whether err is an SQLite error that may pass once the
 // environment recovers (space, I/O, locks), as opposed to a bad write.
 func transient(err error) bool {
+	if errors.Is(err, errStale) {
+		return true
+	}
 	var se sqlite3.Error
 	if !errors.As(err, &se) {
 		return false
@@ -386,6 +396,9 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 	switch w.Op {
 	case domain.BlackholeInsert:
 		if _, err := st(sqlInsertBH).Exec(b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
+			if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+				err = fmt.Errorf("%w: %w", errStale, err)
+			}
 			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
 		}
 	case domain.BlackholeExtend:
@@ -449,7 +462,7 @@ func one(res sql.Result, err error) error {
 		return err
 	}
 	if n != 1 {
-		return fmt.Errorf("no active entry (%d rows)", n)
+		return fmt.Errorf("no active entry (%d rows): %w", n, errStale)
 	}
 	return nil
 }
