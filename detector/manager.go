@@ -62,6 +62,9 @@ type Manager struct {
 	active   *activeSet
 	scores   scoreboard
 	restored bool // Restore has run
+	// stale: a write failed and the active set may be ahead of the store
+	// until rebuild reloads it; decisions are refused meanwhile.
+	stale bool
 
 	serverMemory time.Duration
 
@@ -212,6 +215,10 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		m.mu.Unlock()
 		return domain.Blackhole{}, 0, err
 	}
+	if m.stale {
+		m.mu.Unlock()
+		return domain.Blackhole{}, 0, errRecovering
+	}
 	p := req.Prefix
 	now := m.now().UTC()
 	expires := now.Add(ttl)
@@ -302,6 +309,10 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 	}
 	p := req.Prefix
 	m.mu.Lock()
+	if m.stale {
+		m.mu.Unlock()
+		return domain.Blackhole{}, errRecovering
+	}
 	b, ok := m.active.get(p)
 	if !ok {
 		m.mu.Unlock()
@@ -525,10 +536,18 @@ func (m *Manager) expireDue() {
 	m.waitAll(waits)
 }
 
+// errRecovering refuses decisions between a failed write and the rebuild
+// that reloads the store: until then the active set may hold entries that
+// are not durable (or lack ones that are).
+var errRecovering = fmt.Errorf("%w: recovering from a failed write: try again", domain.ErrStoreUnavailable)
+
 // writeFailed handles a failed store write: memory may now be ahead of the
 // store, so Run rebuilds the state from the store and re-syncs BGP.
 func (m *Manager) writeFailed(err error) {
 	m.log.Error("store write failed; rebuilding state from the store", "err", err)
+	m.mu.Lock()
+	m.stale = true
+	m.mu.Unlock()
 	m.resync.Store(true)
 	poke(m.wake)
 }
@@ -550,6 +569,7 @@ func (m *Manager) rebuild(ctx context.Context) error {
 	if err := m.load(ctx); err != nil {
 		return errors.Join(barrier, fmt.Errorf("rebuilding state from the store: %w", err))
 	}
+	m.stale = false
 	m.cmu.Lock()
 	defer m.cmu.Unlock()
 	var cs []routeChange

@@ -2,6 +2,7 @@ package routertest
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -90,6 +91,28 @@ func (g *GoBGP) Count() (int, error) {
 		n += int(res.NumDestination)
 	}
 	return n, nil
+}
+
+// Prefixes returns the prefixes received, both families together, in no
+// particular order.
+func (g *GoBGP) Prefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range families {
+		var bad error
+		err := g.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f},
+			func(d *api.Destination) {
+				p, err := netip.ParsePrefix(d.Prefix)
+				if err != nil {
+					bad = err
+					return
+				}
+				out = append(out, p)
+			})
+		if err = errors.Join(err, bad); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // quietLogger drops GoBGP's logs: the peer is scaffolding, not under test.
