@@ -211,21 +211,40 @@ func TestDiskFullRecovers(t *testing.T) {
 		}
 		return out
 	}
+	// Every entry an Add or Detected acknowledged (prefix, creation and
+	// expiry): the only ones a watcher may hear of.
+	type entryKey struct {
+		p                netip.Prefix
+		created, expires int64
+	}
+	keyOf := func(b domain.Blackhole) entryKey {
+		return entryKey{b.Prefix, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()}
+	}
+	var ackMu sync.Mutex
+	ackedEntries := map[entryKey]bool{}
+	ack := func(b domain.Blackhole, err error) error {
+		if err == nil {
+			ackMu.Lock()
+			ackedEntries[keyOf(b)] = true
+			ackMu.Unlock()
+		}
+		return err
+	}
 	addRemove := func(r *rand.Rand, p netip.Prefix, present bool) (bool, bool, error) {
 		if present && r.IntN(2) == 0 {
 			_, err := m.Remove(ctx, RemoveRequest{Prefix: p, Actor: "noc", Reason: "done"})
 			return false, false, err
 		}
-		_, _, err := m.Add(ctx, Request{Prefix: p, Origin: "operator:noc", Actor: "noc", Reason: "attack"})
-		return true, false, err
+		b, _, err := m.Add(ctx, Request{Prefix: p, Origin: "operator:noc", Actor: "noc", Reason: "attack"})
+		return true, false, ack(b, err)
 	}
 	shortLived := func(r *rand.Rand, p netip.Prefix, present bool) (bool, bool, error) {
 		if present {
 			return true, false, nil // not reached: short entries are never "present"
 		}
-		_, _, err := m.Add(ctx, Request{Prefix: p, TTL: 500 * time.Millisecond, HasTTL: true,
+		b, _, err := m.Add(ctx, Request{Prefix: p, TTL: 500 * time.Millisecond, HasTTL: true,
 			Origin: "operator:noc", Actor: "noc", Reason: "short"})
-		return true, true, err
+		return true, true, ack(b, err)
 	}
 	detect := func(r *rand.Rand, p netip.Prefix, present bool) (bool, bool, error) {
 		if present && r.IntN(2) == 0 {
@@ -238,6 +257,9 @@ func TestDiskFullRecovers(t *testing.T) {
 		b, err := m.Detected(ctx, ev, time.Hour)
 		if err == nil && b == nil {
 			return false, false, errors.New("Detected acknowledged without a blackhole")
+		}
+		if err == nil {
+			ack(*b, nil)
 		}
 		return true, false, err
 	}
@@ -342,14 +364,26 @@ func TestDiskFullRecovers(t *testing.T) {
 
 	stopWatch()
 	<-watchDone
+	heardUnacked := 0
 	for _, ev := range heard {
+		if ev.Actor == "resync" {
+			// Only a write that failed yet was durable would need one.
+			t.Errorf("the watcher heard a resync event: %+v", ev)
+		}
 		switch ev.Type {
 		case EventAdded, EventExtended:
+			if !ackedEntries[keyOf(ev.Blackhole)] {
+				heardUnacked++
+			}
 			watched[ev.Blackhole.Prefix] = true
 		case EventRemoved, EventExpired:
 			delete(watched, ev.Blackhole.Prefix)
 		}
 	}
+	if heardUnacked > 0 {
+		t.Errorf("the watcher heard of %d entries no Add acknowledged", heardUnacked)
+	}
+	t.Logf("the watcher heard %d events", len(heard))
 	if w := sortedPrefixes(watched); !slices.Equal(w, wantList) {
 		t.Errorf("the watcher's replay holds %d entries, want %d:\nmissing %v\nextra %v", len(w), len(wantList),
 			minus(wantList, w), minus(w, wantList))
