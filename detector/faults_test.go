@@ -94,16 +94,28 @@ func TestDiskFullRecovers(t *testing.T) {
 	dir := smallTmpfs(t, 8<<20)
 	ctx := context.Background()
 
-	local, remote := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	local, remote, birdAddr := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	localPort := testkit.FreePort(t, local)
 	peer := routertest.StartGoBGP(t, routertest.GoBGPConfig{LocalAddr: remote, LocalASN: 64501, PeerAddr: local, PeerASN: 64500})
+	neighbors := []bgp.Neighbor{{Address: remote, ASN: 64501, Role: bgp.RoleBorder, Port: uint16(peer.Port())}}
+	// A real BIRD too, where it is installed (CI: always; StartBIRD fails
+	// there without it).
+	var bird *routertest.BIRD
+	if _, err := exec.LookPath(routertest.BIRDPath); err == nil || os.Getenv("CI") != "" {
+		bird = routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: birdAddr, LocalASN: 64502,
+			PeerAddr: local, PeerPort: localPort, PeerASN: 64500, Passive: true})
+		neighbors = append(neighbors, bgp.Neighbor{Address: birdAddr, ASN: 64502, Role: bgp.RoleBorder, Port: uint16(bird.Port())})
+	} else {
+		t.Logf("%s not found: checking the GoBGP peer only", routertest.BIRDPath)
+	}
 	db, err := store.Open(filepath.Join(dir, "rtbhd.db"), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sp, err := bgp.New(bgp.Config{ASN: 64500, RouterID: netip.MustParseAddr("192.0.2.254"),
-		ListenAddress: local.String(), ListenPort: testkit.FreePort(t, local),
+		ListenAddress: local.String(), ListenPort: localPort,
 		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1"),
-		Neighbors: []bgp.Neighbor{{Address: remote, ASN: 64501, Role: bgp.RoleBorder, Port: uint16(peer.Port())}}}, quiet, nil)
+		Neighbors: neighbors}, quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +141,9 @@ func TestDiskFullRecovers(t *testing.T) {
 		db.Close()
 	})
 	testkit.WaitFor(t, 20*time.Second, "session to the GoBGP peer", peer.Established)
+	if bird != nil {
+		bird.WaitEstablished(20 * time.Second)
+	}
 
 	// A watcher from the start: its snapshot plus events must end at the
 	// final set, and it must never hear of an add that was refused.
@@ -361,6 +376,24 @@ func TestDiskFullRecovers(t *testing.T) {
 		slices.SortFunc(ann, netip.Prefix.Compare)
 		return slices.Equal(ps, wantList) && slices.Equal(ann, wantList)
 	})
+	if bird != nil {
+		var got []netip.Prefix
+		testkit.WaitFor(t, 10*time.Second, "BIRD to hold the acknowledged set", testkit.AtMostEvery(200*time.Millisecond, func() bool {
+			got = got[:0]
+			for _, f := range []routertest.Family{routertest.IPv4, routertest.IPv6} {
+				rs, err := bird.Routes(f)
+				if err != nil {
+					return false
+				}
+				for _, r := range rs {
+					got = append(got, r.Prefix)
+				}
+			}
+			slices.SortFunc(got, netip.Prefix.Compare)
+			return slices.Equal(got, wantList)
+		}))
+		t.Logf("BIRD holds the %d acknowledged routes", len(got))
+	}
 
 	stopWatch()
 	<-watchDone
