@@ -14,7 +14,11 @@ import (
 //
 //   - Submit queues w and returns a function that waits for its outcome
 //     (called exactly once). Writes are applied in the order they were
-//     submitted, each atomically; a nil outcome means w is durable.
+//     submitted, each atomically; a nil outcome means w is durable, an
+//     error that nothing of w is. An error that may pass (disk full, I/O
+//     error, lock timeout, closed store, or a write that does not fit the
+//     stored state after an earlier failure) is
+//     domain.ErrStoreUnavailable (errors.Is).
 //   - ActiveBlackholes returns every entry not ended when last written,
 //     including those whose expires_at has passed (the Manager expires them).
 type Store interface {

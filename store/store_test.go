@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -256,5 +259,74 @@ func TestOddPathsAndAgents(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the store is not at the odd path: %v", err)
+	}
+}
+
+// TestDiskFullIsUnavailable: a write on a full disk fails as
+// domain.ErrStoreUnavailable with SQLite's reason, nothing of it is
+// stored, and the same write succeeds once space is back. Needs root for
+// the small tmpfs (CI runs as root).
+func TestDiskFullIsUnavailable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs for the disk-full fault (CI runs the tests as root)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v: %s", dir, err, out)
+		}
+	})
+	db := openTest(t, filepath.Join(dir, "rtbh.db"))
+	ballast := filepath.Join(dir, "ballast")
+	f, err := os.Create(ballast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 64 << 10; n > 0; n /= 2 {
+		for {
+			if _, err := f.Write(make([]byte, n)); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+	exp := time.Now().Add(time.Hour).Round(0)
+	var err2 error
+	for i := range 200 { // the WAL may hold a few writes before it must grow
+		b := bh(fmt.Sprintf("198.51.100.%d/32", i), exp)
+		b.Reason = strings.Repeat("x", 900)
+		if err2 = db.Commit(&domain.Write{Op: domain.BlackholeInsert, At: time.Now(), Blackhole: b}); err2 != nil {
+			break
+		}
+	}
+	if !errors.Is(err2, domain.ErrStoreUnavailable) {
+		t.Fatalf("write on a full disk = %v, want domain.ErrStoreUnavailable", err2)
+	}
+	if got, want := err2.Error(), "store unavailable: database or disk is full: try again"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	before, err := db.ActiveBlackholes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	b := bh("203.0.113.1/32", exp)
+	if err := db.Commit(&domain.Write{Op: domain.BlackholeInsert, At: time.Now(), Blackhole: b}); err != nil {
+		t.Fatalf("write once space is back = %v", err)
+	}
+	after, err := db.ActiveBlackholes(context.Background())
+	if err != nil || len(after) != len(before)+1 {
+		t.Fatalf("after the space came back: %d entries (%v), want %d", len(after), err, len(before)+1)
+	}
+	// A write that does not fit the stored state (an earlier write failed)
+	// is unavailable too: the caller reloads and tries again.
+	err = db.Commit(&domain.Write{Op: domain.BlackholeEnd, At: time.Now(), Blackhole: bh("203.0.113.2/32", exp), EndReason: "removed"})
+	if !errors.Is(err, domain.ErrStoreUnavailable) {
+		t.Fatalf("ending an entry that is not stored = %v, want domain.ErrStoreUnavailable", err)
 	}
 }

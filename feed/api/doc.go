@@ -8,8 +8,10 @@
 // per client, and then handed to the Backend — the one decision path in
 // package detector — as a plain domain value carrying the caller's name as
 // Actor and, for partners, their prefixes as Scope. Backend refusals are
-// mapped to gRPC status codes by their detector.Kind; anything else is
-// logged and answered with INTERNAL without details.
+// mapped to gRPC status codes by their detector.Kind; a store write that
+// failed for a reason that may pass (domain.ErrStoreUnavailable: disk full,
+// I/O error, lock timeout) is UNAVAILABLE with the store's reason; anything
+// else is logged and answered with INTERNAL without details.
 //
 // Interceptor order (outermost first): metrics, logging, recovery, auth,
 // role check, rate limit. Reflection and health are exempt from the last
