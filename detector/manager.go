@@ -133,11 +133,11 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	if reg != nil {
 		if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rtbh_blackholes_active",
-			Help: "Active blackholes.",
+			Help: "Active blackholes (committed to the store).",
 		}, func() float64 {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			return float64(m.active.len())
+			m.cmu.Lock()
+			defer m.cmu.Unlock()
+			return float64(len(m.committed))
 		})); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
