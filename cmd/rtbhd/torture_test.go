@@ -208,6 +208,8 @@ func TestKill9Torture(t *testing.T) {
 		// under min_reporters 2) reports a fresh address; every other time
 		// the operator reports an address the partner reported, which
 		// blackholes it (origin reports).
+		// Reported addresses are fresh ones of the partner's 203.0.113.0/24: 250, about
+		// 27 rounds of reports; longer runs go on without them.
 		repRng := rand.New(rand.NewPCG(seeds[2], 3))
 		every(90*time.Millisecond, func() {
 			if nextReport < 250 {
