@@ -51,7 +51,7 @@ type Manager struct {
 	reports  ReportPolicy
 	active   *activeSet
 	watchers *watchers
-	scores   scoreboard
+	scores   *scoreboard
 	restored bool // Restore has run
 
 	serverMemory time.Duration
@@ -81,7 +81,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 		reports:      cfg.Reports,
 		active:       newActiveSet(),
 		watchers:     newWatchers(logger),
-		scores:       make(scoreboard),
+		scores:       newScoreboard(cfg.Reports.MaxTrackedAddresses),
 		wake:         make(chan struct{}, 1),
 		routeQ:       newRouteQueue(),
 	}
@@ -102,6 +102,26 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 		})); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
+		if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rtbh_reports_tracked_addresses",
+			Help: "Reported addresses whose scores are kept in memory (at most reports.max_tracked_addresses).",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(m.scores.len())
+		})); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+		if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rtbh_reports_evicted_addresses_total",
+			Help: "Reported addresses forgotten, least recently reported first, to keep within reports.max_tracked_addresses.",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(m.scores.evicted)
+		})); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -119,7 +139,7 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 	}
 	m.active.reset(active)
-	clear(m.scores)
+	m.scores.reset()
 	for _, r := range reps {
 		m.scores.mark(r.Address, r.Reporter, r.Trust, r.ObservedAt, r.Operator)
 	}
@@ -132,6 +152,7 @@ func (m *Manager) load(ctx context.Context) error {
 func (m *Manager) SetPolicy(p Policy, r ReportPolicy) {
 	m.mu.Lock()
 	m.policy, m.reports = p, r
+	m.scores.setMax(r.MaxTrackedAddresses)
 	waits := m.enforceNever()
 	m.mu.Unlock()
 	m.waitAll(waits)

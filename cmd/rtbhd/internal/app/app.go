@@ -543,7 +543,7 @@ func listenAddrs(listen string) []netip.Addr {
 
 func reportPolicy(cfg *config.Config) detector.ReportPolicy {
 	return detector.ReportPolicy{Window: cfg.Reports.Window, Threshold: cfg.Reports.Threshold, TTL: cfg.Reports.TTL,
-		MinReporters: cfg.Reports.MinReporters}
+		MinReporters: cfg.Reports.MinReporters, MaxTrackedAddresses: cfg.Reports.MaxTrackedAddresses}
 }
 
 func bgpConfig(cfg *config.Config) bgp.Config {
