@@ -21,6 +21,10 @@ type Config struct {
 	// ServerMemory is how long learned servers are remembered
 	// (detector.server_memory); 0 means DefaultServerMemory.
 	ServerMemory time.Duration
+	// Retention (store.retention): reports, evidence and audit rows older
+	// than this are deleted at start and every RetainEvery, except those of
+	// active blackholes; 0 keeps everything.
+	Retention time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -55,6 +59,7 @@ type Manager struct {
 	restored bool // Restore has run
 
 	serverMemory time.Duration
+	retention    time.Duration // guarded by mu
 
 	wake   chan struct{} // the earliest expiry may have changed, or a resync is due
 	routeQ *routeQueue
@@ -73,6 +78,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	}
 	m := &Manager{
 		serverMemory: cfg.ServerMemory,
+		retention:    cfg.Retention,
 		log:          logger,
 		db:           db,
 		routes:       routes,
@@ -382,6 +388,7 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { m.routeQ.run(ctx, m.routes, m.log) })
+	wg.Go(func() { m.retain(ctx) })
 	defer wg.Wait()
 
 	timer := time.NewTimer(time.Hour)

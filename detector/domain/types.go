@@ -121,3 +121,6 @@ type AgentRate struct {
 	SamplingRate uint32
 	SeenAt       time.Time
 }
+
+// Pruned counts the rows a retention pass deleted (store.retention).
+type Pruned struct{ Reports, Evidence, Audit int64 }

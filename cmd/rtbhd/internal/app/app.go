@@ -100,7 +100,8 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.speaker, err = bgp.New(bgpConfig(cfg), logger.With("component", "bgp"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring bgp: %w", err)
 	}
-	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg), ServerMemory: cfg.Detector.ServerMemory},
+	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg), ServerMemory: cfg.Detector.ServerMemory,
+		Retention: cfg.Store.Retention},
 		a.db, a.speaker, logger.With("component", "decide"), a.reg); err != nil {
 		return nil, err
 	}
@@ -446,6 +447,7 @@ func (a *App) reload(ctx context.Context) {
 	var errs []error
 	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
 	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
+	a.manager.SetRetention(cfg.Store.Retention)
 	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
 	fc := fanoutConfig(cfg)
 	if err := a.engine.Reconfigure(fc); err != nil {
