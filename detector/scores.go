@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"container/list"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,15 +20,23 @@ import (
 // the window's reports). It is not safe for concurrent use: the Manager's
 // mutex guards it.
 type scoreboard struct {
-	max     int
-	addrs   map[netip.Addr]*list.Element // of *tracked
-	lru     list.List                    // front: most recently reported
-	evicted uint64                       // addresses forgotten for max
+	max        int
+	addrs      map[netip.Addr]int32 // address -> index in ents
+	ents       []scoreEntry
+	free       []int32 // unused indices of ents
+	head, tail int32   // LRU: head is the most recently reported; -1 = none
+	evicted    uint64  // addresses forgotten for max
 }
 
-type tracked struct {
-	addr netip.Addr
-	rs   map[string]reportMark
+// scoreEntry is one tracked address. Most addresses have one reporter: it
+// is kept inline, further ones in more. Entries live in one slice linked by
+// index (no allocation per address beyond the map's), about 100 bytes each.
+type scoreEntry struct {
+	addr       netip.Addr
+	prev, next int32
+	reporter   string // "" = the entry is unused
+	mark       reportMark
+	more       map[string]reportMark
 }
 
 type reportMark struct {
@@ -39,15 +46,13 @@ type reportMark struct {
 }
 
 func newScoreboard(max int) *scoreboard {
-	s := &scoreboard{max: max, addrs: make(map[netip.Addr]*list.Element)}
-	s.lru.Init()
-	return s
+	return &scoreboard{max: max, addrs: make(map[netip.Addr]int32), head: -1, tail: -1}
 }
 
 // reset forgets every address.
 func (s *scoreboard) reset() {
 	clear(s.addrs)
-	s.lru.Init()
+	s.ents, s.free, s.head, s.tail = s.ents[:0], s.free[:0], -1, -1
 }
 
 // len is the number of tracked addresses.
@@ -62,35 +67,93 @@ func (s *scoreboard) setMax(max int) {
 
 func (s *scoreboard) evict() {
 	for s.max > 0 && len(s.addrs) > s.max {
-		e := s.lru.Back()
-		s.lru.Remove(e)
-		delete(s.addrs, e.Value.(*tracked).addr)
+		s.drop(s.tail)
 		s.evicted++
 	}
 }
 
-// get returns a's reports, nil if a is not tracked.
-func (s *scoreboard) get(a netip.Addr) map[string]reportMark {
-	if e := s.addrs[a]; e != nil {
-		return e.Value.(*tracked).rs
+func (s *scoreboard) unlink(i int32) {
+	e := &s.ents[i]
+	if e.prev >= 0 {
+		s.ents[e.prev].next = e.next
+	} else {
+		s.head = e.next
 	}
-	return nil
+	if e.next >= 0 {
+		s.ents[e.next].prev = e.prev
+	} else {
+		s.tail = e.prev
+	}
+	e.prev, e.next = -1, -1
+}
+
+func (s *scoreboard) pushFront(i int32) {
+	e := &s.ents[i]
+	e.prev, e.next = -1, s.head
+	if s.head >= 0 {
+		s.ents[s.head].prev = i
+	}
+	s.head = i
+	if s.tail < 0 {
+		s.tail = i
+	}
+}
+
+// drop forgets the address of entry i.
+func (s *scoreboard) drop(i int32) {
+	s.unlink(i)
+	delete(s.addrs, s.ents[i].addr)
+	s.ents[i] = scoreEntry{}
+	s.free = append(s.free, i)
+}
+
+// each calls f for every reporter of a.
+func (s *scoreboard) each(a netip.Addr, f func(name string, r reportMark)) {
+	i, ok := s.addrs[a]
+	if !ok {
+		return
+	}
+	e := &s.ents[i]
+	f(e.reporter, e.mark)
+	for name, r := range e.more {
+		f(name, r)
+	}
 }
 
 // mark remembers the newest report of reporter about a and makes a the
 // most recently reported address.
 func (s *scoreboard) mark(a netip.Addr, reporter string, trust float64, at time.Time, operator bool) {
-	e := s.addrs[a]
-	if e == nil {
-		e = s.lru.PushFront(&tracked{addr: a, rs: make(map[string]reportMark, 1)})
-		s.addrs[a] = e
+	m := reportMark{trust: trust, at: at, operator: operator}
+	i, ok := s.addrs[a]
+	if !ok {
+		if n := len(s.free); n > 0 {
+			i, s.free = s.free[n-1], s.free[:n-1]
+		} else {
+			s.ents = append(s.ents, scoreEntry{})
+			i = int32(len(s.ents) - 1)
+		}
+		s.ents[i] = scoreEntry{addr: a, reporter: reporter, mark: m}
+		s.addrs[a] = i
+		s.pushFront(i)
 		s.evict()
-	} else {
-		s.lru.MoveToFront(e)
+		return
 	}
-	rs := e.Value.(*tracked).rs
-	if old, ok := rs[reporter]; !ok || at.After(old.at) {
-		rs[reporter] = reportMark{trust: trust, at: at, operator: operator}
+	if s.head != i {
+		s.unlink(i)
+		s.pushFront(i)
+	}
+	e := &s.ents[i]
+	if e.reporter == reporter {
+		if at.After(e.mark.at) {
+			e.mark = m
+		}
+		return
+	}
+	if old, ok := e.more[reporter]; !ok || at.After(old.at) {
+		if e.more == nil {
+			e.more = make(map[string]reportMark, 1)
+		}
+		e.more[reporter] = m
 	}
 }
 
@@ -98,23 +161,23 @@ func (s *scoreboard) mark(a netip.Addr, reporter string, trust float64, at time.
 // window of now.
 func (s *scoreboard) score(a netip.Addr, now time.Time, window time.Duration) float64 {
 	var sum float64
-	for _, r := range s.get(a) {
+	s.each(a, func(_ string, r reportMark) {
 		if now.Sub(r.at) <= window {
 			sum += r.trust
 		}
-	}
+	})
 	return sum
 }
 
 // reporters names, sorted, the reporters that count in a's score, and
 // whether one of them is an operator.
 func (s *scoreboard) reporters(a netip.Addr, now time.Time, window time.Duration) (names []string, operator bool) {
-	for name, r := range s.get(a) {
+	s.each(a, func(name string, r reportMark) {
 		if now.Sub(r.at) <= window {
 			names = append(names, name)
 			operator = operator || r.operator
 		}
-	}
+	})
 	slices.Sort(names)
 	return names, operator
 }
@@ -122,27 +185,38 @@ func (s *scoreboard) reporters(a netip.Addr, now time.Time, window time.Duration
 // parts returns the reporters that count in a's score with their trust.
 func (s *scoreboard) parts(a netip.Addr, now time.Time, window time.Duration) []domain.ScorePart {
 	var out []domain.ScorePart
-	for name, r := range s.get(a) {
+	s.each(a, func(name string, r reportMark) {
 		if now.Sub(r.at) <= window {
 			out = append(out, domain.ScorePart{Reporter: name, Trust: r.trust, ObservedAt: r.at})
 		}
-	}
+	})
 	slices.SortFunc(out, func(x, y domain.ScorePart) int { return strings.Compare(x.Reporter, y.Reporter) })
 	return out
 }
 
 // prune forgets reports that fell out of the window.
 func (s *scoreboard) prune(now time.Time, window time.Duration) {
-	for a, e := range s.addrs {
-		rs := e.Value.(*tracked).rs
-		for name, r := range rs {
+	for _, i := range s.addrs {
+		e := &s.ents[i]
+		for name, r := range e.more {
 			if now.Sub(r.at) > window {
-				delete(rs, name)
+				delete(e.more, name)
 			}
 		}
-		if len(rs) == 0 {
-			s.lru.Remove(e)
-			delete(s.addrs, a)
+		if now.Sub(e.mark.at) > window {
+			// Promote a remaining reporter inline, or forget the address.
+			if len(e.more) == 0 {
+				s.drop(i)
+				continue
+			}
+			for name, r := range e.more {
+				e.reporter, e.mark = name, r
+				delete(e.more, name)
+				break
+			}
+		}
+		if len(e.more) == 0 {
+			e.more = nil
 		}
 	}
 }

@@ -33,8 +33,20 @@ func TestScoreboardEvictsLeastRecentlyReported(t *testing.T) {
 		t.Fatalf("after setMax(1): len %d, score of the newest %v", s.len(), s.score(a(4), now, time.Hour))
 	}
 	s.prune(now.Add(2*time.Hour), time.Hour)
-	if s.len() != 0 || s.lru.Len() != 0 {
-		t.Fatalf("after prune: len %d, list %d", s.len(), s.lru.Len())
+	if s.len() != 0 || s.head != -1 || s.tail != -1 || len(s.free) != len(s.ents) {
+		t.Fatalf("after prune: len %d, head %d, tail %d, %d of %d entries free", s.len(), s.head, s.tail, len(s.free), len(s.ents))
+	}
+	// Pruning the inline reporter keeps a newer second one.
+	s.setMax(0)
+	s.mark(a(5), "isp-a", 0.5, now.Add(-2*time.Hour), false)
+	s.mark(a(5), "isp-b", 0.25, now, true)
+	s.prune(now, time.Hour)
+	if names, op := s.reporters(a(5), now, time.Hour); len(names) != 1 || names[0] != "isp-b" || !op || s.score(a(5), now, time.Hour) != 0.25 {
+		t.Fatalf("after pruning the first reporter: reporters %v, operator %v, score %v", names, op, s.score(a(5), now, time.Hour))
+	}
+	s.reset()
+	if s.len() != 0 || s.head != -1 {
+		t.Fatalf("after reset: len %d, head %d", s.len(), s.head)
 	}
 	unbounded := newScoreboard(0)
 	for i := range 1000 {
