@@ -3,8 +3,10 @@ package detector
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -98,5 +100,81 @@ func TestManagerMaxTrackedAddresses(t *testing.T) {
 	}
 	if s := f.m.Score(first); s != 0.5 {
 		t.Fatalf("the most recently reported address was evicted (score %v)", s)
+	}
+}
+
+// The scoreboard agrees with a plain model (a map and a recency list) over
+// random marks, prunes and bound changes.
+func TestScoreboardMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	type model struct {
+		marks map[netip.Addr]map[string]reportMark
+		order []netip.Addr // least recent first
+	}
+	md := model{marks: map[netip.Addr]map[string]reportMark{}}
+	touch := func(a netip.Addr) {
+		md.order = slices.DeleteFunc(md.order, func(x netip.Addr) bool { return x == a })
+		md.order = append(md.order, a)
+	}
+	max := 20
+	s := newScoreboard(max)
+	evictModel := func() {
+		for max > 0 && len(md.order) > max {
+			delete(md.marks, md.order[0])
+			md.order = md.order[1:]
+		}
+	}
+	reporters := []string{"isp-a", "isp-b", "noc"}
+	for step := range 20000 {
+		a := netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(50))})
+		switch op := rng.IntN(100); {
+		case op < 90:
+			who := reporters[rng.IntN(len(reporters))]
+			at := now.Add(-time.Duration(rng.IntN(120)) * time.Minute)
+			s.mark(a, who, 0.25, at, who == "noc")
+			rs := md.marks[a]
+			if rs == nil {
+				rs = map[string]reportMark{}
+				md.marks[a] = rs
+			}
+			if old, ok := rs[who]; !ok || at.After(old.at) {
+				rs[who] = reportMark{trust: 0.25, at: at, operator: who == "noc"}
+			}
+			touch(a)
+			evictModel()
+		case op < 95:
+			s.prune(now, time.Hour)
+			for x, rs := range md.marks {
+				for who, r := range rs {
+					if now.Sub(r.at) > time.Hour {
+						delete(rs, who)
+					}
+				}
+				if len(rs) == 0 {
+					delete(md.marks, x)
+					md.order = slices.DeleteFunc(md.order, func(y netip.Addr) bool { return y == x })
+				}
+			}
+		default:
+			max = rng.IntN(30)
+			s.setMax(max)
+			evictModel()
+		}
+		if s.len() != len(md.marks) {
+			t.Fatalf("step %d: tracked %d, model %d", step, s.len(), len(md.marks))
+		}
+		for i := range 50 {
+			x := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
+			var want float64
+			for _, r := range md.marks[x] {
+				if now.Sub(r.at) <= 2*time.Hour {
+					want += r.trust
+				}
+			}
+			if got := s.score(x, now, 2*time.Hour); got != want {
+				t.Fatalf("step %d: score(%s) = %v, model %v", step, x, got, want)
+			}
+		}
 	}
 }
