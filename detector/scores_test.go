@@ -101,6 +101,18 @@ func TestManagerMaxTrackedAddresses(t *testing.T) {
 	if s := f.m.Score(first); s != 0.5 {
 		t.Fatalf("the most recently reported address was evicted (score %v)", s)
 	}
+	// A restart reloads the window's reports oldest first, within the
+	// bound: the most recently observed addresses are the ones kept.
+	f.close()
+	f2 := newFixture(t, f.path, testPolicy(), rp)
+	if n := f2.m.trackedAddresses(); n != 10 {
+		t.Fatalf("after a restart with the bound at 10: tracked %d", n)
+	}
+	// Replaying in order evicts first's older report again, as it was
+	// while running: the restart reproduces the running score.
+	if s := f2.m.Score(first); s != 0.5 {
+		t.Fatalf("after a restart, the most recently reported address scores %v, want 0.5 as before it", s)
+	}
 }
 
 // The scoreboard agrees with a plain model (a map and a recency list) over
