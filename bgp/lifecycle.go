@@ -147,6 +147,40 @@ func samePolicy(a, b *Neighbor) bool {
 		slices.Equal(a.LargeCommunities, b.LargeCommunities)
 }
 
+// CheckReconfigure reports whether Reconfigure would refuse cfg (an
+// invalid config, or a change that needs a restart) without changing
+// anything: a reload checks every component first and applies none of it
+// when one refuses. Reconfigure can still fail afterwards where GoBGP
+// refuses a call.
+func (s *Speaker) CheckReconfigure(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("validating bgp config: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refuses(&cfg)
+}
+
+// refuses is Reconfigure's refusals of a validated cfg; s.mu must be held.
+func (s *Speaker) refuses(cfg *Config) error {
+	if s.closed {
+		return errors.New("reconfiguring: bgp speaker closed")
+	}
+	old := s.cfg
+	if cfg.ASN != old.ASN || cfg.RouterID != old.RouterID || cfg.ListenAddress != old.ListenAddress ||
+		cfg.listenPort() != old.listenPort() || cfg.GracefulRestart != old.GracefulRestart ||
+		cfg.restartTime() != old.restartTime() || cfg.LongLivedStaleTime != old.LongLivedStaleTime {
+		return errors.New("reconfiguring bgp: asn, router_id, listen_address, listen_port, graceful_restart, " +
+			"graceful_restart_time and long_lived_stale_time need a restart")
+	}
+	if cfg.NextHopV4 != old.NextHopV4 || cfg.NextHopV6 != old.NextHopV6 {
+		if _, err := newPathBuilder(cfg.NextHopV4, cfg.NextHopV6); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Reconfigure applies a new configuration without dropping sessions:
 // changed own prefixes, communities, roles and max_routes are applied by a
 // policy rewrite (neighbors whose communities changed get their routes
@@ -162,16 +196,10 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	cfg = cloneConfig(cfg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("reconfiguring: bgp speaker closed")
+	if err := s.refuses(&cfg); err != nil {
+		return err
 	}
 	old := s.cfg
-	if cfg.ASN != old.ASN || cfg.RouterID != old.RouterID || cfg.ListenAddress != old.ListenAddress ||
-		cfg.listenPort() != old.listenPort() || cfg.GracefulRestart != old.GracefulRestart ||
-		cfg.restartTime() != old.restartTime() || cfg.LongLivedStaleTime != old.LongLivedStaleTime {
-		return errors.New("reconfiguring bgp: asn, router_id, listen_address, listen_port, graceful_restart, " +
-			"graceful_restart_time and long_lived_stale_time need a restart")
-	}
 	oldByAddr := make(map[netip.Addr]*Neighbor, len(old.Neighbors))
 	for i := range old.Neighbors {
 		oldByAddr[old.Neighbors[i].Address] = &old.Neighbors[i]

@@ -23,6 +23,10 @@ type Config struct {
 	// ServerMemory is how long learned servers are remembered
 	// (detector.server_memory); 0 means DefaultServerMemory.
 	ServerMemory time.Duration
+	// Retention (store.retention): reports, evidence and audit rows older
+	// than this are deleted at start and every RetainEvery, except those of
+	// active blackholes; 0 keeps everything.
+	Retention time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -60,13 +64,14 @@ type Manager struct {
 	policy   Policy
 	reports  ReportPolicy
 	active   *activeSet
-	scores   scoreboard
+	scores   *scoreboard
 	restored bool // Restore has run
 	// stale: a write failed and the active set may be ahead of the store
 	// until rebuild reloads it; decisions are refused meanwhile.
 	stale bool
 
 	serverMemory time.Duration
+	retention    time.Duration // guarded by mu
 
 	wake   chan struct{} // the earliest expiry may have changed, or a resync is due
 	routeQ *routeQueue
@@ -108,6 +113,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	}
 	m := &Manager{
 		serverMemory: cfg.ServerMemory,
+		retention:    cfg.Retention,
 		log:          logger,
 		db:           db,
 		routes:       routes,
@@ -116,7 +122,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 		reports:      cfg.Reports,
 		active:       newActiveSet(),
 		watchers:     newWatchers(logger),
-		scores:       make(scoreboard),
+		scores:       newScoreboard(cfg.Reports.MaxTrackedAddresses),
 		wake:         make(chan struct{}, 1),
 		routeQ:       newRouteQueue(),
 	}
@@ -141,6 +147,26 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 		})); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
+		if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rtbh_reports_tracked_addresses",
+			Help: "Reported addresses whose scores are kept in memory (at most reports.max_tracked_addresses).",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(m.scores.len())
+		})); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+		if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rtbh_reports_evicted_addresses_total",
+			Help: "Reported addresses forgotten, least recently reported first, to keep within reports.max_tracked_addresses.",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(m.scores.evicted)
+		})); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -158,7 +184,7 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 	}
 	m.active.reset(active)
-	clear(m.scores)
+	m.scores.reset()
 	for _, r := range reps {
 		m.scores.mark(r.Address, r.Reporter, r.Trust, r.ObservedAt, r.Operator)
 	}
@@ -171,6 +197,7 @@ func (m *Manager) load(ctx context.Context) error {
 func (m *Manager) SetPolicy(p Policy, r ReportPolicy) {
 	m.mu.Lock()
 	m.policy, m.reports = p, r
+	m.scores.setMax(r.MaxTrackedAddresses)
 	waits := m.enforceNever()
 	m.mu.Unlock()
 	m.waitAll(waits)
@@ -473,6 +500,7 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { m.routeQ.run(ctx, m.routes, m.log) })
+	wg.Go(func() { m.retain(ctx) })
 	defer wg.Wait()
 
 	timer := time.NewTimer(time.Hour)

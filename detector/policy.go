@@ -32,6 +32,11 @@ type ReportPolicy struct {
 	// together (reports.min_reporters); one operator report suffices
 	// alone. 0 or 1: any reporter alone.
 	MinReporters int
+	// MaxTrackedAddresses bounds the addresses whose scores are kept in
+	// memory (reports.max_tracked_addresses); beyond it the least recently
+	// reported address is forgotten: its reports stay in the store but no
+	// longer count until it is reported again. 0: no bound.
+	MaxTrackedAddresses int
 }
 
 // checkAdd is the policy check of an add: a pure function of the policy and

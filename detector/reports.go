@@ -211,3 +211,10 @@ func (m *Manager) Offender(ctx context.Context, a netip.Addr) (domain.Offender, 
 func (m *Manager) Offenders(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error) {
 	return m.db.RecentEvidence(ctx, shadowOnly, limit)
 }
+
+// trackedAddresses is how many reported addresses have scores in memory.
+func (m *Manager) trackedAddresses() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scores.len()
+}

@@ -21,6 +21,9 @@ import (
 //     domain.ErrStoreUnavailable (errors.Is).
 //   - ActiveBlackholes returns every entry not ended when last written,
 //     including those whose expires_at has passed (the Manager expires them).
+//   - Prune deletes reports, evidence and audit rows older than before, in
+//     batches of at most batch rows, keeping the rows of active blackholes
+//     (store.retention).
 type Store interface {
 	Submit(w *domain.Write) func() error
 	ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error)
@@ -29,6 +32,7 @@ type Store interface {
 	Offender(ctx context.Context, addr netip.Addr, limit int) (domain.Offender, error)
 	RecentEvidence(ctx context.Context, shadowOnly bool, limit int) ([]domain.Evidence, error)
 	Servers(ctx context.Context, since time.Time) ([]domain.Server, error)
+	Prune(ctx context.Context, before time.Time, batch int) (domain.Pruned, error)
 }
 
 // commit submits w and waits until it is durable.

@@ -258,6 +258,8 @@ var migrations = []string{
 		sampling_rate INTEGER NOT NULL,
 		seen_at       INTEGER NOT NULL
 	);`,
+	// 4: store.retention deletes audit rows by age.
+	`CREATE INDEX audit_at ON audit(at);`,
 }
 
 func migrate(db *sql.DB) error {
@@ -787,4 +789,66 @@ func splitAddrs(s string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// PruneBatch is how many rows one retention DELETE removes at most: each
+// batch is its own short transaction, so report and blackhole writes wait
+// for at most one batch.
+const PruneBatch = 5000
+
+// The retention deletes (store.retention), one batch each. A row is kept
+// while an active blackhole has its prefix (audit) or its address's host
+// prefix (reports, evidence); rows about an address inside a wider active
+// prefix are not kept for it.
+const (
+	sqlPruneReports = `DELETE FROM reports WHERE id IN (
+		SELECT r.id FROM reports r WHERE r.observed_at < ? AND NOT EXISTS (
+			SELECT 1 FROM blackholes b WHERE b.ended_at IS NULL AND b.prefix IN (r.address || '/32', r.address || '/128'))
+		LIMIT ?)`
+	sqlPruneEvidence = `DELETE FROM evidence WHERE id IN (
+		SELECT e.id FROM evidence e WHERE e.recorded_at < ? AND NOT EXISTS (
+			SELECT 1 FROM blackholes b WHERE b.ended_at IS NULL AND b.prefix IN (e.address || '/32', e.address || '/128'))
+		LIMIT ?)`
+	sqlPruneAudit = `DELETE FROM audit WHERE id IN (
+		SELECT a.id FROM audit a WHERE a.at < ? AND NOT EXISTS (
+			SELECT 1 FROM blackholes b WHERE b.ended_at IS NULL AND b.prefix = a.prefix)
+		LIMIT ?)`
+)
+
+// Prune deletes the reports observed, evidence recorded and audit rows
+// written before before, in batches of at most batch rows (PruneBatch if
+// batch <= 0), keeping the rows of active blackholes. It stops at the
+// first error or when ctx ends, returning what it deleted so far; a later
+// call continues.
+func (db *DB) Prune(ctx context.Context, before time.Time, batch int) (domain.Pruned, error) {
+	if batch <= 0 {
+		batch = PruneBatch
+	}
+	var n domain.Pruned
+	cut := before.UnixNano()
+	for _, t := range []struct {
+		name  string
+		query string
+		count *int64
+	}{
+		{"reports", sqlPruneReports, &n.Reports},
+		{"evidence", sqlPruneEvidence, &n.Evidence},
+		{"audit", sqlPruneAudit, &n.Audit},
+	} {
+		for {
+			res, err := db.w.ExecContext(ctx, t.query, cut, batch)
+			if err != nil {
+				return n, fmt.Errorf("pruning %s: %w", t.name, err)
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return n, fmt.Errorf("pruning %s: %w", t.name, err)
+			}
+			*t.count += k
+			if k < int64(batch) {
+				break
+			}
+		}
+	}
+	return n, nil
 }

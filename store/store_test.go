@@ -330,3 +330,29 @@ func TestDiskFullIsUnavailable(t *testing.T) {
 		t.Fatalf("ending an entry that is not stored = %v, want domain.ErrStoreUnavailable", err)
 	}
 }
+
+// Prune deletes in batches of at most batch rows until nothing old is left.
+func TestPruneBatches(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	now := time.Now().UTC()
+	var reps []domain.Report
+	for i := range 7 {
+		at := now.Add(-48 * time.Hour)
+		if i == 6 {
+			at = now
+		}
+		reps = append(reps, domain.Report{Address: netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), Reporter: "isp-b",
+			Trust: 0.5, Kind: "spam", Count: 1, ObservedAt: at, ReceivedAt: at})
+	}
+	if err := db.Commit(&domain.Write{At: now, Reports: reps}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.Prune(ctx, now.Add(-24*time.Hour), 2)
+	if err != nil || n.Reports != 6 {
+		t.Fatalf("Prune = %+v, %v; want 6 reports", n, err)
+	}
+	if left, _ := db.CountReports(ctx); left != 1 {
+		t.Fatalf("%d reports left, want 1 (the new one)", left)
+	}
+}

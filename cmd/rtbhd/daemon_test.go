@@ -87,6 +87,7 @@ type daemonConfig struct {
 	Rules       string
 	LogLevel    string // rtbhd --log-level; "" = debug
 	Never       string // policy.never_blackhole items; "" = "198.51.100.53"
+	MaxTracked  int    // reports.max_tracked_addresses; 0 = the default
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`store:
@@ -120,6 +121,9 @@ reports:
   window: 24h
   threshold: {{.Threshold}}
   ttl: 6h
+{{- if .MaxTracked}}
+  max_tracked_addresses: {{.MaxTracked}}
+{{- end}}
 api:
   listen: 127.0.0.1:{{.APIPort}}
   clients:

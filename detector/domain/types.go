@@ -129,3 +129,6 @@ type AgentRate struct {
 // that errors.Is(err, ErrStoreUnavailable) holds; the API answers
 // UNAVAILABLE.
 var ErrStoreUnavailable = errors.New("store unavailable")
+
+// Pruned counts the rows a retention pass deleted (store.retention).
+type Pruned struct{ Reports, Evidence, Audit int64 }

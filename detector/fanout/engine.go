@@ -737,6 +737,15 @@ func (e *Engine) Stats() Stats {
 	return Stats{Tracked: e.pool.count, Overflow: e.pool.nbig, Suppressed: len(e.supp), Servers: len(e.servers)}
 }
 
+// CheckConfig reports whether New or Reconfigure would refuse cfg,
+// changing nothing (a reload checks every component before applying any).
+func CheckConfig(cfg Config) error {
+	if _, err := compile(cfg); err != nil {
+		return fmt.Errorf("detector config: %w", err)
+	}
+	return nil
+}
+
 // Reconfigure applies a new configuration (SIGHUP). State is kept for the
 // rules whose name, protocol and ports are unchanged (their thresholds,
 // exemptions, action and TTL may change), minus the sources the new

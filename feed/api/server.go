@@ -259,9 +259,18 @@ func (s *Server) stop() {
 // those of unchanged clients stay open. Unary calls in flight finish with
 // the identity they started with.
 func (s *Server) SetClients(clients []Client) error {
+	if err := CheckClients(clients); err != nil {
+		return err
+	}
+	s.clients.set(clients)
+	return nil
+}
+
+// CheckClients reports whether SetClients would refuse clients, changing
+// nothing (a reload checks every component before applying any).
+func CheckClients(clients []Client) error {
 	if err := validateClients(clients); err != nil {
 		return fmt.Errorf("reloading API clients: %w", err)
 	}
-	s.clients.set(clients)
 	return nil
 }

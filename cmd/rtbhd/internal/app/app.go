@@ -100,7 +100,8 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.speaker, err = bgp.New(bgpConfig(cfg), logger.With("component", "bgp"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring bgp: %w", err)
 	}
-	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg), ServerMemory: cfg.Detector.ServerMemory},
+	if a.manager, err = detector.NewManager(detector.Config{Policy: policy(cfg), Reports: reportPolicy(cfg), ServerMemory: cfg.Detector.ServerMemory,
+		Retention: cfg.Store.Retention},
 		a.db, a.speaker, logger.With("component", "decide"), a.reg); err != nil {
 		return nil, err
 	}
@@ -443,22 +444,43 @@ func (a *App) reload(ctx context.Context) {
 		a.log.Error("config reload failed; keeping the running config", "err", err)
 		return
 	}
+	// All or nothing: every component checks its part first, and nothing
+	// is applied unless all accept it.
+	bc, clients, fc := bgpConfig(cfg), apiConfig(cfg).Clients, fanoutConfig(cfg)
 	var errs []error
-	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
-	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
-	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
-	fc := fanoutConfig(cfg)
-	if err := a.engine.Reconfigure(fc); err != nil {
-		errs = append(errs, fmt.Errorf("detector: %w", err))
-	} else {
-		a.detectorCfg.Store(&fc)
-	}
-	if err := a.speaker.Reconfigure(ctx, bgpConfig(cfg)); err != nil {
+	if err := a.speaker.CheckReconfigure(bc); err != nil {
 		errs = append(errs, fmt.Errorf("bgp: %w", err))
 	}
-	if err := a.api.SetClients(apiConfig(cfg).Clients); err != nil {
+	if err := api.CheckClients(clients); err != nil {
 		errs = append(errs, fmt.Errorf("api.clients: %w", err))
 	}
+	if err := fanout.CheckConfig(fc); err != nil {
+		errs = append(errs, fmt.Errorf("detector: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.log.Error("config reload refused; nothing of it applied, keeping the running config", "err", err)
+		return
+	}
+	// BGP first: after its check it can still fail where GoBGP refuses a
+	// call, and then the rest is not applied either.
+	if err := a.speaker.Reconfigure(ctx, bc); err != nil {
+		a.log.Error("config reload failed applying bgp (bgp may be partly reconfigured); nothing else applied", "err", err)
+		return
+	}
+	if err := a.engine.Reconfigure(fc); err != nil {
+		// Checked above: not expected.
+		a.log.Error("config reload: detector refused a checked config; bgp applied, nothing else", "err", err)
+		return
+	}
+	a.detectorCfg.Store(&fc)
+	if err := a.api.SetClients(clients); err != nil {
+		a.log.Error("config reload: api refused checked clients; bgp and detector applied, nothing else", "err", err)
+		return
+	}
+	a.manager.SetPolicy(policy(cfg), reportPolicy(cfg))
+	a.manager.SetServerMemory(cfg.Detector.ServerMemory)
+	a.manager.SetRetention(cfg.Store.Retention)
+	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
 	for key, changed := range map[string]bool{
 		"store.path":         cfg.Store.Path != a.cfg.Store.Path,
 		"sflow.listen":       cfg.SFlow.Listen != a.cfg.SFlow.Listen,
@@ -470,10 +492,6 @@ func (a *App) reload(ctx context.Context) {
 		if changed {
 			a.log.Warn("config reload: this change needs a restart", "key", key)
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		a.log.Error("config reload applied partly", "err", err)
-		return
 	}
 	a.cfg = cfg
 	a.log.Info("config reloaded", "path", a.configPath)
@@ -543,7 +561,7 @@ func listenAddrs(listen string) []netip.Addr {
 
 func reportPolicy(cfg *config.Config) detector.ReportPolicy {
 	return detector.ReportPolicy{Window: cfg.Reports.Window, Threshold: cfg.Reports.Threshold, TTL: cfg.Reports.TTL,
-		MinReporters: cfg.Reports.MinReporters}
+		MinReporters: cfg.Reports.MinReporters, MaxTrackedAddresses: cfg.Reports.MaxTrackedAddresses}
 }
 
 func bgpConfig(cfg *config.Config) bgp.Config {

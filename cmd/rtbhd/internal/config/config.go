@@ -39,6 +39,9 @@ type Config struct {
 // Store is the store section.
 type Store struct {
 	Path string `yaml:"path" check:"nonempty"` // SQLite file, relative to the working directory unless absolute
+	// Retention: reports, evidence and audit rows older than this are
+	// deleted (at least hourly); rows of active blackholes are kept.
+	Retention time.Duration `yaml:"retention" check:"1h.."`
 }
 
 // BGP is the bgp section.
@@ -141,6 +144,11 @@ type Reports struct {
 	// MinReporters distinct reporters must reach Threshold together; one
 	// operator report suffices alone.
 	MinReporters int `yaml:"min_reporters" check:"1..1000"`
+	// MaxTrackedAddresses bounds the scores kept in memory; the least
+	// recently reported address is evicted first (its stored reports no
+	// longer count until it is reported again). Bounded at 100 million
+	// (a few hundred bytes each).
+	MaxTrackedAddresses int `yaml:"max_tracked_addresses" check:"1..100000000"`
 }
 
 // API is the api section.
@@ -205,7 +213,7 @@ func Parse(data []byte) (*Config, error) {
 // Required keys are left zero.
 func defaults() *Config {
 	return &Config{
-		Store: Store{Path: "rtbhd.db"},
+		Store: Store{Path: "rtbhd.db", Retention: 720 * time.Hour},
 		BGP: BGP{
 			ListenAddress:       "0.0.0.0",
 			ListenPort:          179,
@@ -229,7 +237,8 @@ func defaults() *Config {
 			ReportTrust:       0.5,
 			ServerMemory:      fanout.DefaultServerMemory,
 		},
-		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2},
+		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2,
+			MaxTrackedAddresses: 1000000},
 		API:     API{Listen: "127.0.0.1:50051"},
 		Metrics: Metrics{Listen: "127.0.0.1:9180"},
 	}

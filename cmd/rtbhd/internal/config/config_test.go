@@ -83,7 +83,7 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	// Spelled out from SPEC.md, not from defaults(), so that a changed
 	// default fails here.
 	want := &Config{
-		Store: Store{Path: "rtbhd.db"},
+		Store: Store{Path: "rtbhd.db", Retention: 720 * time.Hour},
 		BGP: BGP{
 			ASN:             64500,
 			RouterID:        netip.MustParseAddr("192.0.2.254"),
@@ -125,7 +125,7 @@ func TestMinimalGetsDefaults(t *testing.T) {
 			ReportTrust:  0.5,
 			ServerMemory: 168 * time.Hour,
 		},
-		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2},
+		Reports: Reports{Window: 24 * time.Hour, Threshold: 1.0, TTL: 6 * time.Hour, MinReporters: 2, MaxTrackedAddresses: 1000000},
 		API:     API{Listen: "127.0.0.1:50051"},
 		Metrics: Metrics{Listen: "127.0.0.1:9180"},
 	}
@@ -147,7 +147,7 @@ func TestFull(t *testing.T) {
 		return out
 	}
 	want := &Config{
-		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db"},
+		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db", Retention: 168 * time.Hour},
 		BGP: BGP{
 			ASN:                 4200000000,
 			RouterID:            netip.MustParseAddr("10.0.0.1"),
@@ -222,7 +222,7 @@ func TestFull(t *testing.T) {
 				},
 			},
 		},
-		Reports: Reports{Window: 12 * time.Hour, Threshold: 2.5, TTL: 3 * time.Hour, MinReporters: 3},
+		Reports: Reports{Window: 12 * time.Hour, Threshold: 2.5, TTL: 3 * time.Hour, MinReporters: 3, MaxTrackedAddresses: 50000},
 		API: API{
 			Listen: "0.0.0.0:50052",
 			TLS:    TLS{Cert: "/etc/rtbhd/server.crt", Key: "/etc/rtbhd/server.key", ClientCA: "ca.crt"},

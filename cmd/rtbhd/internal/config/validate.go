@@ -17,6 +17,10 @@ func (d *decoder) validate(c *Config) {
 	if !d.failed("policy.default_ttl") && !d.failed("policy.max_ttl") && c.Policy.DefaultTTL > c.Policy.MaxTTL {
 		d.errAt("policy.default_ttl", "%s is longer than policy.max_ttl (%s)", c.Policy.DefaultTTL, c.Policy.MaxTTL)
 	}
+	// Reports deleted by the retention would not count after a restart.
+	if !d.failed("store.retention") && !d.failed("reports.window") && c.Store.Retention < c.Reports.Window {
+		d.errAt("store.retention", "%s is shorter than reports.window (%s)", c.Store.Retention, c.Reports.Window)
+	}
 	d.neighbors(c)
 	d.rules(c)
 	d.sflowAgents(c)
