@@ -284,7 +284,9 @@ func (ids *identities) byCertificate(cert *x509.Certificate) *identity {
 			return id
 		}
 	}
-	if cn := cert.Subject.CommonName; cn != "" {
+	// A certificate with DNS SANs is named by them alone (RFC 6125 §6.4.4):
+	// its CN must not stand in when none of them matches.
+	if cn := cert.Subject.CommonName; cn != "" && len(cert.DNSNames) == 0 {
 		return ids.byCert[cn]
 	}
 	return nil

@@ -123,6 +123,7 @@ func TestMTLS(t *testing.T) {
 	foreign := otherCA.keyPair(t, leafOpts{cn: "noc-cn", dns: []string{"noc.example.net"}})
 	expired := clientCA.keyPair(t, leafOpts{cn: "noc-cn", dns: []string{"noc.example.net"}, notAfter: time.Now().Add(-time.Hour)})
 	partner := clientCA.keyPair(t, leafOpts{cn: "partner.example.org"})
+	cnWithOtherSAN := clientCA.keyPair(t, leafOpts{cn: "noc-cn", dns: []string{"stranger.example.net"}})
 
 	ctx := testCtx(t)
 	for name, tc := range map[string]struct {
@@ -135,6 +136,7 @@ func TestMTLS(t *testing.T) {
 		"token over TLS, no cert":       {nil, "tok", codes.OK},
 		"no cert, no token":             {nil, "", codes.Unauthenticated},
 		"cert of no client":             {&unknown, "", codes.Unauthenticated},
+		"CN of a client, SANs of none":  {&cnWithOtherSAN, "", codes.Unauthenticated},
 		"good cert but wrong token":     {&bySAN, "wrong", codes.Unauthenticated},
 		"cert from another CA":          {&foreign, "", codes.Unavailable},
 		"expired cert":                  {&expired, "", codes.Unavailable},

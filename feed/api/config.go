@@ -34,7 +34,8 @@ type Client struct {
 	// meaningful when HasToken is set.
 	TokenSHA256 [32]byte
 	HasToken    bool
-	// CertName names the client by its certificate's DNS SAN or CN (only
+	// CertName names the client by its certificate's DNS SAN, or by its CN
+	// when the certificate has no DNS SAN (RFC 6125; only
 	// with Config.ClientCA set). Empty = no certificate identity.
 	CertName string
 	// Prefixes is the space a partner may blackhole. Ignored for operators.
