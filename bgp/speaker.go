@@ -396,14 +396,28 @@ func (s *Speaker) Announce(ctx context.Context, prefixes []netip.Prefix) error {
 	}
 	var errs []error
 	if s.started {
+		// A route that should be held for a neighbor whose held set could
+		// not be updated would reach it past its max_routes: such routes are
+		// not announced at all (the caller retries them).
+		var unheld []netip.Prefix
 		for addr, ps := range heldAdds {
 			if err := s.changeHeldSets(ctx, addr, ps, false); err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("holding back %d routes for %s (max_routes), so not announcing them: %w", len(ps), addr, err))
+				unheld = append(unheld, ps...)
+				continue
 			}
 			if st := s.nbrs[addr]; !st.warned {
 				st.warned = true
 				s.logger.Warn("bgp neighbor max_routes reached, holding routes back", "neighbor", addr, "max_routes", st.limit, "held", len(st.held))
 			}
+		}
+		if len(unheld) > 0 {
+			s.forget(unheld)
+			skip := make(map[netip.Prefix]bool, len(unheld))
+			for _, p := range unheld {
+				skip[p] = true
+			}
+			fresh = slices.DeleteFunc(fresh, func(p netip.Prefix) bool { return skip[p] })
 		}
 		if failed, err := forEach(ctx, fresh, s.addPath); err != nil {
 			s.forget(failed)
