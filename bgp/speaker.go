@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -412,12 +413,12 @@ func (s *Speaker) Announce(ctx context.Context, prefixes []netip.Prefix) error {
 			}
 		}
 		if len(unheld) > 0 {
-			s.forget(unheld)
 			skip := make(map[netip.Prefix]bool, len(unheld))
 			for _, p := range unheld {
 				skip[p] = true
 			}
 			fresh = slices.DeleteFunc(fresh, func(p netip.Prefix) bool { return skip[p] })
+			s.forget(slices.Collect(maps.Keys(skip)))
 		}
 		if failed, err := forEach(ctx, fresh, s.addPath); err != nil {
 			s.forget(failed)
