@@ -52,9 +52,12 @@ func (s *activeSet) put(b domain.Blackhole) {
 func (s *activeSet) delete(p netip.Prefix) { delete(s.byPrefix, p) }
 
 // sorted returns the entries sorted by prefix.
-func (s *activeSet) sorted() []domain.Blackhole {
-	out := make([]domain.Blackhole, 0, len(s.byPrefix))
-	for _, b := range s.byPrefix {
+func (s *activeSet) sorted() []domain.Blackhole { return sortedByPrefix(s.byPrefix) }
+
+// sortedByPrefix returns the blackholes of m sorted by prefix.
+func sortedByPrefix(m map[netip.Prefix]domain.Blackhole) []domain.Blackhole {
+	out := make([]domain.Blackhole, 0, len(m))
+	for _, b := range m {
 		out = append(out, b)
 	}
 	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })

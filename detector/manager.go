@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -421,14 +420,7 @@ func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
 
 // committedSorted returns the committed view sorted by prefix; m.cmu must
 // be held.
-func (m *Manager) committedSorted() []domain.Blackhole {
-	out := make([]domain.Blackhole, 0, len(m.committed))
-	for _, b := range m.committed {
-		out = append(out, b)
-	}
-	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
-	return out
-}
+func (m *Manager) committedSorted() []domain.Blackhole { return sortedByPrefix(m.committed) }
 
 // Active returns the committed active blackholes sorted by prefix.
 func (m *Manager) Active() []domain.Blackhole {
