@@ -2,8 +2,10 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +170,58 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := good.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+}
+
+// A held-set update that fails must not let the routes it should hold
+// reach the capped neighbor: they are not announced at all until a retry
+// succeeds, and then they are held as usual.
+func TestMaxRoutesHoldsWhenHeldSetUpdateFails(t *testing.T) {
+	ctx := context.Background()
+	me := testAddr(t)
+	capped := startReceiver(t, 64501, me, 64500, receiverOpts{})
+	free := startReceiver(t, 64503, me, 64500, receiverOpts{})
+	cn := capped.neighbor(RoleBorder)
+	cn.MaxRoutes = 2
+	s := newTestSpeaker(t, me, Config{Neighbors: []Neighbor{cn, free.neighbor(RoleBorder)}, DefaultMaxRoutes: 100})
+	waitEstablished(t, s, capped.addr)
+	waitEstablished(t, s, free.addr)
+
+	first, more := pfxs("198.51.100.1/32", "198.51.100.2/32"), pfxs("198.51.100.3/32", "2001:db8::4/128")
+	if err := s.Announce(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.heldFault = func(addr netip.Addr) error {
+		if addr == capped.addr {
+			return errors.New("injected: defined set update failed")
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	err := s.Announce(ctx, more)
+	if err == nil || !strings.Contains(err.Error(), "so not announcing them") {
+		t.Fatalf("Announce with a failing held set = %v, want the routes refused", err)
+	}
+	// A later marker proves what reached the uncapped neighbor: only the
+	// first routes, and the capped one has exactly its two.
+	s.mu.Lock()
+	s.heldFault = nil
+	s.mu.Unlock()
+	testkit.WaitFor(t, 5*time.Second, "the uncapped neighbor to hold the first routes", func() bool { return free.count(t) == 2 })
+	if diff := cmp.Diff(first, adjOut(t, s, capped.addr), cmpNetip); diff != "" {
+		t.Fatalf("adj-RIB-out of the capped neighbor after the failure (-want +got):\n%s", diff)
+	}
+	// The retry (what the decision path's route queue does) succeeds: the
+	// routes go to the uncapped neighbor and are held for the capped one.
+	if err := s.Announce(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the uncapped neighbor to get the retried routes", func() bool { return free.count(t) == 4 })
+	if diff := cmp.Diff(first, adjOut(t, s, capped.addr), cmpNetip); diff != "" {
+		t.Fatalf("adj-RIB-out of the capped neighbor after the retry (-want +got):\n%s", diff)
+	}
+	if ns, _ := s.Neighbors(ctx); ns[0].RoutesSent != 2 || ns[0].RoutesHeld != 2 {
+		t.Errorf("capped neighbor status: %+v", ns[0])
 	}
 }

@@ -38,6 +38,10 @@ type Speaker struct {
 
 	stateMu sync.Mutex
 	states  map[netip.Addr]peerState
+
+	// heldFault, set only by tests, makes held-set updates for a neighbor
+	// fail as GoBGP's could, to show that max_routes holds anyway.
+	heldFault func(addr netip.Addr) error
 }
 
 type peerState struct {
@@ -444,6 +448,11 @@ func (s *Speaker) forget(ps []netip.Prefix) {
 // changeHeldSets adds prefixes to (or removes them from) a neighbor's held
 // prefix sets in GoBGP.
 func (s *Speaker) changeHeldSets(ctx context.Context, addr netip.Addr, ps []netip.Prefix, remove bool) error {
+	if s.heldFault != nil && !remove {
+		if err := s.heldFault(addr); err != nil {
+			return err
+		}
+	}
 	for _, v6 := range []bool{false, true} {
 		d := &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: heldSetName(addr, v6)}
 		for _, p := range ps {
