@@ -187,6 +187,10 @@ func identityFrom(ctx context.Context) (*identity, bool) {
 // sent, decides alone (a wrong token is refused even with a good
 // certificate); otherwise a verified client certificate names the client.
 func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
+	if id, ok := identityFrom(ctx); ok { // the tap handle authenticated this call
+		logging.AddFields(ctx, logging.Fields{"client", id.Name})
+		return ctx, nil
+	}
 	ids := s.clients.current.Load()
 	var id *identity
 	switch vals := metadata.ValueFromIncomingContext(ctx, "authorization"); {
@@ -223,8 +227,8 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 // The tap sees the headers and, through the connection's peer in ctx, the
 // TLS state, so bearer tokens and client certificates are both checked.
 // Should a gRPC version no longer put the peer there, a call without an
-// authorization header is let through to the auth interceptor, which stays
-// the authority either way (it runs the same check on every call). The
+// authorization header is let through to the auth interceptor, which then
+// checks it (for calls the tap authenticated, it takes the tap's identity). The
 // check is cheap (one SHA-256 and a constant-time compare per client), as
 // a tap handle must be: it holds up the connection's other streams.
 func (s *Server) tapAuthenticate(ctx context.Context, info *tap.Info) (context.Context, error) {
@@ -237,7 +241,8 @@ func (s *Server) tapAuthenticate(ctx context.Context, info *tap.Info) (context.C
 			return ctx, nil
 		}
 	}
-	if _, err := s.authenticate(ctx); err != nil {
+	authed, err := s.authenticate(ctx)
+	if err != nil {
 		method := info.FullMethodName
 		if _, known := roleTable[method]; !known {
 			method = "unknown" // bound the metric's label values
@@ -252,7 +257,9 @@ func (s *Server) tapAuthenticate(ctx context.Context, info *tap.Info) (context.C
 		s.logger.WarnContext(ctx, "finished call", args...)
 		return nil, err
 	}
-	return ctx, nil
+	// gRPC uses the returned context for the call, so the auth interceptor
+	// finds the identity there and does not check the credentials again.
+	return authed, nil
 }
 
 // serviceOf returns "rtbh.v1.BlackholeService" for
