@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -127,10 +128,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	}
 	m.mu.Lock()
 	err := m.load(context.Background())
-	m.committed = make(map[netip.Prefix]domain.Blackhole, m.active.len())
-	for _, b := range m.active.sorted() {
-		m.committed[b.Prefix] = b
-	}
+	m.committed = maps.Clone(m.active.byPrefix)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
