@@ -15,16 +15,24 @@ import (
 	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
-func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
-	ctx := context.Background()
+// cappedPair starts a speaker with two established border neighbors: one
+// capped at max_routes 2, one free.
+func cappedPair(t *testing.T) (s *Speaker, capped, free *receiver) {
+	t.Helper()
 	me := testAddr(t)
-	capped := startReceiver(t, 64501, me, 64500, receiverOpts{})
-	free := startReceiver(t, 64503, me, 64500, receiverOpts{})
+	capped = startReceiver(t, 64501, me, 64500, receiverOpts{})
+	free = startReceiver(t, 64503, me, 64500, receiverOpts{})
 	cn := capped.neighbor(RoleBorder)
 	cn.MaxRoutes = 2
-	s := newTestSpeaker(t, me, Config{Neighbors: []Neighbor{cn, free.neighbor(RoleBorder)}, DefaultMaxRoutes: 100})
+	s = newTestSpeaker(t, me, Config{Neighbors: []Neighbor{cn, free.neighbor(RoleBorder)}, DefaultMaxRoutes: 100})
 	waitEstablished(t, s, capped.addr)
 	waitEstablished(t, s, free.addr)
+	return s, capped, free
+}
+
+func TestMaxRoutesHoldsBackAndPromotes(t *testing.T) {
+	ctx := context.Background()
+	s, capped, free := cappedPair(t)
 
 	all := pfxs("198.51.100.1/32", "198.51.100.2/32", "2001:db8::3/128", "198.51.100.4/32")
 	if err := s.Announce(ctx, all); err != nil {
@@ -178,14 +186,7 @@ func TestConfigValidate(t *testing.T) {
 // succeeds, and then they are held as usual.
 func TestMaxRoutesHoldsWhenHeldSetUpdateFails(t *testing.T) {
 	ctx := context.Background()
-	me := testAddr(t)
-	capped := startReceiver(t, 64501, me, 64500, receiverOpts{})
-	free := startReceiver(t, 64503, me, 64500, receiverOpts{})
-	cn := capped.neighbor(RoleBorder)
-	cn.MaxRoutes = 2
-	s := newTestSpeaker(t, me, Config{Neighbors: []Neighbor{cn, free.neighbor(RoleBorder)}, DefaultMaxRoutes: 100})
-	waitEstablished(t, s, capped.addr)
-	waitEstablished(t, s, free.addr)
+	s, capped, free := cappedPair(t)
 
 	first, more := pfxs("198.51.100.1/32", "198.51.100.2/32"), pfxs("198.51.100.3/32", "2001:db8::4/128")
 	if err := s.Announce(ctx, first); err != nil {
