@@ -46,19 +46,7 @@ func restartKeepsProtection(t *testing.T, n int, speaker, birdAddr netip.Addr) {
 	cfg := newDaemonConfig(t, t.TempDir())
 	cfg.MaxActive = n + 1000
 	cfg.LogLevel = "info"
-	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = testkit.FreePort(t, speaker)
-	// BIRD waits for rtbhd to connect: when rtbhd is back is then up to
-	// rtbhd, not to BIRD's connect-retry timer.
-	bird := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: birdAddr, LocalASN: 64501, PeerAddr: speaker,
-		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true, Passive: true})
-	cfg.Neighbors = fmt.Sprintf(`    - address: %s
-      asn: 64501
-      role: border
-      port: %d
-      communities: ["65535:666"]`, birdAddr, bird.Port())
-	d := startDaemon(t, cfg)
-	bird.WaitEstablished(20 * time.Second)
+	d, bird := startWithRestartingBIRD(t, cfg, speaker, birdAddr)
 
 	set := make([]string, n)
 	for i := range set {
@@ -107,7 +95,7 @@ func restartKeepsProtection(t *testing.T, n int, speaker, birdAddr netip.Addr) {
 		stopped := time.Now()
 		restart.stop(d)
 		down := time.Since(stopped)
-		d = startDaemon(t, cfg)
+		d = startDaemon(t, d.cfg)
 		healthy := time.Since(stopped)
 		bird.WaitEstablished(30 * time.Second)
 		up := time.Since(stopped)
@@ -176,4 +164,24 @@ func addAll(t *testing.T, d *daemon, addrs []string) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d adds failed", failed.Load())
 	}
+}
+
+// startWithRestartingBIRD starts rtbhd on speaker with one border
+// neighbor: a real BIRD on birdAddr with graceful restart, which waits for
+// rtbhd to connect (when rtbhd is back is then up to rtbhd, not to BIRD's
+// connect-retry timer). It returns once the session is up.
+func startWithRestartingBIRD(t *testing.T, cfg daemonConfig, speaker, birdAddr netip.Addr) (*daemon, *routertest.BIRD) {
+	t.Helper()
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = testkit.FreePort(t, speaker)
+	bird := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: birdAddr, LocalASN: 64501, PeerAddr: speaker,
+		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true, Passive: true})
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      port: %d
+      communities: ["65535:666"]`, birdAddr, bird.Port())
+	d := startDaemon(t, cfg)
+	bird.WaitEstablished(20 * time.Second)
+	return d, bird
 }

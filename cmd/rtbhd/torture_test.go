@@ -81,18 +81,8 @@ func TestKill9Torture(t *testing.T) {
 	speaker, birdA := netip.MustParseAddr("127.0.38.1"), netip.MustParseAddr("127.0.38.2")
 	cfg := newDaemonConfig(t, t.TempDir())
 	cfg.LogLevel = "info"
-	cfg.BGPAddr = speaker.String()
-	cfg.BGPPort = testkit.FreePort(t, speaker)
 	cfg.Subscribers = `"198.51.100.0/24", "100.64.0.0/16"` // zombies from 100.64/16
-	bird := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: birdA, LocalASN: 64501, PeerAddr: speaker,
-		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true, Passive: true})
-	cfg.Neighbors = fmt.Sprintf(`    - address: %s
-      asn: 64501
-      role: border
-      port: %d
-      communities: ["65535:666"]`, birdA, bird.Port())
-	d := startDaemon(t, cfg)
-	bird.WaitEstablished(20 * time.Second)
+	d, bird := startWithRestartingBIRD(t, cfg, speaker, birdA)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -297,7 +287,7 @@ func TestKill9Torture(t *testing.T) {
 
 		// BIRD keeps the routes as stale; rtbhd comes back on the same store.
 		testkit.WaitFor(t, 5*time.Second, "BIRD in graceful restart after kill -9", bird.GracefulRestartActive)
-		d = startDaemon(t, cfg)
+		d = startDaemon(t, d.cfg)
 		healthy := time.Since(killed)
 		testkit.WaitFor(t, 30*time.Second, "End-of-RIB for both families on BIRD", func() bool {
 			return bird.Established() && !bird.GracefulRestartActive()
