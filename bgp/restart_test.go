@@ -69,17 +69,7 @@ func TestRestartNeverEmptiesBIRD(t *testing.T) {
 	if !testkit.Poll(5*time.Second, b.GracefulRestartActive) {
 		t.Fatal("BIRD is not in graceful restart after Close")
 	}
-	s2, err := New(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s2.Close() })
-	if err := s2.Announce(ctx, set); err != nil {
-		t.Fatal(err)
-	}
-	if err := s2.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s2 := startWithStoredSet(t, cfg, testLogger(t), set)
 	b.WaitEstablished(30 * time.Second)
 	caps, err := b.NeighborGracefulRestart()
 	if err != nil {
@@ -329,17 +319,7 @@ func TestRestartLateRouterKeepsRoutes(t *testing.T) {
 	if testing.Verbose() {
 		out = io.MultiWriter(&logs, os.Stderr)
 	}
-	s2, err := New(cfg, slog.New(slog.NewTextHandler(out, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s2.Close() })
-	if err := s2.Announce(ctx, set); err != nil {
-		t.Fatal(err)
-	}
-	if err := s2.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s2 := startWithStoredSet(t, cfg, slog.New(slog.NewTextHandler(out, nil)), set)
 	a.WaitEstablished(30 * time.Second)
 	aUp := time.Since(stopped)
 	b.WaitEstablished(30 * time.Second)
@@ -451,4 +431,23 @@ func TestReconfigureRefusesRestartTimes(t *testing.T) {
 				c.GracefulRestartTime, c.LongLivedStaleTime, err)
 		}
 	}
+}
+
+// startWithStoredSet starts a speaker the way rtbhd restarts: the stored
+// set announced before Start, so its sessions open in restarting mode.
+func startWithStoredSet(t *testing.T, cfg Config, logger *slog.Logger, set []netip.Prefix) *Speaker {
+	t.Helper()
+	ctx := context.Background()
+	s, err := New(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Announce(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
