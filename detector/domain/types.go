@@ -8,7 +8,12 @@ import (
 
 // Blackhole is one blackholed prefix as recorded by the decision path and the store.
 type Blackhole struct {
-	Prefix    netip.Prefix
+	Prefix netip.Prefix
+	// Match is empty for a blackhole route. For a FlowSpec filter it is the
+	// filter's canonical match, e.g. "tcp/25", "udp/53,5353" or
+	// "tcp/25,465-587": traffic from Prefix that matches it is discarded.
+	// An entry is keyed by (Prefix, Match).
+	Match     string
 	Origin    string // detector:<rule>, operator:<client>, partner:<client> or reports
 	Reason    string
 	CreatedAt time.Time
@@ -69,6 +74,8 @@ type AuditEntry struct {
 	Origin string
 	Reason string
 	Detail string
+	// Instance is the ha.instance of the rtbhd that wrote the row.
+	Instance string
 }
 
 // BlackholeOp says what a Write does to the blackholes table.

@@ -98,10 +98,14 @@ type Blackhole struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// detector:<rule>, operator:<client>, partner:<client> or reports.
-	Origin        string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Origin    string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Set for a FlowSpec filter (traffic from prefix matching it is
+	// discarded); absent for a blackhole route. An entry is keyed by prefix
+	// and match: a blackhole and a filter on one prefix are two entries.
+	Flowspec      *FlowSpecMatch `protobuf:"bytes,6,opt,name=flowspec,proto3" json:"flowspec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,19 +175,146 @@ func (x *Blackhole) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Blackhole) GetFlowspec() *FlowSpecMatch {
+	if x != nil {
+		return x.Flowspec
+	}
+	return nil
+}
+
+// FlowSpecMatch is what a FlowSpec filter matches besides its source
+// prefix (RFC 8955/8956): an IP protocol and destination ports. The action
+// is always traffic-rate 0 (discard).
+type FlowSpecMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tcp or udp.
+	Protocol string `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Destination ports (1-65535).
+	DstPorts []uint32 `protobuf:"varint,2,rep,packed,name=dst_ports,json=dstPorts,proto3" json:"dst_ports,omitempty"`
+	// Destination port ranges, inclusive.
+	DstPortRanges []*PortRange `protobuf:"bytes,3,rep,name=dst_port_ranges,json=dstPortRanges,proto3" json:"dst_port_ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowSpecMatch) Reset() {
+	*x = FlowSpecMatch{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowSpecMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowSpecMatch) ProtoMessage() {}
+
+func (x *FlowSpecMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowSpecMatch.ProtoReflect.Descriptor instead.
+func (*FlowSpecMatch) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FlowSpecMatch) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *FlowSpecMatch) GetDstPorts() []uint32 {
+	if x != nil {
+		return x.DstPorts
+	}
+	return nil
+}
+
+func (x *FlowSpecMatch) GetDstPortRanges() []*PortRange {
+	if x != nil {
+		return x.DstPortRanges
+	}
+	return nil
+}
+
+type PortRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	First         uint32                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Last          uint32                 `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortRange) Reset() {
+	*x = PortRange{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortRange) ProtoMessage() {}
+
+func (x *PortRange) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
+func (*PortRange) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PortRange) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *PortRange) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
 type AddBlackholeRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// Absent means policy.default_ttl; above policy.max_ttl is clamped.
-	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	Reason        string               `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Ttl    *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Reason string               `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Set: add a FlowSpec filter instead of a blackhole route.
+	Flowspec      *FlowSpecMatch `protobuf:"bytes,4,opt,name=flowspec,proto3" json:"flowspec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddBlackholeRequest) Reset() {
 	*x = AddBlackholeRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[1]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +326,7 @@ func (x *AddBlackholeRequest) String() string {
 func (*AddBlackholeRequest) ProtoMessage() {}
 
 func (x *AddBlackholeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[1]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +339,7 @@ func (x *AddBlackholeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBlackholeRequest.ProtoReflect.Descriptor instead.
 func (*AddBlackholeRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{1}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AddBlackholeRequest) GetPrefix() string {
@@ -232,6 +363,13 @@ func (x *AddBlackholeRequest) GetReason() string {
 	return ""
 }
 
+func (x *AddBlackholeRequest) GetFlowspec() *FlowSpecMatch {
+	if x != nil {
+		return x.Flowspec
+	}
+	return nil
+}
+
 type AddBlackholeResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Blackhole *Blackhole             `protobuf:"bytes,1,opt,name=blackhole,proto3" json:"blackhole,omitempty"`
@@ -244,7 +382,7 @@ type AddBlackholeResponse struct {
 
 func (x *AddBlackholeResponse) Reset() {
 	*x = AddBlackholeResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[2]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +394,7 @@ func (x *AddBlackholeResponse) String() string {
 func (*AddBlackholeResponse) ProtoMessage() {}
 
 func (x *AddBlackholeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[2]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +407,7 @@ func (x *AddBlackholeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBlackholeResponse.ProtoReflect.Descriptor instead.
 func (*AddBlackholeResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{2}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AddBlackholeResponse) GetBlackhole() *Blackhole {
@@ -287,16 +425,18 @@ func (x *AddBlackholeResponse) GetExisted() bool {
 }
 
 type RemoveBlackholeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Set: remove the FlowSpec filter with this match instead of the route.
+	Flowspec      *FlowSpecMatch `protobuf:"bytes,3,opt,name=flowspec,proto3" json:"flowspec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveBlackholeRequest) Reset() {
 	*x = RemoveBlackholeRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[3]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +448,7 @@ func (x *RemoveBlackholeRequest) String() string {
 func (*RemoveBlackholeRequest) ProtoMessage() {}
 
 func (x *RemoveBlackholeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[3]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +461,7 @@ func (x *RemoveBlackholeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBlackholeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveBlackholeRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{3}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RemoveBlackholeRequest) GetPrefix() string {
@@ -338,6 +478,13 @@ func (x *RemoveBlackholeRequest) GetReason() string {
 	return ""
 }
 
+func (x *RemoveBlackholeRequest) GetFlowspec() *FlowSpecMatch {
+	if x != nil {
+		return x.Flowspec
+	}
+	return nil
+}
+
 type RemoveBlackholeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -346,7 +493,7 @@ type RemoveBlackholeResponse struct {
 
 func (x *RemoveBlackholeResponse) Reset() {
 	*x = RemoveBlackholeResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[4]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +505,7 @@ func (x *RemoveBlackholeResponse) String() string {
 func (*RemoveBlackholeResponse) ProtoMessage() {}
 
 func (x *RemoveBlackholeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[4]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,18 +518,295 @@ func (x *RemoveBlackholeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBlackholeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveBlackholeResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{4}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{6}
+}
+
+// RejectedItem is one refused item of a batch.
+type RejectedItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the refused item in the request, counting from 0.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The gRPC status code name the single call would have answered, e.g.
+	// INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND, RESOURCE_EXHAUSTED.
+	Code          string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedItem) Reset() {
+	*x = RejectedItem{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedItem) ProtoMessage() {}
+
+func (x *RejectedItem) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedItem.ProtoReflect.Descriptor instead.
+func (*RejectedItem) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RejectedItem) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RejectedItem) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RejectedItem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type AddBlackholesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	Items         []*AddBlackholeRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddBlackholesRequest) Reset() {
+	*x = AddBlackholesRequest{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddBlackholesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddBlackholesRequest) ProtoMessage() {}
+
+func (x *AddBlackholesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddBlackholesRequest.ProtoReflect.Descriptor instead.
+func (*AddBlackholesRequest) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AddBlackholesRequest) GetItems() []*AddBlackholeRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type AddBlackholesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The accepted entries as committed, in request order.
+	Blackholes    []*Blackhole    `protobuf:"bytes,1,rep,name=blackholes,proto3" json:"blackholes,omitempty"`
+	Rejected      []*RejectedItem `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddBlackholesResponse) Reset() {
+	*x = AddBlackholesResponse{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddBlackholesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddBlackholesResponse) ProtoMessage() {}
+
+func (x *AddBlackholesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddBlackholesResponse.ProtoReflect.Descriptor instead.
+func (*AddBlackholesResponse) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AddBlackholesResponse) GetBlackholes() []*Blackhole {
+	if x != nil {
+		return x.Blackholes
+	}
+	return nil
+}
+
+func (x *AddBlackholesResponse) GetRejected() []*RejectedItem {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+type RemoveBlackholesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	Prefixes      []string `protobuf:"bytes,1,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	Reason        string   `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBlackholesRequest) Reset() {
+	*x = RemoveBlackholesRequest{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBlackholesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBlackholesRequest) ProtoMessage() {}
+
+func (x *RemoveBlackholesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBlackholesRequest.ProtoReflect.Descriptor instead.
+func (*RemoveBlackholesRequest) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveBlackholesRequest) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
+func (x *RemoveBlackholesRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RemoveBlackholesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Number of entries withdrawn.
+	Removed       uint32          `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	Rejected      []*RejectedItem `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBlackholesResponse) Reset() {
+	*x = RemoveBlackholesResponse{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBlackholesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBlackholesResponse) ProtoMessage() {}
+
+func (x *RemoveBlackholesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBlackholesResponse.ProtoReflect.Descriptor instead.
+func (*RemoveBlackholesResponse) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveBlackholesResponse) GetRemoved() uint32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *RemoveBlackholesResponse) GetRejected() []*RejectedItem {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
 }
 
 type ListBlackholesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only entries inside this CIDR (or equal to it).
+	Within string `protobuf:"bytes,1,opt,name=within,proto3" json:"within,omitempty"`
+	// Only entries whose origin is this, or starts with it when it ends in
+	// ":" (e.g. "detector:").
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Default 1,000; at most 10,000.
+	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBlackholesRequest) Reset() {
 	*x = ListBlackholesRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[5]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +818,7 @@ func (x *ListBlackholesRequest) String() string {
 func (*ListBlackholesRequest) ProtoMessage() {}
 
 func (x *ListBlackholesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[5]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,19 +831,49 @@ func (x *ListBlackholesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBlackholesRequest.ProtoReflect.Descriptor instead.
 func (*ListBlackholesRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{5}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListBlackholesRequest) GetWithin() string {
+	if x != nil {
+		return x.Within
+	}
+	return ""
+}
+
+func (x *ListBlackholesRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ListBlackholesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListBlackholesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 type ListBlackholesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Blackholes    []*Blackhole           `protobuf:"bytes,1,rep,name=blackholes,proto3" json:"blackholes,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Blackholes []*Blackhole           `protobuf:"bytes,1,rep,name=blackholes,proto3" json:"blackholes,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBlackholesResponse) Reset() {
 	*x = ListBlackholesResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[6]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +885,7 @@ func (x *ListBlackholesResponse) String() string {
 func (*ListBlackholesResponse) ProtoMessage() {}
 
 func (x *ListBlackholesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[6]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +898,7 @@ func (x *ListBlackholesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBlackholesResponse.ProtoReflect.Descriptor instead.
 func (*ListBlackholesResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{6}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListBlackholesResponse) GetBlackholes() []*Blackhole {
@@ -452,6 +906,264 @@ func (x *ListBlackholesResponse) GetBlackholes() []*Blackhole {
 		return x.Blackholes
 	}
 	return nil
+}
+
+func (x *ListBlackholesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only rows about this prefix or prefixes inside it.
+	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Only rows by this actor (client name, detector:<rule>, reports, expiry).
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Only rows at or after since / before until.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	// Default 1,000; at most 10,000.
+	PageSize      uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListAuditRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Actor string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// add, extend, remove, expire, report, detect, ...
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Prefix string `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Origin string `protobuf:"bytes,6,opt,name=origin,proto3" json:"origin,omitempty"`
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Detail string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	// ha.instance of the rtbhd that wrote the row.
+	Instance      string `protobuf:"bytes,9,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuditEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListAuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type WatchBlackholesRequest struct {
@@ -462,7 +1174,7 @@ type WatchBlackholesRequest struct {
 
 func (x *WatchBlackholesRequest) Reset() {
 	*x = WatchBlackholesRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[7]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +1186,7 @@ func (x *WatchBlackholesRequest) String() string {
 func (*WatchBlackholesRequest) ProtoMessage() {}
 
 func (x *WatchBlackholesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[7]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +1199,7 @@ func (x *WatchBlackholesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlackholesRequest.ProtoReflect.Descriptor instead.
 func (*WatchBlackholesRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{7}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{17}
 }
 
 type WatchBlackholesResponse struct {
@@ -502,7 +1214,7 @@ type WatchBlackholesResponse struct {
 
 func (x *WatchBlackholesResponse) Reset() {
 	*x = WatchBlackholesResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[8]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +1226,7 @@ func (x *WatchBlackholesResponse) String() string {
 func (*WatchBlackholesResponse) ProtoMessage() {}
 
 func (x *WatchBlackholesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[8]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +1239,7 @@ func (x *WatchBlackholesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlackholesResponse.ProtoReflect.Descriptor instead.
 func (*WatchBlackholesResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{8}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchBlackholesResponse) GetType() EventType {
@@ -569,7 +1281,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[9]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +1293,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[9]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +1306,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{9}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Report) GetAddress() string {
@@ -641,7 +1353,7 @@ type SubmitReportsRequest struct {
 
 func (x *SubmitReportsRequest) Reset() {
 	*x = SubmitReportsRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[10]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +1365,7 @@ func (x *SubmitReportsRequest) String() string {
 func (*SubmitReportsRequest) ProtoMessage() {}
 
 func (x *SubmitReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[10]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +1378,7 @@ func (x *SubmitReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReportsRequest.ProtoReflect.Descriptor instead.
 func (*SubmitReportsRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{10}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitReportsRequest) GetReports() []*Report {
@@ -687,7 +1399,7 @@ type RejectedReport struct {
 
 func (x *RejectedReport) Reset() {
 	*x = RejectedReport{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[11]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1411,7 @@ func (x *RejectedReport) String() string {
 func (*RejectedReport) ProtoMessage() {}
 
 func (x *RejectedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[11]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1424,7 @@ func (x *RejectedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedReport.ProtoReflect.Descriptor instead.
 func (*RejectedReport) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{11}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RejectedReport) GetIndex() uint32 {
@@ -740,7 +1452,7 @@ type SubmitReportsResponse struct {
 
 func (x *SubmitReportsResponse) Reset() {
 	*x = SubmitReportsResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[12]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +1464,7 @@ func (x *SubmitReportsResponse) String() string {
 func (*SubmitReportsResponse) ProtoMessage() {}
 
 func (x *SubmitReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[12]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +1477,7 @@ func (x *SubmitReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReportsResponse.ProtoReflect.Descriptor instead.
 func (*SubmitReportsResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{12}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitReportsResponse) GetAccepted() uint32 {
@@ -790,7 +1502,7 @@ type ListNeighborsRequest struct {
 
 func (x *ListNeighborsRequest) Reset() {
 	*x = ListNeighborsRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[13]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1514,7 @@ func (x *ListNeighborsRequest) String() string {
 func (*ListNeighborsRequest) ProtoMessage() {}
 
 func (x *ListNeighborsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[13]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1527,7 @@ func (x *ListNeighborsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNeighborsRequest.ProtoReflect.Descriptor instead.
 func (*ListNeighborsRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{13}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{23}
 }
 
 type Neighbor struct {
@@ -825,17 +1537,21 @@ type Neighbor struct {
 	// border or peer.
 	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	// BGP FSM state: idle, connect, active, opensent, openconfirm, established.
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	RoutesSent    uint64                 `protobuf:"varint,5,opt,name=routes_sent,json=routesSent,proto3" json:"routes_sent,omitempty"`
-	StateSince    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=state_since,json=stateSince,proto3" json:"state_since,omitempty"`
-	Port          uint32                 `protobuf:"varint,7,opt,name=port,proto3" json:"port,omitempty"`
+	State      string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	RoutesSent uint64                 `protobuf:"varint,5,opt,name=routes_sent,json=routesSent,proto3" json:"routes_sent,omitempty"`
+	StateSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=state_since,json=stateSince,proto3" json:"state_since,omitempty"`
+	Port       uint32                 `protobuf:"varint,7,opt,name=port,proto3" json:"port,omitempty"`
+	// The neighbor negotiated FlowSpec (neighbor key flowspec: true).
+	Flowspec bool `protobuf:"varint,8,opt,name=flowspec,proto3" json:"flowspec,omitempty"`
+	// FlowSpec filters announced to it.
+	FlowspecSent  uint64 `protobuf:"varint,9,opt,name=flowspec_sent,json=flowspecSent,proto3" json:"flowspec_sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Neighbor) Reset() {
 	*x = Neighbor{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[14]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1563,7 @@ func (x *Neighbor) String() string {
 func (*Neighbor) ProtoMessage() {}
 
 func (x *Neighbor) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[14]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1576,7 @@ func (x *Neighbor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Neighbor.ProtoReflect.Descriptor instead.
 func (*Neighbor) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{14}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Neighbor) GetAddress() string {
@@ -912,6 +1628,20 @@ func (x *Neighbor) GetPort() uint32 {
 	return 0
 }
 
+func (x *Neighbor) GetFlowspec() bool {
+	if x != nil {
+		return x.Flowspec
+	}
+	return false
+}
+
+func (x *Neighbor) GetFlowspecSent() uint64 {
+	if x != nil {
+		return x.FlowspecSent
+	}
+	return 0
+}
+
 type ListNeighborsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Neighbors     []*Neighbor            `protobuf:"bytes,1,rep,name=neighbors,proto3" json:"neighbors,omitempty"`
@@ -921,7 +1651,7 @@ type ListNeighborsResponse struct {
 
 func (x *ListNeighborsResponse) Reset() {
 	*x = ListNeighborsResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[15]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1663,7 @@ func (x *ListNeighborsResponse) String() string {
 func (*ListNeighborsResponse) ProtoMessage() {}
 
 func (x *ListNeighborsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[15]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1676,7 @@ func (x *ListNeighborsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNeighborsResponse.ProtoReflect.Descriptor instead.
 func (*ListNeighborsResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{15}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListNeighborsResponse) GetNeighbors() []*Neighbor {
@@ -965,7 +1695,7 @@ type GetOffenderRequest struct {
 
 func (x *GetOffenderRequest) Reset() {
 	*x = GetOffenderRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[16]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1707,7 @@ func (x *GetOffenderRequest) String() string {
 func (*GetOffenderRequest) ProtoMessage() {}
 
 func (x *GetOffenderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[16]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1720,7 @@ func (x *GetOffenderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffenderRequest.ProtoReflect.Descriptor instead.
 func (*GetOffenderRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{16}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetOffenderRequest) GetAddress() string {
@@ -1015,7 +1745,7 @@ type Evidence struct {
 	FirstSeen            *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
 	LastSeen             *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	ExampleDestinations  []string               `protobuf:"bytes,10,rep,name=example_destinations,json=exampleDestinations,proto3" json:"example_destinations,omitempty"`
-	// blackhole or log.
+	// blackhole, flowspec or log.
 	Action        string                 `protobuf:"bytes,11,opt,name=action,proto3" json:"action,omitempty"`
 	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1024,7 +1754,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[17]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1766,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[17]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1779,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{17}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Evidence) GetRule() string {
@@ -1152,7 +1882,7 @@ type ReportRecord struct {
 
 func (x *ReportRecord) Reset() {
 	*x = ReportRecord{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[18]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1894,7 @@ func (x *ReportRecord) String() string {
 func (*ReportRecord) ProtoMessage() {}
 
 func (x *ReportRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[18]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1907,7 @@ func (x *ReportRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecord.ProtoReflect.Descriptor instead.
 func (*ReportRecord) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{18}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportRecord) GetReporter() string {
@@ -1253,7 +1983,7 @@ type Offender struct {
 
 func (x *Offender) Reset() {
 	*x = Offender{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[19]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1995,7 @@ func (x *Offender) String() string {
 func (*Offender) ProtoMessage() {}
 
 func (x *Offender) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[19]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +2008,7 @@ func (x *Offender) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offender.ProtoReflect.Descriptor instead.
 func (*Offender) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{19}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Offender) GetAddress() string {
@@ -1348,7 +2078,7 @@ type ScorePart struct {
 
 func (x *ScorePart) Reset() {
 	*x = ScorePart{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +2090,7 @@ func (x *ScorePart) String() string {
 func (*ScorePart) ProtoMessage() {}
 
 func (x *ScorePart) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[20]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +2103,7 @@ func (x *ScorePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScorePart.ProtoReflect.Descriptor instead.
 func (*ScorePart) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{20}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ScorePart) GetReporter() string {
@@ -1414,7 +2144,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2156,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[21]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2169,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{21}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Server) GetAddress() string {
@@ -1486,7 +2216,7 @@ type GetOffenderResponse struct {
 
 func (x *GetOffenderResponse) Reset() {
 	*x = GetOffenderResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +2228,7 @@ func (x *GetOffenderResponse) String() string {
 func (*GetOffenderResponse) ProtoMessage() {}
 
 func (x *GetOffenderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[22]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +2241,7 @@ func (x *GetOffenderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffenderResponse.ProtoReflect.Descriptor instead.
 func (*GetOffenderResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{22}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetOffenderResponse) GetOffender() *Offender {
@@ -1535,7 +2265,7 @@ type ListOffendersRequest struct {
 
 func (x *ListOffendersRequest) Reset() {
 	*x = ListOffendersRequest{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +2277,7 @@ func (x *ListOffendersRequest) String() string {
 func (*ListOffendersRequest) ProtoMessage() {}
 
 func (x *ListOffendersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[23]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +2290,7 @@ func (x *ListOffendersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffendersRequest.ProtoReflect.Descriptor instead.
 func (*ListOffendersRequest) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{23}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListOffendersRequest) GetShadowOnly() bool {
@@ -1598,7 +2328,7 @@ type OffenderSummary struct {
 
 func (x *OffenderSummary) Reset() {
 	*x = OffenderSummary{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +2340,7 @@ func (x *OffenderSummary) String() string {
 func (*OffenderSummary) ProtoMessage() {}
 
 func (x *OffenderSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[24]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +2353,7 @@ func (x *OffenderSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffenderSummary.ProtoReflect.Descriptor instead.
 func (*OffenderSummary) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{24}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OffenderSummary) GetAddress() string {
@@ -1679,7 +2409,7 @@ type ListOffendersResponse struct {
 
 func (x *ListOffendersResponse) Reset() {
 	*x = ListOffendersResponse{}
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2421,7 @@ func (x *ListOffendersResponse) String() string {
 func (*ListOffendersResponse) ProtoMessage() {}
 
 func (x *ListOffendersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rtbh_v1_rtbh_proto_msgTypes[25]
+	mi := &file_rtbh_v1_rtbh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2434,7 @@ func (x *ListOffendersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffendersResponse.ProtoReflect.Descriptor instead.
 func (*ListOffendersResponse) Descriptor() ([]byte, []int) {
-	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{25}
+	return file_rtbh_v1_rtbh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListOffendersResponse) GetOffenders() []*OffenderSummary {
@@ -1725,7 +2455,7 @@ var File_rtbh_v1_rtbh_proto protoreflect.FileDescriptor
 
 const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\n" +
-	"\x12rtbh/v1/rtbh.proto\x12\artbh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n" +
+	"\x12rtbh/v1/rtbh.proto\x12\artbh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n" +
 	"\tBlackhole\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
@@ -1733,23 +2463,78 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"r\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x122\n" +
+	"\bflowspec\x18\x06 \x01(\v2\x16.rtbh.v1.FlowSpecMatchR\bflowspec\"\x84\x01\n" +
+	"\rFlowSpecMatch\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x1b\n" +
+	"\tdst_ports\x18\x02 \x03(\rR\bdstPorts\x12:\n" +
+	"\x0fdst_port_ranges\x18\x03 \x03(\v2\x12.rtbh.v1.PortRangeR\rdstPortRanges\"5\n" +
+	"\tPortRange\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\"\xa6\x01\n" +
 	"\x13AddBlackholeRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"b\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x122\n" +
+	"\bflowspec\x18\x04 \x01(\v2\x16.rtbh.v1.FlowSpecMatchR\bflowspec\"b\n" +
 	"\x14AddBlackholeResponse\x120\n" +
 	"\tblackhole\x18\x01 \x01(\v2\x12.rtbh.v1.BlackholeR\tblackhole\x12\x18\n" +
-	"\aexisted\x18\x02 \x01(\bR\aexisted\"H\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\"|\n" +
 	"\x16RemoveBlackholeRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x19\n" +
-	"\x17RemoveBlackholeResponse\"\x17\n" +
-	"\x15ListBlackholesRequest\"L\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x122\n" +
+	"\bflowspec\x18\x03 \x01(\v2\x16.rtbh.v1.FlowSpecMatchR\bflowspec\"\x19\n" +
+	"\x17RemoveBlackholeResponse\"P\n" +
+	"\fRejectedItem\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"J\n" +
+	"\x14AddBlackholesRequest\x122\n" +
+	"\x05items\x18\x01 \x03(\v2\x1c.rtbh.v1.AddBlackholeRequestR\x05items\"~\n" +
+	"\x15AddBlackholesResponse\x122\n" +
+	"\n" +
+	"blackholes\x18\x01 \x03(\v2\x12.rtbh.v1.BlackholeR\n" +
+	"blackholes\x121\n" +
+	"\brejected\x18\x02 \x03(\v2\x15.rtbh.v1.RejectedItemR\brejected\"M\n" +
+	"\x17RemoveBlackholesRequest\x12\x1a\n" +
+	"\bprefixes\x18\x01 \x03(\tR\bprefixes\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"g\n" +
+	"\x18RemoveBlackholesResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\rR\aremoved\x121\n" +
+	"\brejected\x18\x02 \x03(\v2\x15.rtbh.v1.RejectedItemR\brejected\"\x83\x01\n" +
+	"\x15ListBlackholesRequest\x12\x16\n" +
+	"\x06within\x18\x01 \x01(\tR\x06within\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"t\n" +
 	"\x16ListBlackholesResponse\x122\n" +
 	"\n" +
 	"blackholes\x18\x01 \x03(\v2\x12.rtbh.v1.BlackholeR\n" +
-	"blackholes\"\x18\n" +
+	"blackholes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe0\x01\n" +
+	"\x10ListAuditRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"\xf2\x01\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06origin\x18\x06 \x01(\tR\x06origin\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\x12\x1a\n" +
+	"\binstance\x18\t \x01(\tR\binstance\"j\n" +
+	"\x11ListAuditResponse\x12-\n" +
+	"\aentries\x18\x01 \x03(\v2\x13.rtbh.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x18\n" +
 	"\x16WatchBlackholesRequest\"\x89\x01\n" +
 	"\x17WatchBlackholesResponse\x12&\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x12.rtbh.v1.EventTypeR\x04type\x120\n" +
@@ -1770,7 +2555,7 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\x15SubmitReportsResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\rR\baccepted\x123\n" +
 	"\brejected\x18\x02 \x03(\v2\x17.rtbh.v1.RejectedReportR\brejected\"\x16\n" +
-	"\x14ListNeighborsRequest\"\xd2\x01\n" +
+	"\x14ListNeighborsRequest\"\x93\x02\n" +
 	"\bNeighbor\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x12\n" +
@@ -1780,7 +2565,9 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"routesSent\x12;\n" +
 	"\vstate_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"stateSince\x12\x12\n" +
-	"\x04port\x18\a \x01(\rR\x04port\"H\n" +
+	"\x04port\x18\a \x01(\rR\x04port\x12\x1a\n" +
+	"\bflowspec\x18\b \x01(\bR\bflowspec\x12#\n" +
+	"\rflowspec_sent\x18\t \x01(\x04R\fflowspecSent\"H\n" +
 	"\x15ListNeighborsResponse\x12/\n" +
 	"\tneighbors\x18\x01 \x03(\v2\x11.rtbh.v1.NeighborR\tneighbors\".\n" +
 	"\x12GetOffenderRequest\x12\x18\n" +
@@ -1858,12 +2645,16 @@ const file_rtbh_v1_rtbh_proto_rawDesc = "" +
 	"\x10EVENT_TYPE_ADDED\x10\x03\x12\x17\n" +
 	"\x13EVENT_TYPE_EXTENDED\x10\x04\x12\x16\n" +
 	"\x12EVENT_TYPE_REMOVED\x10\x05\x12\x16\n" +
-	"\x12EVENT_TYPE_EXPIRED\x10\x062\xe0\x02\n" +
+	"\x12EVENT_TYPE_EXPIRED\x10\x062\x89\x04\n" +
 	"\x10BlackholeService\x12K\n" +
 	"\fAddBlackhole\x12\x1c.rtbh.v1.AddBlackholeRequest\x1a\x1d.rtbh.v1.AddBlackholeResponse\x12T\n" +
 	"\x0fRemoveBlackhole\x12\x1f.rtbh.v1.RemoveBlackholeRequest\x1a .rtbh.v1.RemoveBlackholeResponse\x12Q\n" +
 	"\x0eListBlackholes\x12\x1e.rtbh.v1.ListBlackholesRequest\x1a\x1f.rtbh.v1.ListBlackholesResponse\x12V\n" +
-	"\x0fWatchBlackholes\x12\x1f.rtbh.v1.WatchBlackholesRequest\x1a .rtbh.v1.WatchBlackholesResponse0\x012_\n" +
+	"\x0fWatchBlackholes\x12\x1f.rtbh.v1.WatchBlackholesRequest\x1a .rtbh.v1.WatchBlackholesResponse0\x01\x12N\n" +
+	"\rAddBlackholes\x12\x1d.rtbh.v1.AddBlackholesRequest\x1a\x1e.rtbh.v1.AddBlackholesResponse\x12W\n" +
+	"\x10RemoveBlackholes\x12 .rtbh.v1.RemoveBlackholesRequest\x1a!.rtbh.v1.RemoveBlackholesResponse2R\n" +
+	"\fAuditService\x12B\n" +
+	"\tListAudit\x12\x19.rtbh.v1.ListAuditRequest\x1a\x1a.rtbh.v1.ListAuditResponse2_\n" +
 	"\rReportService\x12N\n" +
 	"\rSubmitReports\x12\x1d.rtbh.v1.SubmitReportsRequest\x1a\x1e.rtbh.v1.SubmitReportsResponse2\xf9\x01\n" +
 	"\rStatusService\x12N\n" +
@@ -1884,90 +2675,118 @@ func file_rtbh_v1_rtbh_proto_rawDescGZIP() []byte {
 }
 
 var file_rtbh_v1_rtbh_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rtbh_v1_rtbh_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_rtbh_v1_rtbh_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_rtbh_v1_rtbh_proto_goTypes = []any{
-	(EventType)(0),                  // 0: rtbh.v1.EventType
-	(*Blackhole)(nil),               // 1: rtbh.v1.Blackhole
-	(*AddBlackholeRequest)(nil),     // 2: rtbh.v1.AddBlackholeRequest
-	(*AddBlackholeResponse)(nil),    // 3: rtbh.v1.AddBlackholeResponse
-	(*RemoveBlackholeRequest)(nil),  // 4: rtbh.v1.RemoveBlackholeRequest
-	(*RemoveBlackholeResponse)(nil), // 5: rtbh.v1.RemoveBlackholeResponse
-	(*ListBlackholesRequest)(nil),   // 6: rtbh.v1.ListBlackholesRequest
-	(*ListBlackholesResponse)(nil),  // 7: rtbh.v1.ListBlackholesResponse
-	(*WatchBlackholesRequest)(nil),  // 8: rtbh.v1.WatchBlackholesRequest
-	(*WatchBlackholesResponse)(nil), // 9: rtbh.v1.WatchBlackholesResponse
-	(*Report)(nil),                  // 10: rtbh.v1.Report
-	(*SubmitReportsRequest)(nil),    // 11: rtbh.v1.SubmitReportsRequest
-	(*RejectedReport)(nil),          // 12: rtbh.v1.RejectedReport
-	(*SubmitReportsResponse)(nil),   // 13: rtbh.v1.SubmitReportsResponse
-	(*ListNeighborsRequest)(nil),    // 14: rtbh.v1.ListNeighborsRequest
-	(*Neighbor)(nil),                // 15: rtbh.v1.Neighbor
-	(*ListNeighborsResponse)(nil),   // 16: rtbh.v1.ListNeighborsResponse
-	(*GetOffenderRequest)(nil),      // 17: rtbh.v1.GetOffenderRequest
-	(*Evidence)(nil),                // 18: rtbh.v1.Evidence
-	(*ReportRecord)(nil),            // 19: rtbh.v1.ReportRecord
-	(*Offender)(nil),                // 20: rtbh.v1.Offender
-	(*ScorePart)(nil),               // 21: rtbh.v1.ScorePart
-	(*Server)(nil),                  // 22: rtbh.v1.Server
-	(*GetOffenderResponse)(nil),     // 23: rtbh.v1.GetOffenderResponse
-	(*ListOffendersRequest)(nil),    // 24: rtbh.v1.ListOffendersRequest
-	(*OffenderSummary)(nil),         // 25: rtbh.v1.OffenderSummary
-	(*ListOffendersResponse)(nil),   // 26: rtbh.v1.ListOffendersResponse
-	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 28: google.protobuf.Duration
+	(EventType)(0),                   // 0: rtbh.v1.EventType
+	(*Blackhole)(nil),                // 1: rtbh.v1.Blackhole
+	(*FlowSpecMatch)(nil),            // 2: rtbh.v1.FlowSpecMatch
+	(*PortRange)(nil),                // 3: rtbh.v1.PortRange
+	(*AddBlackholeRequest)(nil),      // 4: rtbh.v1.AddBlackholeRequest
+	(*AddBlackholeResponse)(nil),     // 5: rtbh.v1.AddBlackholeResponse
+	(*RemoveBlackholeRequest)(nil),   // 6: rtbh.v1.RemoveBlackholeRequest
+	(*RemoveBlackholeResponse)(nil),  // 7: rtbh.v1.RemoveBlackholeResponse
+	(*RejectedItem)(nil),             // 8: rtbh.v1.RejectedItem
+	(*AddBlackholesRequest)(nil),     // 9: rtbh.v1.AddBlackholesRequest
+	(*AddBlackholesResponse)(nil),    // 10: rtbh.v1.AddBlackholesResponse
+	(*RemoveBlackholesRequest)(nil),  // 11: rtbh.v1.RemoveBlackholesRequest
+	(*RemoveBlackholesResponse)(nil), // 12: rtbh.v1.RemoveBlackholesResponse
+	(*ListBlackholesRequest)(nil),    // 13: rtbh.v1.ListBlackholesRequest
+	(*ListBlackholesResponse)(nil),   // 14: rtbh.v1.ListBlackholesResponse
+	(*ListAuditRequest)(nil),         // 15: rtbh.v1.ListAuditRequest
+	(*AuditEntry)(nil),               // 16: rtbh.v1.AuditEntry
+	(*ListAuditResponse)(nil),        // 17: rtbh.v1.ListAuditResponse
+	(*WatchBlackholesRequest)(nil),   // 18: rtbh.v1.WatchBlackholesRequest
+	(*WatchBlackholesResponse)(nil),  // 19: rtbh.v1.WatchBlackholesResponse
+	(*Report)(nil),                   // 20: rtbh.v1.Report
+	(*SubmitReportsRequest)(nil),     // 21: rtbh.v1.SubmitReportsRequest
+	(*RejectedReport)(nil),           // 22: rtbh.v1.RejectedReport
+	(*SubmitReportsResponse)(nil),    // 23: rtbh.v1.SubmitReportsResponse
+	(*ListNeighborsRequest)(nil),     // 24: rtbh.v1.ListNeighborsRequest
+	(*Neighbor)(nil),                 // 25: rtbh.v1.Neighbor
+	(*ListNeighborsResponse)(nil),    // 26: rtbh.v1.ListNeighborsResponse
+	(*GetOffenderRequest)(nil),       // 27: rtbh.v1.GetOffenderRequest
+	(*Evidence)(nil),                 // 28: rtbh.v1.Evidence
+	(*ReportRecord)(nil),             // 29: rtbh.v1.ReportRecord
+	(*Offender)(nil),                 // 30: rtbh.v1.Offender
+	(*ScorePart)(nil),                // 31: rtbh.v1.ScorePart
+	(*Server)(nil),                   // 32: rtbh.v1.Server
+	(*GetOffenderResponse)(nil),      // 33: rtbh.v1.GetOffenderResponse
+	(*ListOffendersRequest)(nil),     // 34: rtbh.v1.ListOffendersRequest
+	(*OffenderSummary)(nil),          // 35: rtbh.v1.OffenderSummary
+	(*ListOffendersResponse)(nil),    // 36: rtbh.v1.ListOffendersResponse
+	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 38: google.protobuf.Duration
 }
 var file_rtbh_v1_rtbh_proto_depIdxs = []int32{
-	27, // 0: rtbh.v1.Blackhole.created_at:type_name -> google.protobuf.Timestamp
-	27, // 1: rtbh.v1.Blackhole.expires_at:type_name -> google.protobuf.Timestamp
-	28, // 2: rtbh.v1.AddBlackholeRequest.ttl:type_name -> google.protobuf.Duration
-	1,  // 3: rtbh.v1.AddBlackholeResponse.blackhole:type_name -> rtbh.v1.Blackhole
-	1,  // 4: rtbh.v1.ListBlackholesResponse.blackholes:type_name -> rtbh.v1.Blackhole
-	0,  // 5: rtbh.v1.WatchBlackholesResponse.type:type_name -> rtbh.v1.EventType
-	1,  // 6: rtbh.v1.WatchBlackholesResponse.blackhole:type_name -> rtbh.v1.Blackhole
-	27, // 7: rtbh.v1.Report.observed_at:type_name -> google.protobuf.Timestamp
-	10, // 8: rtbh.v1.SubmitReportsRequest.reports:type_name -> rtbh.v1.Report
-	12, // 9: rtbh.v1.SubmitReportsResponse.rejected:type_name -> rtbh.v1.RejectedReport
-	27, // 10: rtbh.v1.Neighbor.state_since:type_name -> google.protobuf.Timestamp
-	15, // 11: rtbh.v1.ListNeighborsResponse.neighbors:type_name -> rtbh.v1.Neighbor
-	28, // 12: rtbh.v1.Evidence.window:type_name -> google.protobuf.Duration
-	27, // 13: rtbh.v1.Evidence.first_seen:type_name -> google.protobuf.Timestamp
-	27, // 14: rtbh.v1.Evidence.last_seen:type_name -> google.protobuf.Timestamp
-	27, // 15: rtbh.v1.Evidence.recorded_at:type_name -> google.protobuf.Timestamp
-	27, // 16: rtbh.v1.ReportRecord.observed_at:type_name -> google.protobuf.Timestamp
-	27, // 17: rtbh.v1.ReportRecord.received_at:type_name -> google.protobuf.Timestamp
-	18, // 18: rtbh.v1.Offender.evidence:type_name -> rtbh.v1.Evidence
-	19, // 19: rtbh.v1.Offender.reports:type_name -> rtbh.v1.ReportRecord
-	1,  // 20: rtbh.v1.Offender.blackhole:type_name -> rtbh.v1.Blackhole
-	21, // 21: rtbh.v1.Offender.score_parts:type_name -> rtbh.v1.ScorePart
-	22, // 22: rtbh.v1.Offender.servers:type_name -> rtbh.v1.Server
-	27, // 23: rtbh.v1.ScorePart.observed_at:type_name -> google.protobuf.Timestamp
-	27, // 24: rtbh.v1.Server.first_seen:type_name -> google.protobuf.Timestamp
-	27, // 25: rtbh.v1.Server.last_seen:type_name -> google.protobuf.Timestamp
-	20, // 26: rtbh.v1.GetOffenderResponse.offender:type_name -> rtbh.v1.Offender
-	27, // 27: rtbh.v1.OffenderSummary.recorded_at:type_name -> google.protobuf.Timestamp
-	25, // 28: rtbh.v1.ListOffendersResponse.offenders:type_name -> rtbh.v1.OffenderSummary
-	22, // 29: rtbh.v1.ListOffendersResponse.servers:type_name -> rtbh.v1.Server
-	2,  // 30: rtbh.v1.BlackholeService.AddBlackhole:input_type -> rtbh.v1.AddBlackholeRequest
-	4,  // 31: rtbh.v1.BlackholeService.RemoveBlackhole:input_type -> rtbh.v1.RemoveBlackholeRequest
-	6,  // 32: rtbh.v1.BlackholeService.ListBlackholes:input_type -> rtbh.v1.ListBlackholesRequest
-	8,  // 33: rtbh.v1.BlackholeService.WatchBlackholes:input_type -> rtbh.v1.WatchBlackholesRequest
-	11, // 34: rtbh.v1.ReportService.SubmitReports:input_type -> rtbh.v1.SubmitReportsRequest
-	14, // 35: rtbh.v1.StatusService.ListNeighbors:input_type -> rtbh.v1.ListNeighborsRequest
-	17, // 36: rtbh.v1.StatusService.GetOffender:input_type -> rtbh.v1.GetOffenderRequest
-	24, // 37: rtbh.v1.StatusService.ListOffenders:input_type -> rtbh.v1.ListOffendersRequest
-	3,  // 38: rtbh.v1.BlackholeService.AddBlackhole:output_type -> rtbh.v1.AddBlackholeResponse
-	5,  // 39: rtbh.v1.BlackholeService.RemoveBlackhole:output_type -> rtbh.v1.RemoveBlackholeResponse
-	7,  // 40: rtbh.v1.BlackholeService.ListBlackholes:output_type -> rtbh.v1.ListBlackholesResponse
-	9,  // 41: rtbh.v1.BlackholeService.WatchBlackholes:output_type -> rtbh.v1.WatchBlackholesResponse
-	13, // 42: rtbh.v1.ReportService.SubmitReports:output_type -> rtbh.v1.SubmitReportsResponse
-	16, // 43: rtbh.v1.StatusService.ListNeighbors:output_type -> rtbh.v1.ListNeighborsResponse
-	23, // 44: rtbh.v1.StatusService.GetOffender:output_type -> rtbh.v1.GetOffenderResponse
-	26, // 45: rtbh.v1.StatusService.ListOffenders:output_type -> rtbh.v1.ListOffendersResponse
-	38, // [38:46] is the sub-list for method output_type
-	30, // [30:38] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	37, // 0: rtbh.v1.Blackhole.created_at:type_name -> google.protobuf.Timestamp
+	37, // 1: rtbh.v1.Blackhole.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 2: rtbh.v1.Blackhole.flowspec:type_name -> rtbh.v1.FlowSpecMatch
+	3,  // 3: rtbh.v1.FlowSpecMatch.dst_port_ranges:type_name -> rtbh.v1.PortRange
+	38, // 4: rtbh.v1.AddBlackholeRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 5: rtbh.v1.AddBlackholeRequest.flowspec:type_name -> rtbh.v1.FlowSpecMatch
+	1,  // 6: rtbh.v1.AddBlackholeResponse.blackhole:type_name -> rtbh.v1.Blackhole
+	2,  // 7: rtbh.v1.RemoveBlackholeRequest.flowspec:type_name -> rtbh.v1.FlowSpecMatch
+	4,  // 8: rtbh.v1.AddBlackholesRequest.items:type_name -> rtbh.v1.AddBlackholeRequest
+	1,  // 9: rtbh.v1.AddBlackholesResponse.blackholes:type_name -> rtbh.v1.Blackhole
+	8,  // 10: rtbh.v1.AddBlackholesResponse.rejected:type_name -> rtbh.v1.RejectedItem
+	8,  // 11: rtbh.v1.RemoveBlackholesResponse.rejected:type_name -> rtbh.v1.RejectedItem
+	1,  // 12: rtbh.v1.ListBlackholesResponse.blackholes:type_name -> rtbh.v1.Blackhole
+	37, // 13: rtbh.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 14: rtbh.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	37, // 15: rtbh.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	16, // 16: rtbh.v1.ListAuditResponse.entries:type_name -> rtbh.v1.AuditEntry
+	0,  // 17: rtbh.v1.WatchBlackholesResponse.type:type_name -> rtbh.v1.EventType
+	1,  // 18: rtbh.v1.WatchBlackholesResponse.blackhole:type_name -> rtbh.v1.Blackhole
+	37, // 19: rtbh.v1.Report.observed_at:type_name -> google.protobuf.Timestamp
+	20, // 20: rtbh.v1.SubmitReportsRequest.reports:type_name -> rtbh.v1.Report
+	22, // 21: rtbh.v1.SubmitReportsResponse.rejected:type_name -> rtbh.v1.RejectedReport
+	37, // 22: rtbh.v1.Neighbor.state_since:type_name -> google.protobuf.Timestamp
+	25, // 23: rtbh.v1.ListNeighborsResponse.neighbors:type_name -> rtbh.v1.Neighbor
+	38, // 24: rtbh.v1.Evidence.window:type_name -> google.protobuf.Duration
+	37, // 25: rtbh.v1.Evidence.first_seen:type_name -> google.protobuf.Timestamp
+	37, // 26: rtbh.v1.Evidence.last_seen:type_name -> google.protobuf.Timestamp
+	37, // 27: rtbh.v1.Evidence.recorded_at:type_name -> google.protobuf.Timestamp
+	37, // 28: rtbh.v1.ReportRecord.observed_at:type_name -> google.protobuf.Timestamp
+	37, // 29: rtbh.v1.ReportRecord.received_at:type_name -> google.protobuf.Timestamp
+	28, // 30: rtbh.v1.Offender.evidence:type_name -> rtbh.v1.Evidence
+	29, // 31: rtbh.v1.Offender.reports:type_name -> rtbh.v1.ReportRecord
+	1,  // 32: rtbh.v1.Offender.blackhole:type_name -> rtbh.v1.Blackhole
+	31, // 33: rtbh.v1.Offender.score_parts:type_name -> rtbh.v1.ScorePart
+	32, // 34: rtbh.v1.Offender.servers:type_name -> rtbh.v1.Server
+	37, // 35: rtbh.v1.ScorePart.observed_at:type_name -> google.protobuf.Timestamp
+	37, // 36: rtbh.v1.Server.first_seen:type_name -> google.protobuf.Timestamp
+	37, // 37: rtbh.v1.Server.last_seen:type_name -> google.protobuf.Timestamp
+	30, // 38: rtbh.v1.GetOffenderResponse.offender:type_name -> rtbh.v1.Offender
+	37, // 39: rtbh.v1.OffenderSummary.recorded_at:type_name -> google.protobuf.Timestamp
+	35, // 40: rtbh.v1.ListOffendersResponse.offenders:type_name -> rtbh.v1.OffenderSummary
+	32, // 41: rtbh.v1.ListOffendersResponse.servers:type_name -> rtbh.v1.Server
+	4,  // 42: rtbh.v1.BlackholeService.AddBlackhole:input_type -> rtbh.v1.AddBlackholeRequest
+	6,  // 43: rtbh.v1.BlackholeService.RemoveBlackhole:input_type -> rtbh.v1.RemoveBlackholeRequest
+	13, // 44: rtbh.v1.BlackholeService.ListBlackholes:input_type -> rtbh.v1.ListBlackholesRequest
+	18, // 45: rtbh.v1.BlackholeService.WatchBlackholes:input_type -> rtbh.v1.WatchBlackholesRequest
+	9,  // 46: rtbh.v1.BlackholeService.AddBlackholes:input_type -> rtbh.v1.AddBlackholesRequest
+	11, // 47: rtbh.v1.BlackholeService.RemoveBlackholes:input_type -> rtbh.v1.RemoveBlackholesRequest
+	15, // 48: rtbh.v1.AuditService.ListAudit:input_type -> rtbh.v1.ListAuditRequest
+	21, // 49: rtbh.v1.ReportService.SubmitReports:input_type -> rtbh.v1.SubmitReportsRequest
+	24, // 50: rtbh.v1.StatusService.ListNeighbors:input_type -> rtbh.v1.ListNeighborsRequest
+	27, // 51: rtbh.v1.StatusService.GetOffender:input_type -> rtbh.v1.GetOffenderRequest
+	34, // 52: rtbh.v1.StatusService.ListOffenders:input_type -> rtbh.v1.ListOffendersRequest
+	5,  // 53: rtbh.v1.BlackholeService.AddBlackhole:output_type -> rtbh.v1.AddBlackholeResponse
+	7,  // 54: rtbh.v1.BlackholeService.RemoveBlackhole:output_type -> rtbh.v1.RemoveBlackholeResponse
+	14, // 55: rtbh.v1.BlackholeService.ListBlackholes:output_type -> rtbh.v1.ListBlackholesResponse
+	19, // 56: rtbh.v1.BlackholeService.WatchBlackholes:output_type -> rtbh.v1.WatchBlackholesResponse
+	10, // 57: rtbh.v1.BlackholeService.AddBlackholes:output_type -> rtbh.v1.AddBlackholesResponse
+	12, // 58: rtbh.v1.BlackholeService.RemoveBlackholes:output_type -> rtbh.v1.RemoveBlackholesResponse
+	17, // 59: rtbh.v1.AuditService.ListAudit:output_type -> rtbh.v1.ListAuditResponse
+	23, // 60: rtbh.v1.ReportService.SubmitReports:output_type -> rtbh.v1.SubmitReportsResponse
+	26, // 61: rtbh.v1.StatusService.ListNeighbors:output_type -> rtbh.v1.ListNeighborsResponse
+	33, // 62: rtbh.v1.StatusService.GetOffender:output_type -> rtbh.v1.GetOffenderResponse
+	36, // 63: rtbh.v1.StatusService.ListOffenders:output_type -> rtbh.v1.ListOffendersResponse
+	53, // [53:64] is the sub-list for method output_type
+	42, // [42:53] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_rtbh_v1_rtbh_proto_init() }
@@ -1981,9 +2800,9 @@ func file_rtbh_v1_rtbh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rtbh_v1_rtbh_proto_rawDesc), len(file_rtbh_v1_rtbh_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   36,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_rtbh_v1_rtbh_proto_goTypes,
 		DependencyIndexes: file_rtbh_v1_rtbh_proto_depIdxs,

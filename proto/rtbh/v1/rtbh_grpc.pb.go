@@ -27,10 +27,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BlackholeService_AddBlackhole_FullMethodName    = "/rtbh.v1.BlackholeService/AddBlackhole"
-	BlackholeService_RemoveBlackhole_FullMethodName = "/rtbh.v1.BlackholeService/RemoveBlackhole"
-	BlackholeService_ListBlackholes_FullMethodName  = "/rtbh.v1.BlackholeService/ListBlackholes"
-	BlackholeService_WatchBlackholes_FullMethodName = "/rtbh.v1.BlackholeService/WatchBlackholes"
+	BlackholeService_AddBlackhole_FullMethodName     = "/rtbh.v1.BlackholeService/AddBlackhole"
+	BlackholeService_RemoveBlackhole_FullMethodName  = "/rtbh.v1.BlackholeService/RemoveBlackhole"
+	BlackholeService_ListBlackholes_FullMethodName   = "/rtbh.v1.BlackholeService/ListBlackholes"
+	BlackholeService_WatchBlackholes_FullMethodName  = "/rtbh.v1.BlackholeService/WatchBlackholes"
+	BlackholeService_AddBlackholes_FullMethodName    = "/rtbh.v1.BlackholeService/AddBlackholes"
+	BlackholeService_RemoveBlackholes_FullMethodName = "/rtbh.v1.BlackholeService/RemoveBlackholes"
 )
 
 // BlackholeServiceClient is the client API for BlackholeService service.
@@ -52,6 +54,15 @@ type BlackholeServiceClient interface {
 	// WatchBlackholes streams the current set (type SNAPSHOT, then one
 	// SNAPSHOT_END marker), then every add, extension, removal and expiry.
 	WatchBlackholes(ctx context.Context, in *WatchBlackholesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBlackholesResponse], error)
+	// AddBlackholes adds or extends up to 10,000 entries in one call. Each
+	// item is checked as AddBlackhole would check it; the refused ones are
+	// listed in `rejected` (index, code, reason) and the accepted ones are
+	// committed together, audited one row each. A response means they are
+	// committed.
+	AddBlackholes(ctx context.Context, in *AddBlackholesRequest, opts ...grpc.CallOption) (*AddBlackholesResponse, error)
+	// RemoveBlackholes withdraws up to 10,000 active entries in one call, with
+	// the per-item refusals of RemoveBlackhole in `rejected`.
+	RemoveBlackholes(ctx context.Context, in *RemoveBlackholesRequest, opts ...grpc.CallOption) (*RemoveBlackholesResponse, error)
 }
 
 type blackholeServiceClient struct {
@@ -111,6 +122,26 @@ func (c *blackholeServiceClient) WatchBlackholes(ctx context.Context, in *WatchB
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BlackholeService_WatchBlackholesClient = grpc.ServerStreamingClient[WatchBlackholesResponse]
 
+func (c *blackholeServiceClient) AddBlackholes(ctx context.Context, in *AddBlackholesRequest, opts ...grpc.CallOption) (*AddBlackholesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddBlackholesResponse)
+	err := c.cc.Invoke(ctx, BlackholeService_AddBlackholes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blackholeServiceClient) RemoveBlackholes(ctx context.Context, in *RemoveBlackholesRequest, opts ...grpc.CallOption) (*RemoveBlackholesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveBlackholesResponse)
+	err := c.cc.Invoke(ctx, BlackholeService_RemoveBlackholes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BlackholeServiceServer is the server API for BlackholeService service.
 // All implementations must embed UnimplementedBlackholeServiceServer
 // for forward compatibility.
@@ -130,6 +161,15 @@ type BlackholeServiceServer interface {
 	// WatchBlackholes streams the current set (type SNAPSHOT, then one
 	// SNAPSHOT_END marker), then every add, extension, removal and expiry.
 	WatchBlackholes(*WatchBlackholesRequest, grpc.ServerStreamingServer[WatchBlackholesResponse]) error
+	// AddBlackholes adds or extends up to 10,000 entries in one call. Each
+	// item is checked as AddBlackhole would check it; the refused ones are
+	// listed in `rejected` (index, code, reason) and the accepted ones are
+	// committed together, audited one row each. A response means they are
+	// committed.
+	AddBlackholes(context.Context, *AddBlackholesRequest) (*AddBlackholesResponse, error)
+	// RemoveBlackholes withdraws up to 10,000 active entries in one call, with
+	// the per-item refusals of RemoveBlackhole in `rejected`.
+	RemoveBlackholes(context.Context, *RemoveBlackholesRequest) (*RemoveBlackholesResponse, error)
 	mustEmbedUnimplementedBlackholeServiceServer()
 }
 
@@ -151,6 +191,12 @@ func (UnimplementedBlackholeServiceServer) ListBlackholes(context.Context, *List
 }
 func (UnimplementedBlackholeServiceServer) WatchBlackholes(*WatchBlackholesRequest, grpc.ServerStreamingServer[WatchBlackholesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchBlackholes not implemented")
+}
+func (UnimplementedBlackholeServiceServer) AddBlackholes(context.Context, *AddBlackholesRequest) (*AddBlackholesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddBlackholes not implemented")
+}
+func (UnimplementedBlackholeServiceServer) RemoveBlackholes(context.Context, *RemoveBlackholesRequest) (*RemoveBlackholesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveBlackholes not implemented")
 }
 func (UnimplementedBlackholeServiceServer) mustEmbedUnimplementedBlackholeServiceServer() {}
 func (UnimplementedBlackholeServiceServer) testEmbeddedByValue()                          {}
@@ -238,6 +284,42 @@ func _BlackholeService_WatchBlackholes_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BlackholeService_WatchBlackholesServer = grpc.ServerStreamingServer[WatchBlackholesResponse]
 
+func _BlackholeService_AddBlackholes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddBlackholesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlackholeServiceServer).AddBlackholes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BlackholeService_AddBlackholes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlackholeServiceServer).AddBlackholes(ctx, req.(*AddBlackholesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BlackholeService_RemoveBlackholes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveBlackholesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlackholeServiceServer).RemoveBlackholes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BlackholeService_RemoveBlackholes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlackholeServiceServer).RemoveBlackholes(ctx, req.(*RemoveBlackholesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BlackholeService_ServiceDesc is the grpc.ServiceDesc for BlackholeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -257,6 +339,14 @@ var BlackholeService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListBlackholes",
 			Handler:    _BlackholeService_ListBlackholes_Handler,
 		},
+		{
+			MethodName: "AddBlackholes",
+			Handler:    _BlackholeService_AddBlackholes_Handler,
+		},
+		{
+			MethodName: "RemoveBlackholes",
+			Handler:    _BlackholeService_RemoveBlackholes_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -265,6 +355,114 @@ var BlackholeService_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
+	Metadata: "rtbh/v1/rtbh.proto",
+}
+
+const (
+	AuditService_ListAudit_FullMethodName = "/rtbh.v1.AuditService/ListAudit"
+)
+
+// AuditServiceClient is the client API for AuditService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AuditService reads the audit log (operators only).
+type AuditServiceClient interface {
+	// ListAudit returns audit rows, newest first, paged.
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+}
+
+type auditServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditServiceClient(cc grpc.ClientConnInterface) AuditServiceClient {
+	return &auditServiceClient{cc}
+}
+
+func (c *auditServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, AuditService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuditServiceServer is the server API for AuditService service.
+// All implementations must embed UnimplementedAuditServiceServer
+// for forward compatibility.
+//
+// AuditService reads the audit log (operators only).
+type AuditServiceServer interface {
+	// ListAudit returns audit rows, newest first, paged.
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+// UnimplementedAuditServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditServiceServer struct{}
+
+func (UnimplementedAuditServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
+func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeAuditServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditServiceServer will
+// result in compilation errors.
+type UnsafeAuditServiceServer interface {
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+func RegisterAuditServiceServer(s grpc.ServiceRegistrar, srv AuditServiceServer) {
+	// If the following call panics, it indicates UnimplementedAuditServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuditService_ServiceDesc, srv)
+}
+
+func _AuditService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuditService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rtbh.v1.AuditService",
+	HandlerType: (*AuditServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListAudit",
+			Handler:    _AuditService_ListAudit_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "rtbh/v1/rtbh.proto",
 }
 
