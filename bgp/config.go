@@ -73,6 +73,14 @@ type Neighbor struct {
 	Communities      []string
 	LargeCommunities []string
 	MaxRoutes        int // 0 = Config.DefaultMaxRoutes
+	// FlowSpec (flowspec: true) negotiates IPv4 and IPv6 FlowSpec
+	// (RFC 8955/8956) on this session besides unicast: the neighbor gets
+	// the FlowSpec filters (peers only for sources inside OwnPrefixes).
+	FlowSpec bool
+	// MaxFlowSpec caps the filters sent to this neighbor (0 =
+	// Config.DefaultMaxRoutes): beyond it filters are held back and
+	// promoted, oldest first, as others are withdrawn.
+	MaxFlowSpec int
 }
 
 // DefaultGracefulRestartTime is Config.GracefulRestartTime when it is 0.
@@ -153,6 +161,9 @@ func (c *Config) Validate() error {
 		seen[n.Address.Unmap()] = true
 		if n.ASN == 0 {
 			add("%s asn: must not be 0", key)
+		}
+		if n.MaxFlowSpec < 0 {
+			add("%s max_flowspec: must not be negative", key)
 		}
 		if n.Role != RoleBorder && n.Role != RolePeer {
 			add("%s role: %q is not border or peer", key, n.Role)

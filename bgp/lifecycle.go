@@ -9,6 +9,8 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
 // Close stops the speaker without sending a BGP NOTIFICATION (Cease):
@@ -139,7 +141,7 @@ func (s *Speaker) rearm(ctx context.Context, pending map[netip.Addr]bool) bool {
 
 func sameSession(a, b *Neighbor) bool {
 	return a.ASN == b.ASN && a.port() == b.port() && a.Passive == b.Passive &&
-		a.Multihop == b.Multihop && a.Password == b.Password
+		a.Multihop == b.Multihop && a.Password == b.Password && a.FlowSpec == b.FlowSpec
 }
 
 func samePolicy(a, b *Neighbor) bool {
@@ -216,6 +218,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	}
 	slices.SortFunc(order, netip.Prefix.Compare)
 	nbrs := s.newNeighborStates(&cfg, order)
+	placeFilters(&cfg, nbrs, s.filters)
 
 	var pb *pathBuilder
 	if cfg.NextHopV4 != old.NextHopV4 || cfg.NextHopV6 != old.NextHopV6 {
@@ -259,6 +262,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	// 2. Which routes each surviving neighbor gains or loses.
 	gain := make(map[netip.Prefix]struct{})
 	lose := make(map[netip.Prefix]struct{})
+	loseF := make(map[domain.Key]uint32)
 	var resetOut []netip.Addr
 	for addr, n := range newByAddr {
 		o, ok := oldByAddr[addr]
@@ -280,6 +284,19 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 				if !slices.Contains(resetOut, addr) {
 					resetOut = append(resetOut, addr)
 				}
+			}
+		}
+		if !n.FlowSpec {
+			continue
+		}
+		for k, tag := range s.filters {
+			_, wasBlocked := os.fs.blocked[k]
+			_, isBlocked := ns.fs.blocked[k]
+			switch {
+			case !wasBlocked && isBlocked:
+				loseF[k] = tag
+			case wasBlocked && !isBlocked && !slices.Contains(resetOut, addr):
+				resetOut = append(resetOut, addr)
 			}
 		}
 	}
@@ -305,6 +322,14 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 			errs = append(errs, err)
 		}
 		if err := s.addPath(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for k, tag := range loseF {
+		if err := s.deleteFilterPath(ctx, k, tag); err != nil {
+			errs = append(errs, err)
+		}
+		if err := s.addFilterPath(ctx, k, tag); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -39,8 +39,11 @@ func heldSetName(a netip.Addr, v6 bool) string {
 // Export statements, evaluated in order for each route and neighbor:
 //  1. per neighbor: add its communities and large communities (no verdict);
 //  2. per neighbor: reject prefixes in its held sets (max_routes);
-//  3. if there are peer-role neighbors: accept for peers the prefixes inside
-//     own_prefixes, then reject everything else for peers.
+//  3. per FlowSpec neighbor: reject the filters in its blocked set
+//     (max_flowspec; for peers, sources outside own_prefixes);
+//  4. if there are peer-role neighbors: accept for peers the prefixes inside
+//     own_prefixes, then reject every other unicast route for peers;
+//  5. remove the internal filter tag from FlowSpec paths (flowspec.go).
 //
 // The default is accept (border routers get everything). An empty neighbor
 // set would match every neighbor in GoBGP, so peer statements exist only
@@ -95,6 +98,8 @@ func buildPolicies(cfg *Config, held map[netip.Addr]*neighborState) *api.SetPoli
 			})
 		}
 	}
+	fsets, fstmts, untag := filterStatements(cfg, held)
+	sets, stmts = append(sets, fsets...), append(stmts, fstmts...)
 	if len(peers) > 0 {
 		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: peersSet, List: peers})
 		own := map[bool]*api.DefinedSet{
@@ -120,12 +125,16 @@ func buildPolicies(cfg *Config, held map[netip.Addr]*neighborState) *api.SetPoli
 				Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 			})
 		}
+		// Unicast only: FlowSpec filters for peers were decided by
+		// filterStatements' blocked sets.
 		stmts = append(stmts, &api.Statement{
-			Name:       "rtbh-peers-reject-rest",
-			Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: peersSet}},
-			Actions:    &api.Actions{RouteAction: api.RouteAction_REJECT},
+			Name: "rtbh-peers-reject-rest",
+			Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: peersSet},
+				AfiSafiIn: []*api.Family{familyV4, familyV6}},
+			Actions: &api.Actions{RouteAction: api.RouteAction_REJECT},
 		})
 	}
+	stmts = append(stmts, untag)
 	return &api.SetPoliciesRequest{
 		DefinedSets: sets,
 		Policies: []*api.Policy{

@@ -33,6 +33,10 @@ type Speaker struct {
 	started   bool
 	closed    bool
 	announced map[netip.Prefix]struct{}
+	// filters are the announced FlowSpec filters with their tags
+	// (flowspec.go); nextTag is the last tag given.
+	filters   map[domain.Key]uint32
+	nextTag   uint32
 	nbrs      map[netip.Addr]*neighborState
 	cancel    context.CancelFunc
 
@@ -60,6 +64,7 @@ type neighborState struct {
 	held      map[netip.Prefix]struct{}
 	heldQueue []netip.Prefix // promotion order; may hold stale entries
 	warned    bool
+	fs        filterAdmission // FlowSpec filters (max_flowspec, own_prefixes)
 }
 
 // admit counts p against the neighbor's max_routes, or holds it back when
@@ -98,6 +103,12 @@ type NeighborStatus struct {
 	RoutesSent int       // routes currently advertised (IPv4 + IPv6)
 	// RoutesHeld is the number of eligible routes held back by max_routes.
 	RoutesHeld int
+	// FlowSpec is set for a neighbor with flowspec: true (it negotiates
+	// the FlowSpec AFI-SAFIs); FlowSpecSent counts the filters currently
+	// advertised to it, FlowSpecHeld those held back by max_flowspec.
+	FlowSpec     bool
+	FlowSpecSent int
+	FlowSpecHeld int
 }
 
 // New validates cfg and returns a speaker that is not yet started. reg may
@@ -123,6 +134,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Speaker, 
 		metrics:   m,
 		cfg:       cloneConfig(cfg),
 		announced: make(map[netip.Prefix]struct{}),
+		filters:   make(map[domain.Key]uint32),
 		states:    make(map[netip.Addr]peerState),
 	}
 	s.nbrs = s.newNeighborStates(&s.cfg, nil)
@@ -146,7 +158,8 @@ func (s *Speaker) newNeighborStates(cfg *Config, order []netip.Prefix) map[netip
 	m := make(map[netip.Addr]*neighborState, len(cfg.Neighbors))
 	for i := range cfg.Neighbors {
 		n := &cfg.Neighbors[i]
-		st := &neighborState{n: *n, limit: cfg.maxRoutes(n), held: make(map[netip.Prefix]struct{})}
+		st := &neighborState{n: *n, limit: cfg.maxRoutes(n), held: make(map[netip.Prefix]struct{}),
+			fs: newFilterAdmission(cfg.maxFlowSpec(n))}
 		for _, p := range order {
 			if cfg.eligible(n.Role, p) {
 				st.admit(p)
@@ -226,7 +239,12 @@ func (s *Speaker) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	restarting := s.cfg.GracefulRestart && len(s.announced) > 0
+	for k, tag := range s.filters {
+		if err := s.addFilterPath(ctx, k, tag); err != nil {
+			return err
+		}
+	}
+	restarting := s.cfg.GracefulRestart && (len(s.announced) > 0 || len(s.filters) > 0)
 	pending := make(map[netip.Addr]bool, len(s.cfg.Neighbors))
 	for i := range s.cfg.Neighbors {
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConfig(&s.cfg.Neighbors[i], restarting)}); err != nil {
@@ -241,7 +259,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 	}
 	s.logger.Info("bgp speaker started", "asn", s.cfg.ASN, "router_id", s.cfg.RouterID,
 		"listen", s.cfg.ListenAddress, "port", s.cfg.listenPort(), "neighbors", len(s.cfg.Neighbors),
-		"routes", len(s.announced), "graceful_restart", restarting)
+		"routes", len(s.announced), "filters", len(s.filters), "graceful_restart", restarting)
 	return nil
 }
 
@@ -297,6 +315,9 @@ func (s *Speaker) peerConfig(n *Neighbor, restarting bool) *api.Peer {
 				Config: &api.LongLivedGracefulRestartConfig{Enabled: true, RestartTime: llgr}}
 		}
 		p.AfiSafis = append(p.AfiSafis, af)
+	}
+	if n.FlowSpec {
+		addFilterAfiSafis(p, gr, llgr)
 	}
 	return p
 }
@@ -582,7 +603,9 @@ func (s *Speaker) Neighbors(ctx context.Context) ([]NeighborStatus, error) {
 		ns := NeighborStatus{Address: n.Address, ASN: n.ASN, Role: n.Role, Port: n.port(), State: "idle"}
 		if st := s.nbrs[n.Address]; st != nil {
 			ns.RoutesHeld = len(st.held)
+			ns.FlowSpecHeld = len(st.fs.held)
 		}
+		ns.FlowSpec = n.FlowSpec
 		s.stateMu.Lock()
 		if ps, ok := s.states[n.Address]; ok {
 			ns.State, ns.StateSince = ps.state, ps.since
@@ -606,13 +629,17 @@ func (s *Speaker) Neighbors(ctx context.Context) ([]NeighborStatus, error) {
 			return
 		}
 		out[i].State = stateName(p.State.SessionState)
-		sent := 0
+		sent, fs := 0, 0
 		for _, af := range p.AfiSafis {
-			if af.State != nil {
+			switch {
+			case af.State == nil:
+			case isFlowSpecFamily(af.State.Family) || (af.Config != nil && isFlowSpecFamily(af.Config.Family)):
+				fs += int(af.State.Advertised)
+			default:
 				sent += int(af.State.Advertised)
 			}
 		}
-		out[i].RoutesSent = sent
+		out[i].RoutesSent, out[i].FlowSpecSent = sent, fs
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing bgp neighbors: %w", err)

@@ -2,73 +2,74 @@ package detector
 
 import (
 	"container/heap"
-	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
 
-// activeSet is the set of active blackholes and their order of expiry. It
+// activeSet is the set of active entries (blackhole routes and FlowSpec
+// filters, keyed by prefix and match) and their order of expiry. It
 // is not safe for concurrent use: the Manager's mutex guards it.
 //
 // The expiry heap may hold stale items (left by extensions and removals);
 // they are skipped when reached and compacted away once they outnumber the
 // live ones.
 type activeSet struct {
-	byPrefix map[netip.Prefix]domain.Blackhole
+	byKey  map[domain.Key]domain.Blackhole
 	expiry   expiryHeap
 }
 
 func newActiveSet() *activeSet {
-	return &activeSet{byPrefix: make(map[netip.Prefix]domain.Blackhole)}
+	return &activeSet{byKey: make(map[domain.Key]domain.Blackhole)}
 }
 
 // reset replaces the whole set.
 func (s *activeSet) reset(bs []domain.Blackhole) {
-	clear(s.byPrefix)
+	clear(s.byKey)
 	s.expiry = s.expiry[:0]
 	for _, b := range bs {
-		s.byPrefix[b.Prefix] = b
-		s.expiry = append(s.expiry, expiryItem{b.ExpiresAt, b.Prefix})
+		s.byKey[b.Key()] = b
+		s.expiry = append(s.expiry, expiryItem{b.ExpiresAt, b.Key()})
 	}
 	heap.Init(&s.expiry)
 }
 
-func (s *activeSet) len() int { return len(s.byPrefix) }
+func (s *activeSet) len() int { return len(s.byKey) }
 
-func (s *activeSet) get(p netip.Prefix) (domain.Blackhole, bool) {
-	b, ok := s.byPrefix[p]
+func (s *activeSet) get(k domain.Key) (domain.Blackhole, bool) {
+	b, ok := s.byKey[k]
 	return b, ok
 }
 
-// put adds b or replaces the entry of its prefix (an extension).
+// put adds b or replaces the entry of its key (an extension).
 func (s *activeSet) put(b domain.Blackhole) {
-	s.byPrefix[b.Prefix] = b
-	heap.Push(&s.expiry, expiryItem{b.ExpiresAt, b.Prefix})
+	s.byKey[b.Key()] = b
+	heap.Push(&s.expiry, expiryItem{b.ExpiresAt, b.Key()})
 	s.compact()
 }
 
-func (s *activeSet) delete(p netip.Prefix) { delete(s.byPrefix, p) }
+func (s *activeSet) delete(k domain.Key) { delete(s.byKey, k) }
 
-// sorted returns the entries sorted by prefix.
-func (s *activeSet) sorted() []domain.Blackhole { return sortedByPrefix(s.byPrefix) }
+// sorted returns the entries sorted by prefix, then match.
+func (s *activeSet) sorted() []domain.Blackhole { return sortedByPrefix(s.byKey) }
 
-// sortedByPrefix returns the blackholes of m sorted by prefix.
-func sortedByPrefix(m map[netip.Prefix]domain.Blackhole) []domain.Blackhole {
+// sortedByPrefix returns the entries of m sorted by prefix, then match (a
+// route before the filters on its prefix).
+func sortedByPrefix(m map[domain.Key]domain.Blackhole) []domain.Blackhole {
 	out := make([]domain.Blackhole, 0, len(m))
 	for _, b := range m {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Prefix.Compare(b.Prefix) })
+	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Key().Compare(b.Key()) })
 	return out
 }
 
-// prefixes returns the active prefixes in no particular order.
-func (s *activeSet) prefixes() []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(s.byPrefix))
-	for p := range s.byPrefix {
-		out = append(out, p)
+// keys returns the active entries' keys in no particular order.
+func (s *activeSet) keys() []domain.Key {
+	out := make([]domain.Key, 0, len(s.byKey))
+	for k := range s.byKey {
+		out = append(out, k)
 	}
 	return out
 }
@@ -93,12 +94,12 @@ func (s *activeSet) popDue(now time.Time) (domain.Blackhole, bool) {
 		return domain.Blackhole{}, false
 	}
 	it := heap.Pop(&s.expiry).(expiryItem)
-	return s.byPrefix[it.prefix], true
+	return s.byKey[it.key], true
 }
 
 // compact drops stale heap items once they outnumber the live ones.
 func (s *activeSet) compact() {
-	if len(s.expiry) < 2*len(s.byPrefix)+1024 {
+	if len(s.expiry) < 2*len(s.byKey)+1024 {
 		return
 	}
 	live := s.expiry[:0]
@@ -113,13 +114,13 @@ func (s *activeSet) compact() {
 
 // live reports whether it is the current expiry of an active entry.
 func (s *activeSet) live(it expiryItem) bool {
-	b, ok := s.byPrefix[it.prefix]
+	b, ok := s.byKey[it.key]
 	return ok && b.ExpiresAt.Equal(it.at)
 }
 
 type expiryItem struct {
-	at     time.Time
-	prefix netip.Prefix
+	at  time.Time
+	key domain.Key
 }
 
 type expiryHeap []expiryItem

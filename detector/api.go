@@ -54,6 +54,11 @@ type Request struct {
 	// a TTL <= 0 is refused instead of meaning the default.
 	HasTTL bool
 	Reason string
+	// Match, when set, asks for a FlowSpec filter instead of a blackhole
+	// route: traffic from Prefix matching it ("tcp/25", see
+	// domain.ParseMatch) is discarded. It is canonicalized; a malformed
+	// match is refused (KindInvalid).
+	Match  string
 	Origin string // operator:<client>, partner:<client>, detector:<rule>, reports
 	Actor  string // who, for the audit log
 	// Scope, when non-nil, restricts the request to prefixes inside one of
@@ -68,6 +73,7 @@ type Request struct {
 // RemoveRequest asks to withdraw an active blackhole now.
 type RemoveRequest struct {
 	Prefix netip.Prefix
+	Match  string // the FlowSpec filter to remove; "" = the route
 	Reason string
 	Actor  string
 	Scope  *domain.PrefixSet // as in Request

@@ -11,7 +11,9 @@ import (
 // Detected records a rule's evidence (ev.Address is the source; RecordedAt
 // is set here) and, unless the rule is in shadow mode (ev.Action "log") or
 // the source is already blackholed, blackholes the source host through Add
-// with origin detector:<rule>. The first blackhole lasts ttl; repeat
+// with origin detector:<rule>. A rule with action flowspec (ev.Action
+// "flowspec") adds a FlowSpec filter of the source host instead, matching
+// the rule's protocol and ports (ev.Protocol, ev.DstPorts). The first blackhole lasts ttl; repeat
 // offenders get double the previous TTL, up to policy.max_ttl (the count
 // lives in the store and survives restarts). It returns the blackhole when
 // one is active afterwards.
@@ -33,8 +35,25 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 		}
 		return nil, nil
 	}
-	if b, ok := m.Lookup(host); ok {
-		if err := onlyEvidence("already blackholed until " + b.ExpiresAt.Format(time.RFC3339)); err != nil {
+	var match string
+	if ev.Action == "flowspec" {
+		fm, err := ruleMatch(ev.Protocol, ev.DstPorts)
+		if err != nil {
+			// The config refuses such a rule; say so rather than announce a route.
+			err = refuse(KindInvalid, "rule %s: %v", ev.Rule, err)
+			if err2 := onlyEvidence("not filtered: " + err.Error()); err2 != nil {
+				return nil, fmt.Errorf("recording evidence for %s: %w", src, err2)
+			}
+			return nil, err
+		}
+		match = fm.String()
+	}
+	if b, ok := m.LookupKey(domain.Key{Prefix: host, Match: match}); ok {
+		what := "already blackholed until "
+		if match != "" {
+			what = "already filtered (flowspec " + match + ") until "
+		}
+		if err := onlyEvidence(what + b.ExpiresAt.Format(time.RFC3339)); err != nil {
 			return nil, fmt.Errorf("recording evidence for %s: %w", src, err)
 		}
 		return &b, nil
@@ -44,7 +63,7 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 		return nil, err
 	}
 	ttl = doubled(ttl, offenses, m.maxTTL())
-	b, _, err := m.Add(ctx, Request{Prefix: host, TTL: ttl, HasTTL: true, Origin: origin, Actor: origin,
+	b, _, err := m.Add(ctx, Request{Prefix: host, Match: match, TTL: ttl, HasTTL: true, Origin: origin, Actor: origin,
 		Reason: ClipReason(fmt.Sprintf("%s (offense %d)", reason, offenses+1)), evidence: &ev, offense: true})
 	if err != nil {
 		if KindOf(err) == 0 {
@@ -57,6 +76,19 @@ func (m *Manager) Detected(ctx context.Context, ev domain.Evidence, ttl time.Dur
 		return nil, err
 	}
 	return &b, nil
+}
+
+// ruleMatch is the FlowSpec match of a rule's protocol and ports.
+func ruleMatch(protocol string, ports []uint16) (domain.FlowMatch, error) {
+	proto, err := domain.ParseProtocol(protocol)
+	if err != nil {
+		return domain.FlowMatch{}, err
+	}
+	rs := make([]domain.PortRange, len(ports))
+	for i, p := range ports {
+		rs[i] = domain.PortRange{First: p, Last: p}
+	}
+	return domain.NewFlowMatch(proto, rs)
 }
 
 // doubled returns ttl doubled once per previous offense, capped at max.

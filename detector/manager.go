@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,7 @@ type Manager struct {
 	// cmu guards the committed view, the watchers and the writes not yet
 	// settled. Lock order: mu, then cmu.
 	cmu       sync.Mutex
-	committed map[netip.Prefix]domain.Blackhole
+	committed map[domain.Key]domain.Blackhole
 	watchers  *watchers
 	unsettled []*inflight // submitted writes in commit order, not yet settled
 }
@@ -128,7 +129,7 @@ func NewManager(cfg Config, db Store, routes Announcer, logger *slog.Logger, reg
 	}
 	m.mu.Lock()
 	err := m.load(context.Background())
-	m.committed = maps.Clone(m.active.byPrefix)
+	m.committed = maps.Clone(m.active.byKey)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -207,10 +208,10 @@ func (m *Manager) SetPolicy(p Policy, r ReportPolicy) {
 func (m *Manager) enforceNever() []func() error {
 	var waits []func() error
 	now := m.now().UTC()
-	for _, p := range m.active.prefixes() {
-		if err := forbidden(m.policy, p); err != nil {
-			b, _ := m.active.get(p)
-			m.log.Warn("withdrawing a blackhole that the policy now forbids", "prefix", p, "why", err.Error())
+	for _, k := range m.active.keys() {
+		if err := forbidden(m.policy, k.Prefix); err != nil {
+			b, _ := m.active.get(k)
+			m.log.Warn("withdrawing a blackhole that the policy now forbids", "prefix", k.Prefix, "flowspec", k.Match, "why", err.Error())
 			waits = append(waits, m.end(b, "removed", "policy", err.Error(), now))
 		}
 	}
@@ -244,6 +245,8 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		return domain.Blackhole{}, 0, errRecovering
 	}
 	p := req.Prefix
+	match, _ := checkMatch(req.Match) // checkAdd refused a malformed one
+	key := domain.Key{Prefix: p, Match: match}
 	now := m.now().UTC()
 	expires := now.Add(ttl)
 	w := &domain.Write{At: now, Evidence: req.evidence}
@@ -256,7 +259,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		change Change
 	)
 	var takenFrom string
-	if old, ok := m.active.get(p); ok {
+	if old, ok := m.active.get(key); ok {
 		b = old
 		later := expires.After(old.ExpiresAt)
 		// An operator who adds or extends a partner's entry takes it over
@@ -296,10 +299,10 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 	} else {
 		if m.active.len() >= m.policy.MaxActive {
 			m.mu.Unlock()
-			return domain.Blackhole{}, 0, refuse(KindLimit, "max_active (%d) blackholes are active: refusing %s", m.policy.MaxActive, p)
+			return domain.Blackhole{}, 0, refuse(KindLimit, "max_active (%d) blackholes and filters are active: refusing %s", m.policy.MaxActive, key)
 		}
 		change = Added
-		b = domain.Blackhole{Prefix: p, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
+		b = domain.Blackhole{Prefix: p, Match: match, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
 		w.Op = domain.BlackholeInsert
 		audit.Action = "add"
 		audit.Detail = "expires_at " + expires.Format(time.RFC3339)
@@ -307,12 +310,13 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		poke(m.wake)
 	}
 	w.Blackhole = b
+	audit.Detail = matchDetail(match, audit.Detail)
 	w.Audit = []domain.AuditEntry{audit}
 	var apply func()
 	switch change {
 	case Added:
 		ev := Event{Type: EventAdded, Blackhole: b, Actor: req.Actor}
-		apply = func() { m.applyCommitted(ev, routeChange{p, true}) }
+		apply = func() { m.applyCommitted(ev, routeChange{key, true}) }
 	case Extended:
 		ev := Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom}
 		apply = func() { m.applyCommitted(ev) }
@@ -321,7 +325,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
-		return domain.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", p, err)
+		return domain.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", key, err)
 	}
 	return b, change, nil
 }
@@ -331,7 +335,8 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 	if err := checkRemove(req); err != nil {
 		return domain.Blackhole{}, err
 	}
-	p := req.Prefix
+	match, _ := checkMatch(req.Match) // checkRemove refused a malformed one
+	p := domain.Key{Prefix: req.Prefix, Match: match}
 	m.mu.Lock()
 	if m.stale {
 		m.mu.Unlock()
@@ -340,7 +345,10 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 	b, ok := m.active.get(p)
 	if !ok {
 		m.mu.Unlock()
-		return domain.Blackhole{}, refuse(KindNotFound, "%s is not blackholed", p)
+		if match != "" {
+			return domain.Blackhole{}, refuse(KindNotFound, "%s has no active flowspec filter %s", p.Prefix, match)
+		}
+		return domain.Blackhole{}, refuse(KindNotFound, "%s is not blackholed", p.Prefix)
 	}
 	if req.Owner != "" && b.Origin != req.Owner {
 		m.mu.Unlock()
@@ -357,15 +365,30 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 
 // end ends an active entry; m.mu must be held.
 func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Time) func() error {
-	m.active.delete(b.Prefix)
+	m.active.delete(b.Key())
 	audit := domain.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
 	if why == "expired" {
 		audit.Action, audit.Detail, typ = "expire", "expires_at "+b.ExpiresAt.Format(time.RFC3339), EventExpired
 	}
+	audit.Detail = matchDetail(b.Match, audit.Detail)
 	ev := Event{Type: typ, Blackhole: b, Actor: actor}
 	return m.submit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Prefix, false}) })
+		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Key(), false}) })
+}
+
+// matchDetail marks the audit detail of a FlowSpec filter's row: it starts
+// with "flowspec MATCH" ("flowspec tcp/25; expires_at ..."), so that the
+// audit log tells a filter from the route on the same prefix. A route's
+// detail is unchanged.
+func matchDetail(match, detail string) string {
+	switch {
+	case match == "":
+		return detail
+	case detail == "":
+		return "flowspec " + match
+	}
+	return "flowspec " + match + "; " + detail
 }
 
 // submit queues w in the store and returns the function that waits for it
@@ -408,9 +431,9 @@ func (m *Manager) settle(f *inflight) error {
 func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
 	switch ev.Type {
 	case EventAdded, EventExtended:
-		m.committed[ev.Blackhole.Prefix] = ev.Blackhole
+		m.committed[ev.Blackhole.Key()] = ev.Blackhole
 	case EventRemoved, EventExpired:
-		delete(m.committed, ev.Blackhole.Prefix)
+		delete(m.committed, ev.Blackhole.Key())
 	}
 	m.watchers.broadcast(ev)
 	m.routeQ.push(routes...)
@@ -427,12 +450,34 @@ func (m *Manager) Active() []domain.Blackhole {
 	return m.committedSorted()
 }
 
-// Lookup returns the committed active blackhole for p, if any.
+// Lookup returns the committed active blackhole route for p, if any.
 func (m *Manager) Lookup(p netip.Prefix) (domain.Blackhole, bool) {
+	return m.LookupKey(domain.Key{Prefix: p})
+}
+
+// LookupKey returns the committed active entry for k (a route or a
+// FlowSpec filter), if any. k.Match must be canonical.
+func (m *Manager) LookupKey(k domain.Key) (domain.Blackhole, bool) {
 	m.cmu.Lock()
 	defer m.cmu.Unlock()
-	b, ok := m.committed[p]
+	b, ok := m.committed[k]
 	return b, ok
+}
+
+// OnPrefix returns the committed active entries on p — its route and its
+// FlowSpec filters — route first. It scans the active set (for operator
+// look-ups, not hot paths).
+func (m *Manager) OnPrefix(p netip.Prefix) []domain.Blackhole {
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	var out []domain.Blackhole
+	for k, b := range m.committed {
+		if k.Prefix == p {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b domain.Blackhole) int { return a.Key().Compare(b.Key()) })
+	return out
 }
 
 // Watch returns the active set and a channel of every later change. The
@@ -464,11 +509,16 @@ func (m *Manager) Restore(ctx context.Context) error {
 	m.mu.Unlock()
 	m.waitAll(waits)
 	m.mu.Lock()
-	all := m.active.prefixes()
+	routes, filters := splitKeys(m.active.keys())
 	m.restored = true
 	m.mu.Unlock()
-	if err := m.routes.Announce(ctx, all); err != nil {
-		return fmt.Errorf("announcing %d stored blackholes: %w", len(all), err)
+	if err := m.routes.Announce(ctx, routes); err != nil {
+		return fmt.Errorf("announcing %d stored blackholes: %w", len(routes), err)
+	}
+	if len(filters) > 0 {
+		if err := m.routes.AnnounceFilters(ctx, filters); err != nil {
+			return fmt.Errorf("announcing %d stored flowspec filters: %w", len(filters), err)
+		}
 	}
 	return nil
 }
@@ -583,7 +633,7 @@ func (m *Manager) rebuild(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	barrier := m.submit(&domain.Write{At: m.now().UTC()}, nil)()
-	before := m.active.prefixes()
+	before := m.active.keys()
 	if err := m.load(ctx); err != nil {
 		return errors.Join(barrier, fmt.Errorf("rebuilding state from the store: %w", err))
 	}
@@ -602,13 +652,13 @@ func (m *Manager) rebuild(ctx context.Context) error {
 		}
 	}
 	for _, b := range m.active.sorted() {
-		switch old, ok := m.committed[b.Prefix]; {
+		switch old, ok := m.committed[b.Key()]; {
 		case !ok:
 			m.applyCommitted(Event{Type: EventAdded, Blackhole: b, Actor: "resync"})
 		case !sameEntry(old, b):
 			m.applyCommitted(Event{Type: EventExtended, Blackhole: b, Actor: "resync"})
 		}
-		cs = append(cs, routeChange{b.Prefix, true})
+		cs = append(cs, routeChange{b.Key(), true})
 	}
 	m.routeQ.push(cs...)
 	return barrier
@@ -616,6 +666,6 @@ func (m *Manager) rebuild(ctx context.Context) error {
 
 // sameEntry reports whether a and b are the same stored entry.
 func sameEntry(a, b domain.Blackhole) bool {
-	return a.Prefix == b.Prefix && a.Origin == b.Origin && a.Reason == b.Reason &&
+	return a.Prefix == b.Prefix && a.Match == b.Match && a.Origin == b.Origin && a.Reason == b.Reason &&
 		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt)
 }

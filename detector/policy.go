@@ -48,6 +48,9 @@ func checkAdd(pol Policy, req Request) (time.Duration, error) {
 	if err := checkWellFormed(req.Prefix); err != nil {
 		return 0, err
 	}
+	if _, err := checkMatch(req.Match); err != nil {
+		return 0, err
+	}
 	ttl := req.TTL
 	if ttl < 0 || (req.HasTTL && ttl == 0) {
 		return 0, refuse(KindInvalid, "ttl must be positive, got %s", ttl)
@@ -73,6 +76,9 @@ func checkRemove(req RemoveRequest) error {
 	if err := checkWellFormed(req.Prefix); err != nil {
 		return err
 	}
+	if _, err := checkMatch(req.Match); err != nil {
+		return err
+	}
 	if err := checkReason(req.Reason); err != nil {
 		return err
 	}
@@ -95,6 +101,16 @@ func checkWellFormed(p netip.Prefix) error {
 		return refuse(KindInvalid, "%s has host bits set (did you mean %s?)", p, p.Masked())
 	}
 	return nil
+}
+
+// checkMatch returns the canonical form of a FlowSpec match ("" for a
+// route), refusing a malformed one (INVALID_ARGUMENT).
+func checkMatch(match string) (string, error) {
+	c, err := domain.CanonicalMatch(match)
+	if err != nil {
+		return "", refuse(KindInvalid, "%s", err)
+	}
+	return c, nil
 }
 
 // MaxReasonBytes is the longest reason a request may give (SPEC "Safety

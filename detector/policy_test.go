@@ -115,10 +115,16 @@ func TestClipReason(t *testing.T) {
 }
 
 func TestFoldRouteChanges(t *testing.T) {
-	a, b, c := pfx("198.51.100.1"), pfx("198.51.100.2"), pfx("198.51.100.3")
-	ann, wd := fold([]routeChange{{a, true}, {b, true}, {a, false}, {c, false}, {b, false}, {b, true}})
-	if len(ann) != 1 || ann[0] != b || len(wd) != 2 || wd[0] != a || wd[1] != c {
-		t.Fatalf("fold = announce %v, withdraw %v; want [%s], [%s %s]", ann, wd, b, a, c)
+	a, b, c := domain.Key{Prefix: pfx("198.51.100.1")}, domain.Key{Prefix: pfx("198.51.100.2")}, domain.Key{Prefix: pfx("198.51.100.3")}
+	// A filter on a's prefix is its own entry: a's withdrawal leaves it.
+	af := domain.Key{Prefix: a.Prefix, Match: "tcp/25"}
+	ann, wd := fold([]routeChange{{a, true}, {af, true}, {b, true}, {a, false}, {c, false}, {b, false}, {b, true}})
+	if len(ann) != 2 || ann[0] != af || ann[1] != b || len(wd) != 2 || wd[0] != a || wd[1] != c {
+		t.Fatalf("fold = announce %v, withdraw %v; want [%s %s], [%s %s]", ann, wd, af, b, a, c)
+	}
+	routes, filters := splitKeys(ann)
+	if len(routes) != 1 || routes[0] != b.Prefix || len(filters) != 1 || filters[0] != af {
+		t.Fatalf("splitKeys = %v, %v", routes, filters)
 	}
 }
 

@@ -87,7 +87,7 @@ func (m *Manager) fuse(ctx context.Context, addrs []netip.Addr, now time.Time) {
 			continue
 		}
 		seen[a] = true
-		if _, active := m.active.get(domain.HostPrefix(a)); active {
+		if _, active := m.active.get(domain.Key{Prefix: domain.HostPrefix(a)}); active {
 			continue
 		}
 		s := m.scores.score(a, now, rp.Window)

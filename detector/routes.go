@@ -6,17 +6,26 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/rtbh/rtbh/detector/domain"
 )
 
-// Announcer is the BGP side: it announces and withdraws routes. Calls come
-// from one goroutine, in the order the decisions were taken.
+// Announcer is the BGP side: it announces and withdraws blackhole routes
+// and FlowSpec filters. Calls come from one goroutine, in the order the
+// decisions were taken.
 type Announcer interface {
 	Announce(ctx context.Context, prefixes []netip.Prefix) error
 	Withdraw(ctx context.Context, prefixes []netip.Prefix) error
+	// AnnounceFilters and WithdrawFilters take FlowSpec filters: keys
+	// with a canonical Match (domain.FlowMatch.String).
+	AnnounceFilters(ctx context.Context, filters []domain.Key) error
+	WithdrawFilters(ctx context.Context, filters []domain.Key) error
 }
 
+// routeChange is one entry's new BGP state: a route (key.Match "") or a
+// FlowSpec filter.
 type routeChange struct {
-	prefix   netip.Prefix
+	key      domain.Key
 	announce bool
 }
 
@@ -76,20 +85,38 @@ func (rq *routeQueue) run(ctx context.Context, routes Announcer, log *slog.Logge
 			continue
 		}
 		ann, wd := fold(q)
+		annR, annF := splitKeys(ann)
+		wdR, wdF := splitKeys(wd)
 		var failed []routeChange
-		if len(wd) > 0 {
-			if err := routes.Withdraw(ctx, wd); err != nil {
-				log.Error("withdrawing routes failed; will retry", "routes", len(wd), "err", err)
-				for _, p := range wd {
-					failed = append(failed, routeChange{p, false})
+		if len(wdR) > 0 {
+			if err := routes.Withdraw(ctx, wdR); err != nil {
+				log.Error("withdrawing routes failed; will retry", "routes", len(wdR), "err", err)
+				for _, p := range wdR {
+					failed = append(failed, routeChange{domain.Key{Prefix: p}, false})
 				}
 			}
 		}
-		if len(ann) > 0 {
-			if err := routes.Announce(ctx, ann); err != nil {
-				log.Error("announcing routes failed; will retry", "routes", len(ann), "err", err)
-				for _, p := range ann {
-					failed = append(failed, routeChange{p, true})
+		if len(wdF) > 0 {
+			if err := routes.WithdrawFilters(ctx, wdF); err != nil {
+				log.Error("withdrawing flowspec filters failed; will retry", "filters", len(wdF), "err", err)
+				for _, k := range wdF {
+					failed = append(failed, routeChange{k, false})
+				}
+			}
+		}
+		if len(annR) > 0 {
+			if err := routes.Announce(ctx, annR); err != nil {
+				log.Error("announcing routes failed; will retry", "routes", len(annR), "err", err)
+				for _, p := range annR {
+					failed = append(failed, routeChange{domain.Key{Prefix: p}, true})
+				}
+			}
+		}
+		if len(annF) > 0 {
+			if err := routes.AnnounceFilters(ctx, annF); err != nil {
+				log.Error("announcing flowspec filters failed; will retry", "filters", len(annF), "err", err)
+				for _, k := range annF {
+					failed = append(failed, routeChange{k, true})
 				}
 			}
 		}
@@ -100,16 +127,29 @@ func (rq *routeQueue) run(ctx context.Context, routes Announcer, log *slog.Logge
 	}
 }
 
-// fold reduces a run of changes to each prefix's last state, in the order
-// the prefixes first appear.
-func fold(q []routeChange) (announce, withdraw []netip.Prefix) {
-	last := make(map[netip.Prefix]bool, len(q))
-	order := make([]netip.Prefix, 0, len(q))
-	for _, c := range q {
-		if _, seen := last[c.prefix]; !seen {
-			order = append(order, c.prefix)
+// splitKeys splits keys into route prefixes and FlowSpec filters, each in
+// the order given.
+func splitKeys(ks []domain.Key) (routes []netip.Prefix, filters []domain.Key) {
+	for _, k := range ks {
+		if k.IsFilter() {
+			filters = append(filters, k)
+		} else {
+			routes = append(routes, k.Prefix)
 		}
-		last[c.prefix] = c.announce
+	}
+	return routes, filters
+}
+
+// fold reduces a run of changes to each entry's last state, in the order
+// the entries first appear.
+func fold(q []routeChange) (announce, withdraw []domain.Key) {
+	last := make(map[domain.Key]bool, len(q))
+	order := make([]domain.Key, 0, len(q))
+	for _, c := range q {
+		if _, seen := last[c.key]; !seen {
+			order = append(order, c.key)
+		}
+		last[c.key] = c.announce
 	}
 	for _, p := range order {
 		if last[p] {

@@ -20,6 +20,10 @@ const (
 const (
 	ActionBlackhole = "blackhole" // record evidence and blackhole the source
 	ActionLog       = "log"       // shadow mode: record evidence only
+	// ActionFlowSpec records evidence and adds a FlowSpec filter that
+	// discards only the source's traffic matching the rule (its protocol
+	// to its dst_ports), not a route cutting the host off.
+	ActionFlowSpec = "flowspec"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -41,7 +45,7 @@ type Rule struct {
 	MinDestinations int    // distinct destination addresses within the window
 	MinPackets      uint64 // estimated packets (sum of sampling rates) within the window
 	Exempt          []netip.Prefix
-	Action          string        // ActionBlackhole or ActionLog
+	Action          string        // ActionBlackhole, ActionFlowSpec or ActionLog
 	TTL             time.Duration // first blackhole's TTL, passed through in Firing
 
 	// MinSamples is how many sampled packets to distinct destinations the
@@ -219,8 +223,8 @@ func compile(cfg Config) (*compiled, error) {
 		if in.MinDestinations < 1 {
 			errs = append(errs, fmt.Errorf("%s.min_destinations: %d, must be at least 1", where, in.MinDestinations))
 		}
-		if in.Action != ActionBlackhole && in.Action != ActionLog {
-			errs = append(errs, fmt.Errorf("%s.action: %q is neither %q nor %q", where, in.Action, ActionBlackhole, ActionLog))
+		if in.Action != ActionBlackhole && in.Action != ActionLog && in.Action != ActionFlowSpec {
+			errs = append(errs, fmt.Errorf("%s.action: %q is not %q, %q or %q", where, in.Action, ActionBlackhole, ActionFlowSpec, ActionLog))
 		}
 		if in.TTL < 0 {
 			errs = append(errs, fmt.Errorf("%s.ttl: negative", where))

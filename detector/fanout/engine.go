@@ -18,7 +18,8 @@ type FiringKind uint8
 
 const (
 	// Fired: the rule's thresholds are crossed. Record the evidence and,
-	// with ActionBlackhole, blackhole the source.
+	// with ActionBlackhole, blackhole the source; with ActionFlowSpec,
+	// filter its matching traffic.
 	Fired FiringKind = iota
 	// Partial: half of each of the rule's thresholds (ActionBlackhole
 	// rules only): evidence that counts in report fusion as one reporter.

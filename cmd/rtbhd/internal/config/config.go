@@ -126,7 +126,7 @@ type Rule struct {
 	MinPackets      uint64         `yaml:"min_packets" check:"0.."`
 	Exempt          []netip.Prefix `yaml:"exempt"`
 	TTL             time.Duration  `yaml:"ttl"`
-	Action          string         `yaml:"action" check:"action"` // fanout.ActionBlackhole or fanout.ActionLog
+	Action          string         `yaml:"action" check:"action"` // fanout.ActionBlackhole, fanout.ActionFlowSpec or fanout.ActionLog
 	// MinSamples sampled packets to distinct destinations are needed
 	// before the estimates are trusted.
 	MinSamples int `yaml:"min_samples" check:"1..1000000"`

@@ -367,7 +367,7 @@ var enums = map[string][]string{
 	"neighbor-role": {string(bgp.RoleBorder), string(bgp.RolePeer)},
 	"client-role":   {domain.RoleOperator, domain.RolePartner},
 	"protocol":      {ProtocolTCP, ProtocolUDP},
-	"action":        {fanout.ActionBlackhole, fanout.ActionLog},
+	"action":        {fanout.ActionBlackhole, fanout.ActionFlowSpec, fanout.ActionLog},
 }
 
 // checkString checks s against a string kind.
