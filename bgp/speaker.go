@@ -35,10 +35,10 @@ type Speaker struct {
 	announced map[netip.Prefix]struct{}
 	// filters are the announced FlowSpec filters with their tags
 	// (flowspec.go); nextTag is the last tag given.
-	filters   map[domain.Key]uint32
-	nextTag   uint32
-	nbrs      map[netip.Addr]*neighborState
-	cancel    context.CancelFunc
+	filters map[domain.Key]uint32
+	nextTag uint32
+	nbrs    map[netip.Addr]*neighborState
+	cancel  context.CancelFunc
 
 	stateMu sync.Mutex
 	states  map[netip.Addr]peerState

@@ -17,7 +17,7 @@ import (
 // live ones.
 type activeSet struct {
 	byKey  map[domain.Key]domain.Blackhole
-	expiry   expiryHeap
+	expiry expiryHeap
 }
 
 func newActiveSet() *activeSet {
