@@ -94,9 +94,9 @@ const (
 	sqlSavepoint    = `SAVEPOINT w`
 	sqlRollbackTo   = `ROLLBACK TO w`
 	sqlRelease      = `RELEASE w`
-	sqlInsertBH     = `INSERT INTO blackholes(prefix, origin, reason, created_at, expires_at) VALUES(?,?,?,?,?)`
-	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ?, origin = ? WHERE prefix = ? AND ended_at IS NULL`
-	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND ended_at IS NULL`
+	sqlInsertBH     = `INSERT INTO blackholes(prefix, "match", origin, reason, created_at, expires_at) VALUES(?,?,?,?,?,?)`
+	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ?, origin = ? WHERE prefix = ? AND "match" = ? AND ended_at IS NULL`
+	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND "match" = ? AND ended_at IS NULL`
 	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
 	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at, operator) VALUES(?,?,?,?,?,?,?,?,?)`
 	sqlUpsertAgent  = `INSERT INTO agents(agent, sampling_rate, seen_at) VALUES(?,?,?)
@@ -260,6 +260,14 @@ var migrations = []string{
 	);`,
 	// 4: store.retention deletes audit rows by age.
 	`CREATE INDEX audit_at ON audit(at);`,
+	// 5: FlowSpec filters. An entry is keyed by (prefix, match): match is
+	// the filter's canonical match ("tcp/25"), '' for a blackhole route, so
+	// a route and a filter on one prefix are two active rows. Audit rows
+	// of a filter carry the match at the start of their detail
+	// ("flowspec tcp/25; ...").
+	`ALTER TABLE blackholes ADD COLUMN "match" TEXT NOT NULL DEFAULT '';
+	DROP INDEX blackholes_active;
+	CREATE UNIQUE INDEX blackholes_active ON blackholes(prefix, "match") WHERE ended_at IS NULL;`,
 }
 
 func migrate(db *sql.DB) error {
@@ -397,19 +405,19 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 	b := w.Blackhole
 	switch w.Op {
 	case domain.BlackholeInsert:
-		if _, err := st(sqlInsertBH).Exec(b.Prefix.String(), b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
+		if _, err := st(sqlInsertBH).Exec(b.Prefix.String(), b.Match, b.Origin, b.Reason, b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano()); err != nil {
 			if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
 				err = fmt.Errorf("%w: %w", errStale, err)
 			}
-			return fmt.Errorf("inserting blackhole %s: %w", b.Prefix, err)
+			return fmt.Errorf("inserting blackhole %s: %w", b.Key(), err)
 		}
 	case domain.BlackholeExtend:
-		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Origin, b.Prefix.String())); err != nil {
-			return fmt.Errorf("extending blackhole %s: %w", b.Prefix, err)
+		if err := one(st(sqlExtendBH).Exec(b.ExpiresAt.UnixNano(), b.Reason, b.Origin, b.Prefix.String(), b.Match)); err != nil {
+			return fmt.Errorf("extending blackhole %s: %w", b.Key(), err)
 		}
 	case domain.BlackholeEnd:
-		if err := one(st(sqlEndBH).Exec(at, w.EndReason, b.Prefix.String())); err != nil {
-			return fmt.Errorf("ending blackhole %s: %w", b.Prefix, err)
+		if err := one(st(sqlEndBH).Exec(at, w.EndReason, b.Prefix.String(), b.Match)); err != nil {
+			return fmt.Errorf("ending blackhole %s: %w", b.Key(), err)
 		}
 	}
 	for _, a := range w.Audit {
@@ -473,7 +481,7 @@ func one(res sql.Result, err error) error {
 // when they were last written, including those whose expires_at has passed
 // while rtbhd was down (the caller expires them).
 func (db *DB) ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT prefix, origin, reason, created_at, expires_at
+	rows, err := db.r.QueryContext(ctx, `SELECT prefix, "match", origin, reason, created_at, expires_at
 		FROM blackholes WHERE ended_at IS NULL ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing active blackholes: %w", err)
@@ -486,7 +494,7 @@ func (db *DB) ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error) 
 			prefix             string
 			created, expiresAt int64
 		)
-		if err := rows.Scan(&prefix, &b.Origin, &b.Reason, &created, &expiresAt); err != nil {
+		if err := rows.Scan(&prefix, &b.Match, &b.Origin, &b.Reason, &created, &expiresAt); err != nil {
 			return nil, fmt.Errorf("listing active blackholes: %w", err)
 		}
 		p, err := netip.ParsePrefix(prefix)
