@@ -573,7 +573,8 @@ func bgpConfig(cfg *config.Config) bgp.Config {
 	for _, n := range b.Neighbors {
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{Address: n.Address, ASN: n.ASN, Role: bgp.Role(n.Role),
 			Port: n.Port, Passive: n.Passive, Multihop: n.Multihop, Password: n.Password,
-			Communities: n.Communities, LargeCommunities: n.LargeCommunities, MaxRoutes: n.MaxRoutes})
+			Communities: n.Communities, LargeCommunities: n.LargeCommunities, MaxRoutes: n.MaxRoutes,
+			FlowSpec: n.FlowSpec, MaxFlowSpec: n.MaxFlowSpec})
 	}
 	return out
 }

@@ -74,6 +74,12 @@ type Neighbor struct {
 	Communities      []string   `yaml:"communities" check:"community"`
 	LargeCommunities []string   `yaml:"large_communities" check:"large-community"`
 	MaxRoutes        int        `yaml:"max_routes" check:"0.."` // cap on routes sent, 0 = Policy.MaxActive
+	// FlowSpec negotiates IPv4 and IPv6 FlowSpec (RFC 8955/8956) with the
+	// neighbor, which then gets the FlowSpec filters (peers only inside
+	// policy.own_prefixes).
+	FlowSpec bool `yaml:"flowspec"`
+	// MaxFlowSpec caps the filters sent to it, 0 = Policy.MaxActive.
+	MaxFlowSpec int `yaml:"max_flowspec" check:"0.."`
 }
 
 // Policy is the policy section.

@@ -49,6 +49,9 @@ func (d *decoder) neighbors(c *Config) {
 		if nb.Passive && c.BGP.ListenAddress == "" && !d.failed("bgp.listen_address") {
 			d.errAt(p+".passive", `waits for the router, but bgp.listen_address is "" (rtbhd does not listen)`)
 		}
+		if nb.MaxFlowSpec > 0 && !nb.FlowSpec {
+			d.errAt(p+".max_flowspec", "caps FlowSpec filters, but flowspec is not true for this neighbor")
+		}
 		if nb.Multihop > 0 && nb.ASN == c.BGP.ASN && nb.ASN != 0 {
 			d.errAt(p+".multihop", "only for eBGP neighbors (asn %d is bgp.asn: iBGP)", nb.ASN)
 		}
