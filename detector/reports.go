@@ -194,9 +194,10 @@ func (m *Manager) Offender(ctx context.Context, a netip.Addr) (domain.Offender, 
 			o.Servers = append(o.Servers, s)
 		}
 	}
+	// Its route if it has one, else its first FlowSpec filter.
 	var bh *domain.Blackhole
-	if b, ok := m.Lookup(domain.HostPrefix(a)); ok {
-		bh = &b
+	if es := m.OnPrefix(domain.HostPrefix(a)); len(es) > 0 {
+		bh = &es[0]
 	}
 	m.mu.Lock()
 	now := m.now()

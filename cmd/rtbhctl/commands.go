@@ -24,8 +24,8 @@ import (
 // commandTable lists the commands in the order of the usage text.
 func commandTable() []command {
 	return []command{
-		{name: "add", synopsis: "add [--ttl 1h] --reason TEXT PREFIX    add or extend a blackhole", nargs: 1, setup: setupAdd},
-		{name: "remove", synopsis: "remove [--reason TEXT] PREFIX          withdraw a blackhole now", nargs: 1, setup: setupRemove},
+		{name: "add", synopsis: "add [--ttl 1h] [--flowspec tcp/25] --reason TEXT PREFIX    add or extend a blackhole (--flowspec: a FlowSpec filter instead)", nargs: 1, setup: setupAdd},
+		{name: "remove", synopsis: "remove [--flowspec tcp/25] [--reason TEXT] PREFIX   withdraw a blackhole (or that FlowSpec filter) now", nargs: 1, setup: setupRemove},
 		{name: "list", synopsis: "list                                   active blackholes", setup: setupList},
 		{name: "watch", synopsis: "watch                                  the active set, then every change", setup: setupWatch},
 		{name: "neighbors", synopsis: "neighbors                              BGP sessions", setup: setupNeighbors},
@@ -38,11 +38,16 @@ func commandTable() []command {
 func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	ttl := fs.Duration("ttl", 0, "how long the blackhole lasts (default: policy.default_ttl)")
 	reason := fs.String("reason", "", "why, for the audit log (required)")
+	flowspec := fs.String("flowspec", "", "add a FlowSpec filter instead of a route: drop only PROTO/PORTS from PREFIX (tcp/25, udp/53,5353, tcp/25,465-587)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if strings.TrimSpace(*reason) == "" {
 			return usagef("add needs --reason")
 		}
-		req := &rtbhv1.AddBlackholeRequest{Prefix: args[0], Reason: *reason}
+		match, err := flowspecFlag(*flowspec)
+		if err != nil {
+			return err
+		}
+		req := &rtbhv1.AddBlackholeRequest{Prefix: args[0], Reason: *reason, Flowspec: match}
 		if fs.Changed("ttl") {
 			req.Ttl = durationpb.New(*ttl)
 		}
@@ -60,24 +65,29 @@ func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 			verb = "already active, now"
 		}
 		b := resp.Blackhole
-		_, err = fmt.Fprintf(c.stdout, "%s %s: origin %s, expires %s (in %s)\n", verb, b.GetPrefix(), b.GetOrigin(), rfc3339(b.GetExpiresAt()), remaining(b.GetExpiresAt()))
+		_, err = fmt.Fprintf(c.stdout, "%s %s: origin %s, expires %s (in %s)\n", verb, entryName(b.GetPrefix(), b.GetFlowspec()), b.GetOrigin(), rfc3339(b.GetExpiresAt()), remaining(b.GetExpiresAt()))
 		return err
 	}
 }
 
 func setupRemove(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	reason := fs.String("reason", "", "why, for the audit log")
+	flowspec := fs.String("flowspec", "", "remove the FlowSpec filter with this match (tcp/25) instead of the route")
 	return func(ctx context.Context, c *cli, args []string) error {
+		match, err := flowspecFlag(*flowspec)
+		if err != nil {
+			return err
+		}
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
-		resp, err := rtbhv1.NewBlackholeServiceClient(c.conn).RemoveBlackhole(ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: args[0], Reason: *reason})
+		resp, err := rtbhv1.NewBlackholeServiceClient(c.conn).RemoveBlackhole(ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: args[0], Reason: *reason, Flowspec: match})
 		if err != nil {
 			return err
 		}
 		if c.g.json {
 			return c.printJSON(resp)
 		}
-		_, err = fmt.Fprintf(c.stdout, "removed %s\n", args[0])
+		_, err = fmt.Fprintf(c.stdout, "removed %s\n", entryName(args[0], match))
 		return err
 	}
 }
@@ -93,9 +103,9 @@ func setupList(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 		if c.g.json {
 			return c.printJSON(resp)
 		}
-		tw := table(c.stdout, "PREFIX", "ORIGIN", "CREATED", "EXPIRES", "TTL", "REASON")
+		tw := table(c.stdout, "PREFIX", "FLOWSPEC", "ORIGIN", "CREATED", "EXPIRES", "TTL", "REASON")
 		for _, b := range resp.Blackholes {
-			row(tw, b.Prefix, b.Origin, rfc3339(b.CreatedAt), rfc3339(b.ExpiresAt), remaining(b.ExpiresAt), oneLine(b.Reason, 60))
+			row(tw, b.Prefix, matchText(b.Flowspec), b.Origin, rfc3339(b.CreatedAt), rfc3339(b.ExpiresAt), remaining(b.ExpiresAt), oneLine(b.Reason, 60))
 		}
 		return tw.Flush()
 	}
@@ -148,7 +158,7 @@ func setupWatch(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 				name = ev.Type.String()
 			}
 			b := ev.Blackhole
-			if _, err := fmt.Fprintf(c.stdout, format, time.Now().UTC().Format(time.RFC3339), name, b.GetPrefix(), b.GetOrigin(),
+			if _, err := fmt.Fprintf(c.stdout, format, time.Now().UTC().Format(time.RFC3339), name, entryName(b.GetPrefix(), b.GetFlowspec()), b.GetOrigin(),
 				rfc3339(b.GetExpiresAt()), dash(ev.Actor), oneLine(b.GetReason(), 60)); err != nil {
 				return err
 			}
@@ -167,9 +177,13 @@ func setupNeighbors(*pflag.FlagSet) func(context.Context, *cli, []string) error 
 		if c.g.json {
 			return c.printJSON(resp)
 		}
-		tw := table(c.stdout, "ADDRESS", "PORT", "ASN", "ROLE", "STATE", "SINCE", "ROUTES")
+		tw := table(c.stdout, "ADDRESS", "PORT", "ASN", "ROLE", "STATE", "SINCE", "ROUTES", "FLOWSPEC")
 		for _, n := range resp.Neighbors {
-			row(tw, n.Address, fmt.Sprint(n.Port), fmt.Sprint(n.Asn), n.Role, n.State, rfc3339(n.StateSince), fmt.Sprint(n.RoutesSent))
+			fs := "-"
+			if n.Flowspec {
+				fs = fmt.Sprint(n.FlowspecSent)
+			}
+			row(tw, n.Address, fmt.Sprint(n.Port), fmt.Sprint(n.Asn), n.Role, n.State, rfc3339(n.StateSince), fmt.Sprint(n.RoutesSent), fs)
 		}
 		return tw.Flush()
 	}
@@ -198,7 +212,11 @@ func setupOffender(*pflag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		fmt.Fprintf(tw, "detector offenses\t%d\n", o.Offenses)
 		if b := o.Blackhole; b != nil {
-			fmt.Fprintf(tw, "blackhole\t%s, origin %s, expires %s (in %s)\n", b.Prefix, b.Origin, rfc3339(b.ExpiresAt), remaining(b.ExpiresAt))
+			what := "blackhole"
+			if b.Flowspec != nil {
+				what = "flowspec filter"
+			}
+			fmt.Fprintf(tw, "%s\t%s, origin %s, expires %s (in %s)\n", what, entryName(b.Prefix, b.Flowspec), b.Origin, rfc3339(b.ExpiresAt), remaining(b.ExpiresAt))
 		} else {
 			fmt.Fprintf(tw, "blackhole\tnone\n")
 		}

@@ -202,14 +202,14 @@ func TestAddListRemove(t *testing.T) {
 		t.Fatalf("list output %q", out)
 	}
 	header := strings.Fields(lines[0])
-	if strings.Join(header, " ") != "PREFIX ORIGIN CREATED EXPIRES TTL REASON" {
+	if strings.Join(header, " ") != "PREFIX FLOWSPEC ORIGIN CREATED EXPIRES TTL REASON" {
 		t.Fatalf("header %q", lines[0])
 	}
 	f := strings.Fields(lines[1])
-	if f[0] != "198.51.100.7/32" || f[1] != "operator:noc" || f[4] != "3h0m0s" || strings.Join(f[5:], " ") != "zombie: smtp fan-out" {
+	if f[0] != "198.51.100.7/32" || f[1] != "-" || f[2] != "operator:noc" || f[5] != "3h0m0s" || strings.Join(f[6:], " ") != "zombie: smtp fan-out" {
 		t.Fatalf("row %q", lines[1])
 	}
-	for _, ts := range f[2:4] {
+	for _, ts := range f[3:5] {
 		if _, err := time.Parse(time.RFC3339, ts); err != nil {
 			t.Fatalf("time %q is not RFC 3339: %v", ts, err)
 		}
@@ -353,11 +353,11 @@ func TestNeighborsReportOffender(t *testing.T) {
 
 	out := mustCtl(t, append(g, "neighbors")...)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ADDRESS PORT ASN ROLE STATE SINCE ROUTES" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ADDRESS PORT ASN ROLE STATE SINCE ROUTES FLOWSPEC" {
 		t.Fatalf("neighbors output %q", out)
 	}
 	f := strings.Fields(lines[1])
-	if f[0] != "127.0.0.2" || f[1] != "1179" || f[2] != "64500" || f[3] != "border" || f[6] != "0" {
+	if f[0] != "127.0.0.2" || f[1] != "1179" || f[2] != "64500" || f[3] != "border" || f[6] != "0" || f[7] != "-" {
 		t.Fatalf("neighbor row %q", lines[1])
 	}
 

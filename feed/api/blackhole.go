@@ -75,8 +75,13 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 	if err != nil {
 		return nil, err
 	}
+	match, err := matchFromProto(req.GetFlowspec())
+	if err != nil {
+		return nil, err
+	}
 	dreq := detector.Request{
 		Prefix: p,
+		Match:  match,
 		Reason: req.GetReason(),
 		Origin: id.origin(),
 		Actor:  id.Name,
@@ -101,8 +106,13 @@ func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.Remo
 	if err != nil {
 		return nil, err
 	}
+	match, err := matchFromProto(req.GetFlowspec())
+	if err != nil {
+		return nil, err
+	}
 	rreq := detector.RemoveRequest{
 		Prefix: p,
+		Match:  match,
 		Reason: req.GetReason(),
 		Actor:  id.Name,
 		Scope:  id.scope(),

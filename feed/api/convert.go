@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -63,7 +64,73 @@ func blackholeToProto(b domain.Blackhole) *rtbhv1.Blackhole {
 		Reason:    b.Reason,
 		CreatedAt: timestamp(b.CreatedAt),
 		ExpiresAt: timestamp(b.ExpiresAt),
+		Flowspec:  matchToProto(b.Match),
 	}
+}
+
+// matchFromProto returns the canonical match text of a request's
+// flowspec field ("" when absent: a route). A malformed match is
+// INVALID_ARGUMENT.
+func matchFromProto(m *rtbhv1.FlowSpecMatch) (string, error) {
+	if m == nil {
+		return "", nil
+	}
+	bad := func(err error) error { return status.Errorf(codes.InvalidArgument, "flowspec: %v", err) }
+	proto, err := domain.ParseProtocol(m.GetProtocol())
+	if err != nil {
+		return "", bad(err)
+	}
+	var rs []domain.PortRange
+	port := func(v uint32) (uint16, error) {
+		if v < 1 || v > 65535 {
+			return 0, fmt.Errorf("port %d is out of range 1-65535", v)
+		}
+		return uint16(v), nil
+	}
+	for _, v := range m.GetDstPorts() {
+		p, err := port(v)
+		if err != nil {
+			return "", bad(err)
+		}
+		rs = append(rs, domain.PortRange{First: p, Last: p})
+	}
+	for _, r := range m.GetDstPortRanges() {
+		first, err := port(r.GetFirst())
+		if err != nil {
+			return "", bad(err)
+		}
+		last, err := port(r.GetLast())
+		if err != nil {
+			return "", bad(err)
+		}
+		rs = append(rs, domain.PortRange{First: first, Last: last})
+	}
+	fm, err := domain.NewFlowMatch(proto, rs)
+	if err != nil {
+		return "", bad(err)
+	}
+	return fm.String(), nil
+}
+
+// matchToProto is the proto form of a canonical match; nil for a route.
+// Single ports go in dst_ports, ranges in dst_port_ranges.
+func matchToProto(match string) *rtbhv1.FlowSpecMatch {
+	if match == "" {
+		return nil
+	}
+	fm, err := domain.ParseMatch(match)
+	if err != nil { // stored matches are canonical; keep the text visible anyway
+		return &rtbhv1.FlowSpecMatch{Protocol: match}
+	}
+	out := &rtbhv1.FlowSpecMatch{Protocol: fm.ProtocolName()}
+	for _, r := range fm.Ports {
+		if r.First == r.Last {
+			out.DstPorts = append(out.DstPorts, uint32(r.First))
+		} else {
+			out.DstPortRanges = append(out.DstPortRanges, &rtbhv1.PortRange{First: uint32(r.First), Last: uint32(r.Last)})
+		}
+	}
+	return out
 }
 
 func eventTypeToProto(t detector.EventType) rtbhv1.EventType {

@@ -54,6 +54,10 @@ type Neighbor struct {
 	RoutesSent uint64
 	StateSince time.Time
 	Port       uint16
+	// FlowSpec: the neighbor has flowspec: true; FlowSpecSent is the
+	// number of FlowSpec filters advertised to it.
+	FlowSpec     bool
+	FlowSpecSent uint64
 }
 
 // NeighborLister returns the configured BGP neighbors and their state.

@@ -33,13 +33,15 @@ func (st *statusService) ListNeighbors(ctx context.Context, _ *rtbhv1.ListNeighb
 	resp.Neighbors = make([]*rtbhv1.Neighbor, len(ns))
 	for i, n := range ns {
 		resp.Neighbors[i] = &rtbhv1.Neighbor{
-			Address:    n.Address,
-			Asn:        n.ASN,
-			Role:       n.Role,
-			State:      n.State,
-			RoutesSent: n.RoutesSent,
-			StateSince: timestamp(n.StateSince),
-			Port:       uint32(n.Port),
+			Address:      n.Address,
+			Asn:          n.ASN,
+			Role:         n.Role,
+			State:        n.State,
+			RoutesSent:   n.RoutesSent,
+			StateSince:   timestamp(n.StateSince),
+			Port:         uint32(n.Port),
+			Flowspec:     n.FlowSpec,
+			FlowspecSent: n.FlowSpecSent,
 		}
 	}
 	return resp, nil

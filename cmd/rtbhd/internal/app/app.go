@@ -190,7 +190,8 @@ func (a *App) neighbors(ctx context.Context) ([]api.Neighbor, error) {
 	out := make([]api.Neighbor, len(ns))
 	for i, n := range ns {
 		out[i] = api.Neighbor{Address: n.Address.String(), ASN: n.ASN, Role: string(n.Role), State: n.State,
-			RoutesSent: uint64(n.RoutesSent), StateSince: n.StateSince, Port: n.Port}
+			RoutesSent: uint64(n.RoutesSent), StateSince: n.StateSince, Port: n.Port,
+			FlowSpec: n.FlowSpec, FlowSpecSent: uint64(n.FlowSpecSent)}
 	}
 	return out, nil
 }
