@@ -16,7 +16,7 @@ import (
 )
 
 // A database made by the previous schema (4) migrates to 5: its active
-// blackholes keep their rows as routes (match ''), and afterwards a route
+// blackholes keep their rows as routes (match ”), and afterwards a route
 // and a filter on one prefix are two active entries, two filters with
 // different matches too, while a second active row with the same prefix
 // and match is refused.
@@ -98,4 +98,3 @@ func TestMigration5FromSchema4(t *testing.T) {
 		t.Fatalf("audit rows of the filters: %+v, %v", log, err)
 	}
 }
-
