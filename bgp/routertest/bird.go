@@ -37,6 +37,9 @@ type BIRDConfig struct {
 	// routes with these next hops resolve to blackhole (defaults 192.0.2.1
 	// and 100::1, RFC 5635 / RFC 6666).
 	DiscardV4, DiscardV6 netip.Addr
+	// FlowSpec adds flow4 and flow6 channels (RFC 8955/8956) to the
+	// session, importing into the tables FlowTable4 and FlowTable6.
+	FlowSpec bool
 	// Extra is appended to the protocol bgp block.
 	Extra string
 }
@@ -100,6 +103,9 @@ func (b *BIRD) config() string {
 	sb.WriteString("protocol device {}\n")
 	fmt.Fprintf(&sb, "protocol static discard4 { ipv4; route %s/32 blackhole; }\n", c.DiscardV4)
 	fmt.Fprintf(&sb, "protocol static discard6 { ipv6; route %s/128 blackhole; }\n", c.DiscardV6)
+	if c.FlowSpec {
+		fmt.Fprintf(&sb, "flow4 table %s;\nflow6 table %s;\n", FlowTable4, FlowTable6)
+	}
 	fmt.Fprintf(&sb, "protocol bgp %s {\n", ProtocolName)
 	fmt.Fprintf(&sb, "  local %s port %d as %d;\n", c.LocalAddr, c.ListenPort, c.LocalASN)
 	fmt.Fprintf(&sb, "  neighbor %s port %d as %d;\n", c.PeerAddr, c.PeerPort, c.PeerASN)
@@ -120,6 +126,10 @@ func (b *BIRD) config() string {
 	sb.WriteString("  strict bind on;\n  connect delay time 1;\n  error wait time 1, 5;\n")
 	sb.WriteString("  ipv4 { import all; export none; igp table master4; };\n")
 	sb.WriteString("  ipv6 { import all; export none; igp table master6; };\n")
+	if c.FlowSpec {
+		fmt.Fprintf(&sb, "  flow4 { table %s; import all; export none; };\n", FlowTable4)
+		fmt.Fprintf(&sb, "  flow6 { table %s; import all; export none; };\n", FlowTable6)
+	}
 	sb.WriteString(c.Extra)
 	sb.WriteString("}\n")
 	return sb.String()

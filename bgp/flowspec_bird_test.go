@@ -1,0 +1,205 @@
+package bgp
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rtbh/rtbh/bgp/routertest"
+	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
+)
+
+// birdFlowSetup is birdSetup with a BIRD that has flow4/flow6 channels and
+// a neighbor with flowspec: true (max_flowspec maxFS).
+func birdFlowSetup(t *testing.T, gr bool, maxFS int) (*Speaker, *routertest.BIRD, Config) {
+	me, rtr := testAddr(t), testAddr(t)
+	port := testkit.FreePort(t, me)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{
+		LocalAddr: rtr, LocalASN: 64501, PeerAddr: me, PeerPort: port, PeerASN: 64500, GracefulRestart: gr, FlowSpec: true,
+	})
+	cfg := Config{
+		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: port,
+		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1"),
+		GracefulRestart: gr,
+		Neighbors: []Neighbor{{
+			Address: rtr, ASN: 64501, Role: RoleBorder, Port: uint16(b.Port()), Passive: true,
+			Communities: []string{"64501:666"}, LargeCommunities: []string{"64500:666:0"},
+			FlowSpec: true, MaxFlowSpec: maxFS,
+		}},
+	}
+	s, err := New(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	b.WaitEstablished(30 * time.Second)
+	return s, b, cfg
+}
+
+func fkey(prefix, match string) domain.Key {
+	return domain.Key{Prefix: netip.MustParsePrefix(prefix), Match: match}
+}
+
+// BIRD with flow4/flow6 gets the filter — source, protocol, destination
+// ports, traffic-rate 0, NO_EXPORT and the neighbor's communities, no
+// internal tag — and no /32 route for it; withdrawn within 1 s.
+func TestBIRDFlowSpecFilters(t *testing.T) {
+	ctx := context.Background()
+	s, b, _ := birdFlowSetup(t, false, 0)
+	f4, f6 := fkey("198.51.100.7/32", "tcp/25"), fkey("2001:db8::7/128", "udp/53,5353")
+	f4r := fkey("198.51.100.9/32", "tcp/25,465-587")
+	start := time.Now()
+	if err := s.AnnounceFilters(ctx, []domain.Key{f4, f6, f4r}); err != nil {
+		t.Fatal(err)
+	}
+	fl4 := b.WaitFlows(routertest.IPv4, time.Second, "2 IPv4 filters", func(fs []routertest.Flow) bool { return len(fs) == 2 })
+	fl6 := b.WaitFlows(routertest.IPv6, time.Second, "1 IPv6 filter", func(fs []routertest.Flow) bool { return len(fs) == 1 })
+	t.Logf("filters on BIRD in %s", time.Since(start))
+	for _, fl := range append(fl4, fl6...) {
+		t.Logf("%s", fl.Raw)
+		if !fl.TrafficRateZero() || !slices.Equal(fl.Communities, []string{"64501:666", "65535:65281"}) ||
+			!slices.Equal(fl.LargeCommunities, []string{"64500:666:0"}) {
+			t.Errorf("flow %q: ext %v, communities %v, large %v; want traffic-rate 0, [64501:666 65535:65281], [64500:666:0]",
+				fl.Match, fl.ExtCommunities, fl.Communities, fl.LargeCommunities)
+		}
+	}
+	var got []string
+	for _, fl := range append(fl4, fl6...) {
+		got = append(got, fl.Src+" "+fl.Proto+" "+fl.DPort)
+	}
+	slices.Sort(got)
+	want := []string{"198.51.100.7/32 6 25", "198.51.100.9/32 6 25,465..587", "2001:db8::7/128 17 53,5353"}
+	if !slices.Equal(got, want) {
+		t.Errorf("flows (source, protocol, dport) = %q, want %q", got, want)
+	}
+	for _, p := range []netip.Prefix{f4.Prefix, f6.Prefix, f4r.Prefix} {
+		if _, ok, err := b.Route(p); err != nil || ok {
+			t.Errorf("BIRD has a route for %s (err %v): a filter must not blackhole the host", p, err)
+		}
+	}
+	start = time.Now()
+	if err := s.WithdrawFilters(ctx, []domain.Key{f4, f6, f4r}); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitFlows(routertest.IPv4, time.Second, "no IPv4 filters", func(fs []routertest.Flow) bool { return len(fs) == 0 })
+	b.WaitFlows(routertest.IPv6, time.Second, "no IPv6 filters", func(fs []routertest.Flow) bool { return len(fs) == 0 })
+	t.Logf("withdrawn from BIRD in %s", time.Since(start))
+}
+
+// max_flowspec 50 with 60 filters: BIRD never holds more than 50 (watched
+// the whole time, the speaker's count too); removing 10 admitted filters
+// promotes the 10 held ones, so BIRD ends with exactly the 50 remaining.
+func TestBIRDMaxFlowSpecHoldsAndPromotes(t *testing.T) {
+	ctx := context.Background()
+	s, b, cfg := birdFlowSetup(t, false, 50)
+	var all []domain.Key
+	for i := range 60 {
+		all = append(all, fkey(netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}).String()+"/32", "tcp/25"))
+	}
+	stop := make(chan struct{})
+	maxSeen := make(chan int, 1)
+	go func() {
+		most := 0
+		defer func() { maxSeen <- most }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n, err := b.FlowCount(routertest.IPv4); err == nil && n > most {
+				most = n
+			}
+		}
+	}()
+	// One by one, so that every announcement is a chance to overshoot.
+	for _, k := range all {
+		if err := s.AnnounceFilters(ctx, []domain.Key{k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.WaitFlows(routertest.IPv4, 5*time.Second, "50 filters", func(fs []routertest.Flow) bool { return len(fs) == 50 })
+	ns, err := s.Neighbors(ctx)
+	if err != nil || !ns[0].FlowSpec || ns[0].FlowSpecSent != 50 || ns[0].FlowSpecHeld != 10 || ns[0].RoutesSent != 0 {
+		t.Fatalf("neighbor status %+v, %v; want flowspec, 50 sent, 10 held, 0 routes", ns, err)
+	}
+	start := time.Now()
+	if err := s.WithdrawFilters(ctx, all[:10]); err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[string]bool)
+	for _, k := range all[10:] {
+		want[k.Prefix.String()] = true
+	}
+	b.WaitFlows(routertest.IPv4, 5*time.Second, "the 50 remaining filters", func(fs []routertest.Flow) bool {
+		if len(fs) != 50 {
+			return false
+		}
+		for _, f := range fs {
+			if !want[f.Src] {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("held filters promoted on BIRD in %s", time.Since(start))
+	close(stop)
+	if most := <-maxSeen; most > 50 {
+		t.Fatalf("BIRD held %d filters at some point, more than max_flowspec 50", most)
+	}
+	if ns, _ := s.Neighbors(ctx); ns[0].FlowSpecHeld != 0 || ns[0].FlowSpecSent != 50 {
+		t.Fatalf("neighbor status after promotion %+v", ns[0])
+	}
+	_ = cfg
+}
+
+// A neighbor without flowspec: true never receives a filter, even from a
+// router that could take them: it gets the routes, its flow tables stay
+// empty and the session stays up.
+func TestBIRDWithoutFlowSpecGetsNoFilters(t *testing.T) {
+	ctx := context.Background()
+	me, rtr := testAddr(t), testAddr(t)
+	port := testkit.FreePort(t, me)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{
+		LocalAddr: rtr, LocalASN: 64501, PeerAddr: me, PeerPort: port, PeerASN: 64500, FlowSpec: true,
+	})
+	s, err := New(Config{
+		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: port,
+		NextHopV4: netip.MustParseAddr("192.0.2.1"), NextHopV6: netip.MustParseAddr("100::1"),
+		Neighbors: []Neighbor{{Address: rtr, ASN: 64501, Role: RoleBorder, Port: uint16(b.Port()), Passive: true}},
+	}, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	b.WaitEstablished(30 * time.Second)
+	if err := s.AnnounceFilters(ctx, []domain.Key{fkey("198.51.100.7/32", "tcp/25"), fkey("2001:db8::7/128", "tcp/25")}); err != nil {
+		t.Fatal(err)
+	}
+	// The route after the filters: once it is there, the filters would be too.
+	marker := pfx("198.51.100.8/32")
+	if err := s.Announce(ctx, []netip.Prefix{marker}); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitRoute(marker, 5*time.Second, nil)
+	for _, f := range []routertest.Family{routertest.IPv4, routertest.IPv6} {
+		if n, err := b.FlowCount(f); err != nil || n != 0 {
+			t.Fatalf("BIRD got %d filters (err %v) over a session without flowspec", n, err)
+		}
+	}
+	if !b.Established() {
+		t.Fatal("session went down")
+	}
+	if ns, _ := s.Neighbors(ctx); ns[0].FlowSpec || ns[0].FlowSpecSent != 0 || ns[0].RoutesSent != 1 {
+		t.Fatalf("neighbor status %+v", ns[0])
+	}
+}
