@@ -43,6 +43,9 @@ func (f Flow) TrafficRateZero() bool {
 		if len(p) == 3 && p[0] == "generic" && strings.HasPrefix(p[1], "0x8006") && (p[2] == "0x0" || p[2] == "0x00000000") {
 			return true
 		}
+		if e == "FS:rate 0.000000" { // FRR's text of the same
+			return true
+		}
 	}
 	return false
 }
@@ -177,3 +180,66 @@ func parseBIRDFlows(out string) ([]Flow, error) {
 }
 
 var birdExt = regexp.MustCompile(`\(([^()]+)\)`)
+
+// Flows returns the FlowSpec routes bgpd holds in a family, parsed from
+// `show bgp ipv4|ipv6 flowspec detail`: Src is FRR's source text
+// ("198.51.100.7/32", IPv6 "2001:db8::7/128/off 0"), Proto e.g. "6",
+// DPort e.g. "25 , >= 465 , <= 587", ExtCommunities its action lines
+// ("FS:rate 0.000000"). FRR does not show communities there.
+func (f *FRR) Flows(fam Family) ([]Flow, error) {
+	afi := "ipv4"
+	if fam == IPv6 {
+		afi = "ipv6"
+	}
+	out, err := f.Vtysh("show bgp " + afi + " flowspec detail")
+	if err != nil {
+		return nil, fmt.Errorf("reading FRR flows: %w", err)
+	}
+	return parseFRRFlows(out), nil
+}
+
+func parseFRRFlows(out string) []Flow {
+	var flows []Flow
+	var cur *Flow
+	for line := range strings.Lines(out) {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "BGP flowspec entry:") {
+			flows = append(flows, Flow{})
+			cur = &flows[len(flows)-1]
+		}
+		if cur == nil {
+			continue
+		}
+		cur.Raw += line
+		switch {
+		case strings.HasPrefix(l, "Source Address "):
+			cur.Src = strings.TrimPrefix(l, "Source Address ")
+		case strings.HasPrefix(l, "IP Protocol = "):
+			cur.Proto = strings.TrimSpace(strings.TrimPrefix(l, "IP Protocol = "))
+		case strings.HasPrefix(l, "Destination Port = "):
+			cur.DPort = strings.TrimSpace(strings.TrimPrefix(l, "Destination Port = "))
+		case strings.HasPrefix(l, "FS:"):
+			cur.ExtCommunities = append(cur.ExtCommunities, l)
+		}
+	}
+	return flows
+}
+
+// WaitFlows waits until ok(flows) holds for bgpd's flows of a family and
+// returns them; it fails the test after timeout.
+func (f *FRR) WaitFlows(fam Family, timeout time.Duration, what string, ok func([]Flow) bool) []Flow {
+	f.t.Helper()
+	var last []Flow
+	var lastErr error
+	if !testkit.Poll(timeout, func() bool {
+		last, lastErr = f.Flows(fam)
+		return lastErr == nil && ok(last)
+	}) {
+		var raw strings.Builder
+		for _, fl := range last {
+			raw.WriteString(fl.Raw)
+		}
+		f.t.Fatalf("FRR flows: %s not reached within %s (err %v); last seen %d:\n%s", what, timeout, lastErr, len(last), raw.String())
+	}
+	return last
+}

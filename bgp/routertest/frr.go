@@ -33,6 +33,9 @@ type FRRConfig struct {
 	Password   string
 	// GracefulRestart enables graceful restart (helper) towards the speaker.
 	GracefulRestart bool
+	// FlowSpec activates the speaker in address-family ipv4 flowspec and
+	// ipv6 flowspec (bgpd without zebra receives and shows the filters).
+	FlowSpec bool
 	// Extra lines are appended inside "router bgp".
 	Extra string
 }
@@ -113,6 +116,11 @@ func (f *FRR) config() string {
 	sb.WriteString(" address-family ipv6 unicast\n")
 	fmt.Fprintf(&sb, "  neighbor %s activate\n", n)
 	sb.WriteString(" exit-address-family\n")
+	if c.FlowSpec {
+		for _, af := range []string{"ipv4", "ipv6"} {
+			fmt.Fprintf(&sb, " address-family %s flowspec\n  neighbor %s activate\n exit-address-family\n", af, n)
+		}
+	}
 	return sb.String()
 }
 

@@ -49,3 +49,57 @@ func TestParseBIRDRoutes(t *testing.T) {
 		t.Errorf("parseBIRDRoutes (-want +got):\n%s", diff)
 	}
 }
+
+// Output of BIRD 2.0.12 for a flow4 and a flow6 table, and of FRR 8.4
+// `show bgp ipv6 flowspec detail`.
+const (
+	birdFlows = `BIRD 2.0.12 ready.
+Table flowtab4:
+flow4 { src 198.51.100.9/32; proto 6; dport 25,465..587; }  [rtbh 23:19:48.771 from 127.0.20.13] * (100) [AS64500i]
+	Type: BGP univ
+	BGP.origin: IGP
+	BGP.as_path: 64500
+	BGP.local_pref: 100
+	BGP.community: (65535,65281) (64501,666)
+	BGP.ext_community: (generic, 0x8006fbf4, 0x0)
+	BGP.large_community: (64500, 666, 0)
+flow6 { src 2001:db8::7/128; next header 17; dport 53,5353; }  [rtbh 23:19:48.771 from 127.0.20.13] * (100) [AS64500i]
+	Type: BGP univ
+	BGP.ext_community: (generic, 0x8006fbf4, 0x3f800000)
+`
+	frrFlows = `BGP flowspec entry: (flags 0x418)
+	Source Address 2001:db8::7/128/off 0
+	IP Protocol = 6 
+	Destination Port = 25 , >= 465 , <= 587 
+	FS:rate 0.000000
+	received for 00:00:02
+	not installed in PBR
+
+Displayed  1 flowspec entries
+`
+)
+
+func TestParseFlows(t *testing.T) {
+	got, err := parseBIRDFlows(birdFlows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Flow{
+		{Match: "src 198.51.100.9/32; proto 6; dport 25,465..587;", Src: "198.51.100.9/32", Proto: "6", DPort: "25,465..587",
+			Communities: []string{"64501:666", "65535:65281"}, LargeCommunities: []string{"64500:666:0"},
+			ExtCommunities: []string{"generic, 0x8006fbf4, 0x0"}},
+		{Match: "src 2001:db8::7/128; next header 17; dport 53,5353;", Src: "2001:db8::7/128", Proto: "17", DPort: "53,5353",
+			ExtCommunities: []string{"generic, 0x8006fbf4, 0x3f800000"}},
+	}
+	opts := cmp.Options{cmpopts.IgnoreFields(Flow{}, "Raw"), cmpopts.EquateEmpty()}
+	if diff := cmp.Diff(want, got, opts); diff != "" {
+		t.Errorf("parseBIRDFlows (-want +got):\n%s", diff)
+	}
+	if !got[0].TrafficRateZero() || got[1].TrafficRateZero() {
+		t.Error("TrafficRateZero: rate 0 not recognized, or rate 1.0 taken for it")
+	}
+	fr := parseFRRFlows(frrFlows)
+	if len(fr) != 1 || fr[0].Src != "2001:db8::7/128/off 0" || fr[0].Proto != "6" || fr[0].DPort != "25 , >= 465 , <= 587" || !fr[0].TrafficRateZero() {
+		t.Errorf("parseFRRFlows = %+v", fr)
+	}
+}
