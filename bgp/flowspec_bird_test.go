@@ -203,3 +203,76 @@ func TestBIRDWithoutFlowSpecGetsNoFilters(t *testing.T) {
 		t.Fatalf("neighbor status %+v", ns[0])
 	}
 }
+
+// Graceful restart keeps the filters: after Close (no Cease) BIRD keeps
+// them as stale, the restarted speaker announces its stored filters before
+// Start in restarting mode (the FlowSpec families preserved too), BIRD
+// never holds fewer than the kept set at any sample, and a filter the new
+// speaker no longer has is flushed at End-of-RIB.
+func TestBIRDFlowSpecSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	s, b, cfg := birdFlowSetup(t, true, 0)
+	var keep []domain.Key
+	for i := range 20 {
+		keep = append(keep, fkey(netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}).String()+"/32", "tcp/25"))
+	}
+	keep = append(keep, fkey("2001:db8::7/128", "tcp/25"))
+	drop := fkey("198.51.100.200/32", "udp/53")
+	if err := s.AnnounceFilters(ctx, append(slices.Clone(keep), drop)); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitFlows(routertest.IPv4, 5*time.Second, "21 IPv4 filters", func(fs []routertest.Flow) bool { return len(fs) == 21 })
+	b.WaitFlows(routertest.IPv6, 5*time.Second, "1 IPv6 filter", func(fs []routertest.Flow) bool { return len(fs) == 1 })
+
+	stop := make(chan struct{})
+	minSeen := make(chan int, 1)
+	go func() {
+		least := 1 << 30
+		defer func() { minSeen <- least }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n, err := b.FlowCount(routertest.IPv4); err == nil && n < least {
+				least = n
+			}
+		}
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "BIRD to notice the session is gone", func() bool { return !b.Established() })
+	if !testkit.Poll(5*time.Second, b.GracefulRestartActive) {
+		t.Fatal("BIRD is not in graceful restart after Close")
+	}
+	s2, err := New(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	if err := s2.AnnounceFilters(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitEstablished(30 * time.Second)
+	caps, err := b.NeighborGracefulRestart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !caps.Recovery || !slices.Contains(caps.Preserved, "flow4") || !slices.Contains(caps.Preserved, "flow6") {
+		t.Errorf("BIRD saw graceful restart %+v, want restart recovery with flow4 and flow6 preserved", caps)
+	}
+	waitEndOfRIB(t, b)
+	b.WaitFlows(routertest.IPv4, 10*time.Second, "the 20 kept IPv4 filters, the dropped one flushed", func(fs []routertest.Flow) bool {
+		return len(fs) == 20 && !slices.ContainsFunc(fs, func(f routertest.Flow) bool { return f.Src == drop.Prefix.String() })
+	})
+	b.WaitFlows(routertest.IPv6, 5*time.Second, "the IPv6 filter", func(fs []routertest.Flow) bool { return len(fs) == 1 })
+	close(stop)
+	if least := <-minSeen; least < 20 {
+		t.Fatalf("BIRD held only %d IPv4 filters at some point of the restart, want never fewer than 20", least)
+	}
+}
