@@ -629,14 +629,22 @@ func (s *Speaker) Neighbors(ctx context.Context) ([]NeighborStatus, error) {
 			return
 		}
 		out[i].State = stateName(p.State.SessionState)
+		// With graceful restart negotiated, GoBGP counts an End-of-RIB
+		// marker in each family's Advertised (getBestFromLocal): not a route.
+		eor := 0
+		if s.cfg.GracefulRestart && remoteGR(p.State) {
+			eor = 1
+		}
 		sent, fs := 0, 0
 		for _, af := range p.AfiSafis {
-			switch {
-			case af.State == nil:
-			case isFlowSpecFamily(af.State.Family) || (af.Config != nil && isFlowSpecFamily(af.Config.Family)):
-				fs += int(af.State.Advertised)
-			default:
-				sent += int(af.State.Advertised)
+			if af.State == nil {
+				continue
+			}
+			n := max(int(af.State.Advertised)-eor, 0)
+			if isFlowSpecFamily(af.State.Family) || (af.Config != nil && isFlowSpecFamily(af.Config.Family)) {
+				fs += n
+			} else {
+				sent += n
 			}
 		}
 		out[i].RoutesSent, out[i].FlowSpecSent = sent, fs
@@ -653,4 +661,15 @@ func (s *Speaker) softResetOut(ctx context.Context, addr netip.Addr) error {
 		return fmt.Errorf("soft reset out of bgp neighbor %s: %w", addr, err)
 	}
 	return nil
+}
+
+// remoteGR reports whether the neighbor's OPEN carried the graceful
+// restart capability (GoBGP then has graceful restart on for it).
+func remoteGR(st *api.PeerState) bool {
+	for _, c := range st.GetRemoteCap() {
+		if strings.HasSuffix(c.GetTypeUrl(), "/apipb.GracefulRestartCapability") {
+			return true
+		}
+	}
+	return false
 }
