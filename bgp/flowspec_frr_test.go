@@ -61,3 +61,44 @@ func TestFRRPeerGetsOnlyOwnFilters(t *testing.T) {
 	f.WaitFlows(routertest.IPv6, time.Second, "no IPv6 filters", func(fs []routertest.Flow) bool { return len(fs) == 0 })
 	t.Logf("withdrawn from FRR in %s", time.Since(start))
 }
+
+// A reload that changes own_prefixes changes which filters the peer has:
+// filters now inside it arrive, filters now outside it are withdrawn from
+// the peer, without dropping the session.
+func TestFRRPeerFiltersFollowOwnPrefixesReload(t *testing.T) {
+	ctx := context.Background()
+	me, rtr := testAddr(t), testAddr(t)
+	port := testkit.FreePort(t, me)
+	f := routertest.StartFRR(t, routertest.FRRConfig{LocalAddr: rtr, LocalASN: 64502, PeerAddr: me, PeerPort: port, PeerASN: 64500, FlowSpec: true})
+	cfg := Config{
+		ASN: 64500, RouterID: me, ListenAddress: me.String(), ListenPort: port,
+		NextHopV4: pfx("192.0.2.1/32").Addr(), NextHopV6: pfx("100::1/128").Addr(),
+		OwnPrefixes: pfxs("198.51.100.0/24"),
+		Neighbors:   []Neighbor{{Address: rtr, ASN: 64502, Role: RolePeer, Passive: true, FlowSpec: true}},
+	}
+	s := newTestSpeaker(t, me, cfg)
+	f.WaitEstablished(30 * time.Second)
+	own, other := fkey("198.51.100.7/32", "tcp/25"), fkey("203.0.113.9/32", "tcp/25")
+	if err := s.AnnounceFilters(ctx, []domain.Key{other, own}); err != nil {
+		t.Fatal(err)
+	}
+	srcs := func(want ...string) func([]routertest.Flow) bool {
+		return func(fs []routertest.Flow) bool {
+			var got []string
+			for _, fl := range fs {
+				got = append(got, fl.Src)
+			}
+			slices.Sort(got)
+			return slices.Equal(got, want)
+		}
+	}
+	f.WaitFlows(routertest.IPv4, 5*time.Second, "the own filter only", srcs("198.51.100.7/32"))
+	cfg.OwnPrefixes = pfxs("203.0.113.0/24")
+	if err := s.Reconfigure(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFlows(routertest.IPv4, 5*time.Second, "the filter now in own space, not the other", srcs("203.0.113.9/32"))
+	if !f.Established() {
+		t.Fatal("the reload dropped the session")
+	}
+}
