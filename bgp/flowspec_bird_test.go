@@ -2,7 +2,10 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -274,5 +277,56 @@ func TestBIRDFlowSpecSurvivesRestart(t *testing.T) {
 	close(stop)
 	if least := <-minSeen; least < 20 {
 		t.Fatalf("BIRD held only %d IPv4 filters at some point of the restart, want never fewer than 20", least)
+	}
+}
+
+// The shipped deploy/routers/bird2-flowspec.conf, on a real BIRD, accepts
+// rtbhd's filters (its discard check matches what rtbhd sends) and holds
+// no more than its import limit.
+func TestBIRDShippedFlowSpecSnippet(t *testing.T) {
+	ctx := context.Background()
+	me, rtr := testAddr(t), testAddr(t)
+	port := testkit.FreePort(t, me)
+	raw, err := os.ReadFile("../deploy/routers/bird2-flowspec.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(raw)
+	for old, repl := range map[string]string{
+		"router id 127.0.0.2;":                    "router id " + rtr.String() + ";",
+		"local 127.0.0.2 as 64501;":               "local " + rtr.String() + " as 64501;",
+		"neighbor 127.0.0.1 port 10179 as 64500;": fmt.Sprintf("neighbor %s port %d as 64500;\n  strict bind on;\n  connect delay time 1;", me, port),
+		"import limit 50 action block;":           "import limit 3 action block;",
+	} {
+		if !strings.Contains(conf, old) {
+			t.Fatalf("the snippet no longer has %q", old)
+		}
+		conf = strings.ReplaceAll(conf, old, repl)
+	}
+	bport := testkit.FreePort(t, rtr)
+	conf = strings.Replace(conf, "local "+rtr.String()+" as 64501;", fmt.Sprintf("local %s port %d as 64501;", rtr, bport), 1)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: rtr, ListenPort: bport, Config: conf})
+	s := newTestSpeaker(t, me, Config{ListenAddress: me.String(), ListenPort: port,
+		Neighbors: []Neighbor{{Address: rtr, ASN: 64501, Role: RoleBorder, Passive: true, Port: uint16(bport), FlowSpec: true}}})
+	b.WaitEstablished(30 * time.Second)
+	var ks []domain.Key
+	for i := range 4 {
+		ks = append(ks, fkey(fmt.Sprintf("198.51.100.%d/32", i+1), "tcp/25"))
+	}
+	if err := s.AnnounceFilters(ctx, append(ks[:2:2], fkey("2001:db8::7/128", "tcp/25"))); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitFlows(routertest.IPv4, 5*time.Second, "2 accepted filters", func(fs []routertest.Flow) bool { return len(fs) == 2 })
+	b.WaitFlows(routertest.IPv6, 5*time.Second, "the IPv6 filter accepted", func(fs []routertest.Flow) bool { return len(fs) == 1 })
+	if err := s.AnnounceFilters(ctx, ks[2:]); err != nil {
+		t.Fatal(err)
+	}
+	out := ""
+	testkit.WaitFor(t, 5*time.Second, "BIRD's import limit to be hit", func() bool {
+		out, _ = b.Birdc("show protocols all " + routertest.ProtocolName)
+		return strings.Contains(out, "[HIT]")
+	})
+	if n, err := b.FlowCount(routertest.IPv4); err != nil || n != 3 {
+		t.Fatalf("BIRD holds %d IPv4 filters (err %v), want its import limit 3", n, err)
 	}
 }

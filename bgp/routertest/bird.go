@@ -42,6 +42,11 @@ type BIRDConfig struct {
 	FlowSpec bool
 	// Extra is appended to the protocol bgp block.
 	Extra string
+	// Config, when set, is BIRD's whole configuration instead of the one
+	// made from the fields above (e.g. a shipped snippet); its BGP protocol
+	// must be named ProtocolName. LocalAddr and ListenPort must still
+	// match it.
+	Config string
 }
 
 // BIRD is a running BIRD 2.
@@ -75,7 +80,11 @@ func StartBIRD(t testing.TB, cfg BIRDConfig) *BIRD {
 	dir := shortTempDir(t, "bird")
 	b := &BIRD{t: t, cfg: cfg, dir: dir, ctl: filepath.Join(dir, "ctl")}
 	conf := filepath.Join(dir, "bird.conf")
-	if err := os.WriteFile(conf, []byte(b.config()), 0o644); err != nil {
+	text := cfg.Config
+	if text == "" {
+		text = b.config()
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatalf("writing BIRD config: %v", err)
 	}
 	logPath := filepath.Join(dir, "bird.log")

@@ -17,6 +17,10 @@ func TestBIRDConfigParses(t *testing.T) {
 	checkRouterConfig(t, "bird", "-p", "-c", "../../../../deploy/routers/bird2-border.conf")
 }
 
+func TestBIRDFlowSpecConfigParses(t *testing.T) {
+	checkRouterConfig(t, "bird", "-p", "-c", "../../../../deploy/routers/bird2-flowspec.conf")
+}
+
 func TestFRRConfigParses(t *testing.T) {
 	checkRouterConfig(t, "vtysh", "--dryrun", "-f", "../../../../deploy/routers/frr-border.conf")
 }
