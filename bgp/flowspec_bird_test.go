@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
