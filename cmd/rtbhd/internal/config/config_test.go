@@ -169,6 +169,8 @@ func TestFull(t *testing.T) {
 					Communities:      []string{"65535:666", "64500:9999"},
 					LargeCommunities: []string{"4200000000:666:0"},
 					MaxRoutes:        500,
+					FlowSpec:         true,
+					MaxFlowSpec:      40,
 				},
 				{
 					Address: netip.MustParseAddr("2001:db8::2"),
