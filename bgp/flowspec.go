@@ -5,16 +5,22 @@ package bgp
 //
 // A filter is one FlowSpec path in GoBGP's global RIB with the components
 // source prefix (the entry's prefix), IP protocol and destination port, and
-// the attributes ORIGIN IGP, an empty AS_PATH, NO_EXPORT, the traffic-rate
-// extended community with rate 0 (discard) and one internal tag: a large
-// community bgp.asn:filterTagLocal1:N, unique per filter. GoBGP's policy
-// cannot match FlowSpec NLRI with prefix sets, so the per-neighbor
-// decisions — a peer gets only filters for sources inside own_prefixes, a
-// neighbor gets at most max_flowspec filters — are taken here and handed
-// to GoBGP as a large-community set per FlowSpec neighbor (its "blocked"
-// set: the tags of the filters it must not get), which the export policy
-// rejects. The export policy removes the tag from every FlowSpec path
-// before it leaves, so routers never see it.
+// the attributes ORIGIN IGP, an empty AS_PATH, NO_EXPORT and the
+// traffic-rate extended community with rate 0 (discard).
+//
+// GoBGP's policy cannot match FlowSpec NLRI with prefix sets, so the
+// per-neighbor decisions — a peer gets only filters for sources inside
+// own_prefixes, a neighbor gets at most max_flowspec filters, the rest held
+// back and promoted oldest first — are taken here and carried on the path
+// itself: a filter that a neighbor must not get carries that neighbor's
+// internal "block" large community bgp.asn:filterBlockLocal1:ID, and the
+// export policy rejects, for each FlowSpec neighbor, the paths carrying its
+// ID (a one-entry set: one comparison per path, however many filters are
+// held). The export policy removes every block community before a path
+// leaves, so routers never see them. A filter whose placement changes (a
+// promotion, a reload) is added again with its new block communities:
+// GoBGP replaces the path, sends it to a neighbor that may now have it and
+// withdraws it from one that may no longer.
 //
 // Only neighbors with flowspec: true negotiate the FlowSpec AFI-SAFIs,
 // and GoBGP sends a neighbor only the families it negotiated: a neighbor
@@ -38,8 +44,9 @@ import (
 	"github.com/rtbh/rtbh/detector/domain"
 )
 
-// filterTagLocal1 is the first local part of the internal tag ("rtbh").
-const filterTagLocal1 = 0x72746268
+// filterBlockLocal1 is the first local part of the internal block
+// communities ("rtbh").
+const filterBlockLocal1 = 0x72746268
 
 var (
 	familyFS4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}
@@ -47,20 +54,32 @@ var (
 )
 
 // filterAdmission is a FlowSpec neighbor's share of the filters: admitted
-// ones are sent, blocked ones are in its blocked tag set — the held ones
+// ones are sent; blocked ones carry its block community — the held ones
 // (beyond max_flowspec, promoted oldest first when admitted ones go) and,
 // for peers, those outside own_prefixes.
 type filterAdmission struct {
-	limit    int // 0 = none
+	id       uint32 // its block community's last part; stable while the speaker runs
+	limit    int    // 0 = none
 	admitted int
-	blocked  map[domain.Key]uint32 // key -> tag: held and ineligible
+	blocked  map[domain.Key]struct{} // held and ineligible
 	held     map[domain.Key]struct{}
 	queue    []domain.Key // promotion order; may hold stale entries
 	warned   bool
 }
 
-func newFilterAdmission(limit int) filterAdmission {
-	return filterAdmission{limit: limit, blocked: make(map[domain.Key]uint32), held: make(map[domain.Key]struct{})}
+func newFilterAdmission(id uint32, limit int) filterAdmission {
+	return filterAdmission{id: id, limit: limit, blocked: make(map[domain.Key]struct{}), held: make(map[domain.Key]struct{})}
+}
+
+// filterID returns the block community ID of the neighbor at addr,
+// assigning one the first time; s.mu must be held (or s not yet shared).
+func (s *Speaker) filterID(addr netip.Addr) uint32 {
+	id, ok := s.filterIDs[addr]
+	if !ok {
+		id = uint32(len(s.filterIDs) + 1)
+		s.filterIDs[addr] = id
+	}
+	return id
 }
 
 // maxFlowSpec is the effective filter cap for n, 0 = none.
@@ -77,36 +96,31 @@ func (c *Config) filterEligible(n *Neighbor, k domain.Key) bool {
 	return n.FlowSpec && (n.Role != RolePeer || c.own.ContainsPrefix(k.Prefix))
 }
 
-// place decides filter k (tag) for the neighbor; it reports whether k is
-// blocked for it (so its tag must be in the blocked set before the path
-// exists).
-func (st *neighborState) place(cfg *Config, k domain.Key, tag uint32) (blocked bool) {
+// place decides filter k for the neighbor.
+func (st *neighborState) place(cfg *Config, k domain.Key) {
 	fa := &st.fs
 	if !cfg.filterEligible(&st.n, k) {
-		fa.blocked[k] = tag
-		return true
+		fa.blocked[k] = struct{}{}
+		return
 	}
 	if fa.limit > 0 && fa.admitted >= fa.limit {
-		fa.blocked[k] = tag
+		fa.blocked[k] = struct{}{}
 		fa.held[k] = struct{}{}
 		fa.queue = append(fa.queue, k)
-		return true
+		return
 	}
 	fa.admitted++
-	return false
 }
 
-// unplace undoes place for a filter that is gone; it reports whether k
-// was blocked (its tag is to leave the blocked set).
-func (st *neighborState) unplace(k domain.Key) (wasBlocked bool) {
+// unplace undoes place for a filter that is gone.
+func (st *neighborState) unplace(k domain.Key) {
 	fa := &st.fs
 	if _, ok := fa.blocked[k]; ok {
 		delete(fa.blocked, k)
 		delete(fa.held, k)
-		return true
+		return
 	}
 	fa.admitted--
-	return false
 }
 
 // promote admits held filters while there is room; it returns them.
@@ -131,64 +145,65 @@ func (st *neighborState) promote() []domain.Key {
 	return out
 }
 
-// placeFilters computes the filter admission of every neighbor of nbrs
-// over filters, oldest (lowest tag) first.
-func placeFilters(cfg *Config, nbrs map[netip.Addr]*neighborState, filters map[domain.Key]uint32) {
-	order := slices.SortedFunc(maps.Keys(filters), func(a, b domain.Key) int { return int64cmp(filters[a], filters[b]) })
+// filterOrder returns the filters oldest first (the order they were
+// announced in).
+func filterOrder(filters map[domain.Key]uint64) []domain.Key {
+	return slices.SortedFunc(maps.Keys(filters), func(a, b domain.Key) int {
+		switch x, y := filters[a], filters[b]; {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	})
+}
+
+// placeFilters computes the filter admission of every FlowSpec neighbor of
+// nbrs over filters, oldest first.
+func placeFilters(cfg *Config, nbrs map[netip.Addr]*neighborState, filters map[domain.Key]uint64) {
+	order := filterOrder(filters)
 	for _, st := range nbrs {
-		st.fs = newFilterAdmission(cfg.maxFlowSpec(&st.n))
 		if !st.n.FlowSpec {
 			continue
 		}
 		for _, k := range order {
-			st.place(cfg, k, filters[k])
+			st.place(cfg, k)
 		}
 	}
 }
 
-func int64cmp(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// blockString is a neighbor's block community, as a set entry (GoBGP
+// matches a plain A:B:C entry exactly).
+func blockString(asn, id uint32) string {
+	return strconv.FormatUint(uint64(asn), 10) + ":" + strconv.FormatUint(filterBlockLocal1, 10) + ":" + strconv.FormatUint(uint64(id), 10)
 }
 
-// blockedSetName is the large-community set of the filters blocked for a
-// neighbor.
+// blockRegexp matches every block community of asn, for the export policy
+// to remove.
+func blockRegexp(asn uint32) string {
+	return "^" + strconv.FormatUint(uint64(asn), 10) + ":" + strconv.FormatUint(filterBlockLocal1, 10) + `:[0-9]+$`
+}
+
+// blockedSetName is the one-entry large-community set of a neighbor's
+// block community.
 func blockedSetName(a netip.Addr) string { return setName("fsblock", a) }
 
-// tagString is the large community of tag, as a set entry (GoBGP matches
-// a plain A:B:C entry exactly).
-func tagString(asn, tag uint32) string {
-	return strconv.FormatUint(uint64(asn), 10) + ":" + strconv.FormatUint(filterTagLocal1, 10) + ":" + strconv.FormatUint(uint64(tag), 10)
-}
-
-// tagRegexp matches every tag of asn, for the export policy to remove.
-func tagRegexp(asn uint32) string {
-	return "^" + strconv.FormatUint(uint64(asn), 10) + ":" + strconv.FormatUint(filterTagLocal1, 10) + `:[0-9]+$`
-}
-
 // filterStatements are the export statements for filters: per FlowSpec
-// neighbor, reject its blocked filters; then remove the internal tag from
-// every FlowSpec path (no verdict: the default accepts).
+// neighbor, reject the paths with its block community; then remove the
+// block communities from every FlowSpec path (no verdict: the default
+// accepts).
 func filterStatements(cfg *Config, nbrs map[netip.Addr]*neighborState) ([]*api.DefinedSet, []*api.Statement, *api.Statement) {
 	var sets []*api.DefinedSet
 	var stmts []*api.Statement
 	for i := range cfg.Neighbors {
 		n := &cfg.Neighbors[i]
-		if !n.FlowSpec {
+		st := nbrs[n.Address]
+		if !n.FlowSpec || st == nil {
 			continue
 		}
-		d := &api.DefinedSet{DefinedType: api.DefinedType_LARGE_COMMUNITY, Name: blockedSetName(n.Address)}
-		if st := nbrs[n.Address]; st != nil {
-			tags := slices.Sorted(maps.Values(st.fs.blocked))
-			for _, t := range tags {
-				d.List = append(d.List, tagString(cfg.ASN, t))
-			}
-		}
+		d := &api.DefinedSet{DefinedType: api.DefinedType_LARGE_COMMUNITY, Name: blockedSetName(n.Address),
+			List: []string{blockString(cfg.ASN, st.fs.id)}}
 		sets = append(sets, d)
 		stmts = append(stmts, &api.Statement{
 			Name: d.Name,
@@ -203,31 +218,9 @@ func filterStatements(cfg *Config, nbrs map[netip.Addr]*neighborState) ([]*api.D
 		Name:       "rtbh-flowspec-untag",
 		Conditions: &api.Conditions{AfiSafiIn: []*api.Family{familyFS4, familyFS6}},
 		Actions: &api.Actions{LargeCommunity: &api.CommunityAction{
-			Type: api.CommunityAction_REMOVE, Communities: []string{tagRegexp(cfg.ASN)}}},
+			Type: api.CommunityAction_REMOVE, Communities: []string{blockRegexp(cfg.ASN)}}},
 	}
 	return sets, stmts, untag
-}
-
-// changeBlocked adds tags to (or removes them from) a neighbor's blocked
-// set in GoBGP.
-func (s *Speaker) changeBlocked(ctx context.Context, addr netip.Addr, tags []uint32, remove bool) error {
-	if len(tags) == 0 {
-		return nil
-	}
-	d := &api.DefinedSet{DefinedType: api.DefinedType_LARGE_COMMUNITY, Name: blockedSetName(addr)}
-	for _, t := range tags {
-		d.List = append(d.List, tagString(s.cfg.ASN, t))
-	}
-	var err error
-	if remove {
-		err = s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: d, All: false})
-	} else {
-		err = s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: d})
-	}
-	if err != nil {
-		return fmt.Errorf("updating blocked flowspec filters of neighbor %s: %w", addr, err)
-	}
-	return nil
 }
 
 // checkFilter validates a filter given to AnnounceFilters or
@@ -246,9 +239,21 @@ func checkFilter(k domain.Key) (domain.FlowMatch, error) {
 	return m, nil
 }
 
-// filterPath returns the API path announcing (or withdrawing) filter k
-// with its tag.
-func (s *Speaker) filterPath(k domain.Key, tag uint32, withdraw bool) (*api.Path, error) {
+// blocks returns the block communities filter k carries now: those of the
+// FlowSpec neighbors that must not get it.
+func (s *Speaker) blocks(k domain.Key) []*bgp.LargeCommunity {
+	var out []*bgp.LargeCommunity
+	for _, st := range s.nbrs {
+		if _, ok := st.fs.blocked[k]; ok && st.n.FlowSpec {
+			out = append(out, bgp.NewLargeCommunity(s.cfg.ASN, filterBlockLocal1, st.fs.id))
+		}
+	}
+	slices.SortFunc(out, func(a, b *bgp.LargeCommunity) int { return int(a.LocalData2) - int(b.LocalData2) })
+	return out
+}
+
+// filterPath returns the API path announcing (or withdrawing) filter k.
+func (s *Speaker) filterPath(k domain.Key, withdraw bool) (*api.Path, error) {
 	m, err := checkFilter(k)
 	if err != nil {
 		return nil, err
@@ -286,7 +291,11 @@ func (s *Speaker) filterPath(k domain.Key, tag uint32, withdraw bool) (*api.Path
 		bgp.NewPathAttributeMpReachNLRI(nh, []bgp.AddrPrefixInterface{nlri}),
 		bgp.NewPathAttributeCommunities([]uint32{NoExport}),
 		bgp.NewPathAttributeExtendedCommunities([]bgp.ExtendedCommunityInterface{bgp.NewTrafficRateExtended(as, 0)}),
-		bgp.NewPathAttributeLargeCommunities([]*bgp.LargeCommunity{bgp.NewLargeCommunity(s.cfg.ASN, filterTagLocal1, tag)}),
+	}
+	if !withdraw {
+		if b := s.blocks(k); len(b) > 0 {
+			attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(b))
+		}
 	}
 	p, err := apiutil.NewPath(nlri, withdraw, attrs, time.Now())
 	if err != nil {
@@ -295,8 +304,10 @@ func (s *Speaker) filterPath(k domain.Key, tag uint32, withdraw bool) (*api.Path
 	return p, nil
 }
 
-func (s *Speaker) addFilterPath(ctx context.Context, k domain.Key, tag uint32) error {
-	path, err := s.filterPath(k, tag, false)
+// addFilterPath adds (or replaces) filter k's path with its current block
+// communities.
+func (s *Speaker) addFilterPath(ctx context.Context, k domain.Key) error {
+	path, err := s.filterPath(k, false)
 	if err != nil {
 		return err
 	}
@@ -306,8 +317,8 @@ func (s *Speaker) addFilterPath(ctx context.Context, k domain.Key, tag uint32) e
 	return nil
 }
 
-func (s *Speaker) deleteFilterPath(ctx context.Context, k domain.Key, tag uint32) error {
-	path, err := s.filterPath(k, tag, true)
+func (s *Speaker) deleteFilterPath(ctx context.Context, k domain.Key) error {
+	path, err := s.filterPath(k, true)
 	if err != nil {
 		return err
 	}
@@ -338,73 +349,67 @@ func (s *Speaker) AnnounceFilters(ctx context.Context, filters []domain.Key) err
 		if _, ok := s.filters[k]; ok {
 			continue
 		}
-		s.nextTag++
-		s.filters[k] = s.nextTag
+		s.filterSeq++
+		s.filters[k] = s.filterSeq
 		fresh = append(fresh, k)
 	}
 	if len(fresh) == 0 {
 		return nil
 	}
-	// Placement first: a blocked filter's tag must be in the neighbor's
-	// blocked set before the path exists, or it would be sent.
-	blocks := make(map[netip.Addr][]uint32)
+	// Placement first: the path carries the neighbors that must not get it.
 	for addr, st := range s.nbrs {
 		if !st.n.FlowSpec {
 			continue
 		}
 		for _, k := range fresh {
-			if st.place(&s.cfg, k, s.filters[k]) {
-				blocks[addr] = append(blocks[addr], s.filters[k])
-			}
+			st.place(&s.cfg, k)
 		}
-	}
-	if !s.started {
-		return nil
-	}
-	var errs []error
-	var unplaced []domain.Key
-	for addr, tags := range blocks {
-		if err := s.changeBlocked(ctx, addr, tags, false); err != nil {
-			errs = append(errs, fmt.Errorf("holding back %d flowspec filters for %s, so not announcing them: %w", len(tags), addr, err))
-			for _, k := range fresh {
-				if slices.Contains(tags, s.filters[k]) {
-					unplaced = append(unplaced, k)
-				}
-			}
-			continue
-		}
-		if st := s.nbrs[addr]; len(st.fs.held) > 0 && !st.fs.warned {
+		if len(st.fs.held) > 0 && !st.fs.warned {
 			st.fs.warned = true
 			s.logger.Warn("bgp neighbor max_flowspec reached, holding filters back", "neighbor", addr,
 				"max_flowspec", st.fs.limit, "held", len(st.fs.held))
 		}
 	}
-	if len(unplaced) > 0 {
-		fresh = slices.DeleteFunc(fresh, func(k domain.Key) bool { return slices.Contains(unplaced, k) })
-		s.forgetFilters(unplaced)
+	if !s.started {
+		return nil
 	}
 	for i, k := range fresh {
-		if err := s.addFilterPath(ctx, k, s.filters[k]); err != nil {
+		if err := s.addFilterPath(ctx, k); err != nil {
 			s.forgetFilters(fresh[i:])
-			errs = append(errs, fmt.Errorf("announcing %d of %d filters failed: %w", len(fresh)-i, len(fresh), err))
-			break
+			return fmt.Errorf("announcing %d of %d filters failed: %w", len(fresh)-i, len(fresh), err)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // forgetFilters undoes the bookkeeping of filters that could not be
-// announced.
+// announced. Filters promoted into the places they took are sent with
+// their new block communities.
 func (s *Speaker) forgetFilters(ks []domain.Key) {
 	for _, k := range ks {
-		tag, ok := s.filters[k]
-		if !ok {
+		if _, ok := s.filters[k]; !ok {
 			continue
 		}
 		delete(s.filters, k)
-		for addr, st := range s.nbrs {
-			if st.n.FlowSpec && st.unplace(k) && s.started {
-				_ = s.changeBlocked(context.Background(), addr, []uint32{tag}, true)
+		for _, st := range s.nbrs {
+			if st.n.FlowSpec {
+				st.unplace(k)
+			}
+		}
+	}
+	promoted := make(map[domain.Key]struct{})
+	for _, st := range s.nbrs {
+		if st.n.FlowSpec {
+			for _, k := range st.promote() {
+				promoted[k] = struct{}{}
+			}
+		}
+	}
+	if s.started {
+		for _, k := range filterOrder(filtersOf(s.filters, promoted)) {
+			if err := s.addFilterPath(context.Background(), k); err != nil {
+				// Still held back on the routers: correct, only late.
+				s.logger.Warn("sending a promoted flowspec filter failed", "filter", k.String(), "err", err)
 			}
 		}
 	}
@@ -424,10 +429,10 @@ func (s *Speaker) WithdrawFilters(ctx context.Context, filters []domain.Key) err
 	if s.closed {
 		return errors.New("withdrawing: bgp speaker closed")
 	}
-	gone := make(map[domain.Key]uint32, len(filters))
+	gone := make([]domain.Key, 0, len(filters))
 	for _, k := range filters {
-		if tag, ok := s.filters[k]; ok {
-			gone[k] = tag
+		if _, ok := s.filters[k]; ok {
+			gone = append(gone, k)
 		}
 	}
 	if len(gone) == 0 {
@@ -435,47 +440,53 @@ func (s *Speaker) WithdrawFilters(ctx context.Context, filters []domain.Key) err
 	}
 	var errs []error
 	if s.started {
-		for k, tag := range gone {
-			if err := s.deleteFilterPath(ctx, k, tag); err != nil {
+		gone = slices.DeleteFunc(gone, func(k domain.Key) bool {
+			if err := s.deleteFilterPath(ctx, k); err != nil {
 				// Still announced as far as the routers know: keep it so a
 				// later WithdrawFilters can retry.
-				delete(gone, k)
 				errs = append(errs, err)
+				return true
 			}
-		}
+			return false
+		})
 	}
-	for k := range gone {
+	promoted := make(map[domain.Key]struct{})
+	for _, k := range gone {
 		delete(s.filters, k)
-	}
-	for addr, st := range s.nbrs {
-		if !st.n.FlowSpec {
-			continue
-		}
-		var unblock []uint32
-		for k, tag := range gone {
-			if st.unplace(k) {
-				unblock = append(unblock, tag)
+		for _, st := range s.nbrs {
+			if st.n.FlowSpec {
+				st.unplace(k)
 			}
 		}
-		promoted := st.promote()
-		for _, k := range promoted {
-			unblock = append(unblock, s.filters[k])
+	}
+	for _, st := range s.nbrs {
+		if st.n.FlowSpec {
+			for _, k := range st.promote() {
+				promoted[k] = struct{}{}
+			}
 		}
-		if !s.started {
-			continue
-		}
-		if err := s.changeBlocked(ctx, addr, unblock, true); err != nil {
-			errs = append(errs, err)
-		}
-		if len(promoted) > 0 {
-			// GoBGP does not resend an unchanged path: promoted filters go
-			// out by a soft reset out of the neighbor.
-			if err := s.softResetOut(ctx, addr); err != nil {
-				errs = append(errs, err)
+	}
+	if s.started {
+		// A promoted filter goes out again without the block community of
+		// the neighbors it may now have: GoBGP sends it to them.
+		for _, k := range filterOrder(filtersOf(s.filters, promoted)) {
+			if err := s.addFilterPath(ctx, k); err != nil {
+				errs = append(errs, fmt.Errorf("promoting held filter: %w", err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// filtersOf returns the entries of filters whose keys are in ks.
+func filtersOf(filters map[domain.Key]uint64, ks map[domain.Key]struct{}) map[domain.Key]uint64 {
+	out := make(map[domain.Key]uint64, len(ks))
+	for k := range ks {
+		if seq, ok := filters[k]; ok {
+			out[k] = seq
+		}
+	}
+	return out
 }
 
 // AnnouncedFilters returns the filters currently announced, sorted.
@@ -504,4 +515,14 @@ func addFilterAfiSafis(p *api.Peer, gr bool, llgr uint32) {
 // isFlowSpecFamily reports whether f is IPv4 or IPv6 FlowSpec.
 func isFlowSpecFamily(f *api.Family) bool {
 	return f != nil && f.Safi == api.Family_SAFI_FLOW_SPEC_UNICAST
+}
+
+// blockKey is a comparable form of a filter's block communities.
+func blockKey(bs []*bgp.LargeCommunity) string {
+	var b strings.Builder
+	for _, c := range bs {
+		b.WriteString(strconv.FormatUint(uint64(c.LocalData2), 10))
+		b.WriteByte(',')
+	}
+	return b.String()
 }

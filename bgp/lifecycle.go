@@ -262,7 +262,6 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	// 2. Which routes each surviving neighbor gains or loses.
 	gain := make(map[netip.Prefix]struct{})
 	lose := make(map[netip.Prefix]struct{})
-	loseF := make(map[domain.Key]uint32)
 	var resetOut []netip.Addr
 	for addr, n := range newByAddr {
 		o, ok := oldByAddr[addr]
@@ -286,19 +285,13 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 				}
 			}
 		}
-		if !n.FlowSpec {
-			continue
-		}
-		for k, tag := range s.filters {
-			_, wasBlocked := os.fs.blocked[k]
-			_, isBlocked := ns.fs.blocked[k]
-			switch {
-			case !wasBlocked && isBlocked:
-				loseF[k] = tag
-			case wasBlocked && !isBlocked && !slices.Contains(resetOut, addr):
-				resetOut = append(resetOut, addr)
-			}
-		}
+	}
+	// Filters whose block communities change are added again below, with
+	// the new ones: GoBGP then sends them where they may now go and
+	// withdraws them where they may not.
+	oldBlocks := make(map[domain.Key]string, len(s.filters))
+	for k := range s.filters {
+		oldBlocks[k] = blockKey(s.blocks(k))
 	}
 
 	// 3. The new policy.
@@ -325,11 +318,13 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 			errs = append(errs, err)
 		}
 	}
-	for k, tag := range loseF {
-		if err := s.deleteFilterPath(ctx, k, tag); err != nil {
-			errs = append(errs, err)
+	movedFilters := 0
+	for _, k := range filterOrder(s.filters) {
+		if blockKey(s.blocks(k)) == oldBlocks[k] {
+			continue
 		}
-		if err := s.addFilterPath(ctx, k, tag); err != nil {
+		movedFilters++
+		if err := s.addFilterPath(ctx, k); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -353,7 +348,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 		}
 	}
 	s.logger.Info("bgp speaker reconfigured", "neighbors", len(cfg.Neighbors), "added", len(added),
-		"removed", len(removed), "routes_lost", len(lose), "routes_gained", len(gain))
+		"removed", len(removed), "routes_lost", len(lose), "routes_gained", len(gain), "filters_moved", movedFilters)
 	return errors.Join(errs...)
 }
 

@@ -33,11 +33,13 @@ type Speaker struct {
 	started   bool
 	closed    bool
 	announced map[netip.Prefix]struct{}
-	// filters are the announced FlowSpec filters with their tags
-	// (flowspec.go); nextTag is the last tag given.
-	filters map[domain.Key]uint32
-	nextTag uint32
-	nbrs    map[netip.Addr]*neighborState
+	// filters are the announced FlowSpec filters with the order they
+	// were announced in (filterSeq is the last); filterIDs are the
+	// neighbors' block community IDs (flowspec.go).
+	filters   map[domain.Key]uint64
+	filterSeq uint64
+	filterIDs map[netip.Addr]uint32
+	nbrs      map[netip.Addr]*neighborState
 	cancel  context.CancelFunc
 
 	stateMu sync.Mutex
@@ -134,7 +136,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Speaker, 
 		metrics:   m,
 		cfg:       cloneConfig(cfg),
 		announced: make(map[netip.Prefix]struct{}),
-		filters:   make(map[domain.Key]uint32),
+		filters:   make(map[domain.Key]uint64),
+		filterIDs: make(map[netip.Addr]uint32),
 		states:    make(map[netip.Addr]peerState),
 	}
 	s.nbrs = s.newNeighborStates(&s.cfg, nil)
@@ -159,7 +162,7 @@ func (s *Speaker) newNeighborStates(cfg *Config, order []netip.Prefix) map[netip
 	for i := range cfg.Neighbors {
 		n := &cfg.Neighbors[i]
 		st := &neighborState{n: *n, limit: cfg.maxRoutes(n), held: make(map[netip.Prefix]struct{}),
-			fs: newFilterAdmission(cfg.maxFlowSpec(n))}
+			fs: newFilterAdmission(s.filterID(n.Address), cfg.maxFlowSpec(n))}
 		for _, p := range order {
 			if cfg.eligible(n.Role, p) {
 				st.admit(p)
@@ -239,8 +242,8 @@ func (s *Speaker) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	for k, tag := range s.filters {
-		if err := s.addFilterPath(ctx, k, tag); err != nil {
+	for _, k := range filterOrder(s.filters) {
+		if err := s.addFilterPath(ctx, k); err != nil {
 			return err
 		}
 	}
