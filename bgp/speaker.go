@@ -40,7 +40,7 @@ type Speaker struct {
 	filterSeq uint64
 	filterIDs map[netip.Addr]uint32
 	nbrs      map[netip.Addr]*neighborState
-	cancel  context.CancelFunc
+	cancel    context.CancelFunc
 
 	stateMu sync.Mutex
 	states  map[netip.Addr]peerState
