@@ -119,7 +119,14 @@ func TestFlowSpecEndToEnd(t *testing.T) {
 	// Outside own_prefixes: BIRD only. A filter added after it reaching
 	// FRR proves it would have been there by now.
 	ctl(t, d, "add", "--flowspec", "tcp/25", "--reason", "partner said", "203.0.113.9")
-	bird.WaitFlows(routertest.IPv4, 5*time.Second, "foreign filter on BIRD", hasFlow("203.0.113.9/32", "6", "25"))
+	fs = bird.WaitFlows(routertest.IPv4, 5*time.Second, "foreign filter on BIRD", hasFlow("203.0.113.9/32", "6", "25"))
+	// It carries rtbhd's internal mark for the peer that must not get it;
+	// the mark never leaves rtbhd.
+	for _, f := range fs {
+		if len(f.LargeCommunities) != 0 || !slices.Equal(f.Communities, []string{"64501:666", "65535:65281"}) {
+			t.Errorf("BIRD flow %q: communities %v, large %v; want [64501:666 65535:65281] and no large ones", f.Match, f.Communities, f.LargeCommunities)
+		}
+	}
 	ctl(t, d, "add", "--flowspec", "tcp/25,465-587", "--reason", "marker", "198.51.100.8")
 	fr = frr.WaitFlows(routertest.IPv4, 5*time.Second, "marker on FRR", hasFlow("198.51.100.8/32", "6", "25 , >= 465 , <= 587"))
 	if got := flowSources(fr); !slices.Equal(got, []string{"198.51.100.7/32", "198.51.100.8/32"}) {
