@@ -370,6 +370,7 @@ func (s *Speaker) AnnounceFilters(ctx context.Context, filters []domain.Key) err
 				"max_flowspec", st.fs.limit, "held", len(st.fs.held))
 		}
 	}
+	defer func() { s.metrics.filters.Set(float64(len(s.filters))) }()
 	if !s.started {
 		return nil
 	}
@@ -450,6 +451,7 @@ func (s *Speaker) WithdrawFilters(ctx context.Context, filters []domain.Key) err
 			return false
 		})
 	}
+	defer func() { s.metrics.filters.Set(float64(len(s.filters))) }()
 	promoted := make(map[domain.Key]struct{})
 	for _, k := range gone {
 		delete(s.filters, k)

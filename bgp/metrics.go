@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	neighborUp *prometheus.GaugeVec
 	routes     prometheus.Gauge
+	filters    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,6 +23,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rtbh_bgp_routes_announced",
 			Help: "Routes (blackholes) the BGP speaker announces.",
 		}),
+		filters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rtbh_bgp_flowspec_filters_announced",
+			Help: "FlowSpec filters the BGP speaker announces (to flowspec: true neighbors).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -32,6 +37,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.routes, err = register(reg, m.routes)
+	if err != nil {
+		return nil, err
+	}
+	m.filters, err = register(reg, m.filters)
 	if err != nil {
 		return nil, err
 	}

@@ -179,6 +179,13 @@ func TestFlowSpecEndToEnd(t *testing.T) {
 	if _, found, err := bird.Route(netip.MustParsePrefix("198.51.100.7/32")); err != nil || !found {
 		t.Errorf("removing the filter took the route on the same prefix too (err %v)", err)
 	}
+	// 3 filters left (::7, 203.0.113.9, .8) and 1 route: both counted.
+	m := d.metrics()
+	for _, want := range []string{"rtbh_bgp_flowspec_filters_announced 3", "rtbh_bgp_routes_announced 1", "rtbh_blackholes_active 4"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 
 	// A 3 s filter disappears within about a second of its expiry.
 	resp, err := c.bh.AddBlackhole(context.Background(), &rtbhv1.AddBlackholeRequest{Prefix: "198.51.100.10", Reason: "short",
