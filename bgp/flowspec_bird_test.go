@@ -330,3 +330,27 @@ func TestBIRDShippedFlowSpecSnippet(t *testing.T) {
 		t.Fatalf("BIRD holds %d IPv4 filters (err %v), want its import limit 3", n, err)
 	}
 }
+
+// flowspec: true towards a router that has no FlowSpec configured: the
+// session comes up with unicast only, routes flow, and the neighbor's
+// status says FlowSpec is not on.
+func TestFlowSpecNeighborWithoutRouterSupport(t *testing.T) {
+	ctx := context.Background()
+	me, rtr := testAddr(t), testAddr(t)
+	port := testkit.FreePort(t, me)
+	b := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: rtr, LocalASN: 64501, PeerAddr: me, PeerPort: port, PeerASN: 64500})
+	s := newTestSpeaker(t, me, Config{ListenAddress: me.String(), ListenPort: port,
+		Neighbors: []Neighbor{{Address: rtr, ASN: 64501, Role: RoleBorder, Passive: true, Port: uint16(b.Port()), FlowSpec: true}}})
+	b.WaitEstablished(30 * time.Second)
+	if err := s.AnnounceFilters(ctx, []domain.Key{fkey("198.51.100.7/32", "tcp/25")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Announce(ctx, pfxs("198.51.100.8/32")); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitRoute(pfx("198.51.100.8/32"), 5*time.Second, nil)
+	ns, err := s.Neighbors(ctx)
+	if err != nil || ns[0].State != "established" || ns[0].FlowSpec || ns[0].FlowSpecSent != 0 || ns[0].RoutesSent != 1 {
+		t.Fatalf("neighbor status %+v, %v; want established, FlowSpec off, 0 filters, 1 route", ns, err)
+	}
+}

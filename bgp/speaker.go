@@ -13,6 +13,8 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -106,8 +108,10 @@ type NeighborStatus struct {
 	// RoutesHeld is the number of eligible routes held back by max_routes.
 	RoutesHeld int
 	// FlowSpec is set for a neighbor with flowspec: true (it negotiates
-	// the FlowSpec AFI-SAFIs); FlowSpecSent counts the filters currently
-	// advertised to it, FlowSpecHeld those held back by max_flowspec.
+	// the FlowSpec AFI-SAFIs) whose session, once established, has them
+	// (the router offered them too); FlowSpecSent counts the filters
+	// currently advertised to it, FlowSpecHeld those held back by
+	// max_flowspec.
 	FlowSpec     bool
 	FlowSpecSent int
 	FlowSpecHeld int
@@ -651,6 +655,11 @@ func (s *Speaker) Neighbors(ctx context.Context) ([]NeighborStatus, error) {
 			}
 		}
 		out[i].RoutesSent, out[i].FlowSpecSent = sent, fs
+		// Established: FlowSpec is on only if the router offered it too
+		// (a router without FlowSpec configured shows false).
+		if out[i].FlowSpec && p.State.SessionState == api.PeerState_ESTABLISHED && !remoteFlowSpec(p.State) {
+			out[i].FlowSpec = false
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing bgp neighbors: %w", err)
@@ -664,6 +673,21 @@ func (s *Speaker) softResetOut(ctx context.Context, addr netip.Addr) error {
 		return fmt.Errorf("soft reset out of bgp neighbor %s: %w", addr, err)
 	}
 	return nil
+}
+
+// remoteFlowSpec reports whether the neighbor's OPEN offered IPv4 or IPv6
+// FlowSpec (multiprotocol capability).
+func remoteFlowSpec(st *api.PeerState) bool {
+	caps, err := apiutil.UnmarshalCapabilities(st.GetRemoteCap())
+	if err != nil {
+		return false
+	}
+	for _, c := range caps {
+		if mp, ok := c.(*bgp.CapMultiProtocol); ok && (mp.CapValue == bgp.RF_FS_IPv4_UC || mp.CapValue == bgp.RF_FS_IPv6_UC) {
+			return true
+		}
+	}
+	return false
 }
 
 // remoteGR reports whether the neighbor's OPEN carried the graceful
