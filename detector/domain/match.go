@@ -124,9 +124,14 @@ func parsePort(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
+// MaxMatchRanges is the most port ranges (after merging) a match may
+// have: each costs up to 6 bytes of NLRI, and a FlowSpec NLRI with its
+// UPDATE must fit in a 4,096-byte BGP message.
+const MaxMatchRanges = 64
+
 // NewFlowMatch checks and canonicalizes a match given as values (the API's
-// form): protocol tcp or udp, at least one port range, every port 1-65535
-// and every range first <= last.
+// form): protocol tcp or udp, at least one port range, every port 1-65535,
+// every range first <= last, at most MaxMatchRanges ranges once merged.
 func NewFlowMatch(proto uint8, ports []PortRange) (FlowMatch, error) {
 	if proto != ProtoTCP && proto != ProtoUDP {
 		return FlowMatch{}, fmt.Errorf("flowspec protocol %d: want tcp (6) or udp (17)", proto)
@@ -152,6 +157,9 @@ func NewFlowMatch(proto uint8, ports []PortRange) (FlowMatch, error) {
 			continue
 		}
 		out = append(out, r)
+	}
+	if len(out) > MaxMatchRanges {
+		return FlowMatch{}, fmt.Errorf("flowspec match: %d separate ports or ranges, at most %d", len(out), MaxMatchRanges)
 	}
 	return FlowMatch{Protocol: proto, Ports: out}, nil
 }

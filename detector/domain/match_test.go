@@ -77,6 +77,13 @@ func TestNewFlowMatchRefuses(t *testing.T) {
 		{"no ports", ProtoTCP, nil},
 		{"port 0", ProtoTCP, []PortRange{{0, 0}}},
 		{"reversed", ProtoUDP, []PortRange{{9, 8}}},
+		{"too many ranges", ProtoUDP, func() []PortRange {
+			var rs []PortRange
+			for p := uint16(1); p <= 2*MaxMatchRanges+2; p += 2 {
+				rs = append(rs, PortRange{p, p})
+			}
+			return rs
+		}()},
 	} {
 		if _, err := NewFlowMatch(tc.proto, tc.ports); err == nil {
 			t.Errorf("%s: accepted", tc.name)

@@ -79,6 +79,17 @@ func (d *decoder) rules(c *Config) {
 		if r.Name == "" {
 			continue
 		}
+		if r.Action == fanout.ActionFlowSpec && len(r.DstPorts) > 0 && !d.failed(p+".dst_ports") {
+			// The rule's protocol and ports become each filter's match.
+			proto, _ := domain.ParseProtocol(r.Protocol)
+			rs := make([]domain.PortRange, len(r.DstPorts))
+			for j, port := range r.DstPorts {
+				rs[j] = domain.PortRange{First: port, Last: port}
+			}
+			if _, err := domain.NewFlowMatch(proto, rs); err != nil && proto != 0 {
+				d.errAt(p+".dst_ports", "action flowspec: %v", err)
+			}
+		}
 		if j, dup := first[r.Name]; dup {
 			d.errAt(p+".name", "%q is already the name of detector.rules[%d]", r.Name, j)
 			continue
