@@ -12,6 +12,13 @@
 //     per-neighbor prefix set (and sent when room frees up);
 //   - neighbors with RolePeer get only prefixes inside Config.OwnPrefixes.
 //
+// FlowSpec filters (AnnounceFilters, flowspec.go) are FlowSpec paths —
+// source prefix, IP protocol, destination ports, traffic-rate 0 — sent only
+// to neighbors with FlowSpec set (which negotiate the FlowSpec AFI-SAFIs),
+// to peers only for sources inside Config.OwnPrefixes, each neighbor at
+// most its MaxFlowSpec; the per-neighbor decisions ride on the path as
+// internal block communities that the export policy acts on and strips.
+//
 // The global import policy accepts only locally originated routes: whatever
 // routers send us is dropped.
 //

@@ -4,5 +4,7 @@
 // prefix lengths, host bits, max_active, TTL clamp, caller scope), records
 // the decision and its audit row in the store, hands route changes to BGP
 // in decision order, expires entries on time, and fuses partner reports
-// into per-address scores. It opens no sockets and runs no SQL itself.
+// into per-address scores. An entry is a blackhole route or a FlowSpec
+// filter, keyed by (prefix, match) (domain.Key): both go through the same
+// path. It opens no sockets and runs no SQL itself.
 package detector
