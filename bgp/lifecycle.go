@@ -189,7 +189,8 @@ func (s *Speaker) refuses(cfg *Config) error {
 // again; a route a neighbor may no longer have is withdrawn and
 // re-announced, which withdraws it there). Added neighbors are started and
 // removed ones stopped; a neighbor whose session parameters (asn, port,
-// passive, multihop, password) changed is restarted. ASN, router ID and
+// passive, multihop, password, flowspec) changed is restarted (FlowSpec
+// filters whose placement changed are sent again). ASN, router ID and
 // listen address/port need a restart: changes to them are refused.
 func (s *Speaker) Reconfigure(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
