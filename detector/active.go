@@ -74,6 +74,31 @@ func (s *activeSet) keys() []domain.Key {
 	return out
 }
 
+// filtersByAge returns the keys of the active FlowSpec filters, oldest
+// first (by created_at, then key): the order they were first announced
+// in, so that after a restart BGP admits the same filters within a
+// neighbor's max_flowspec as before and a router holding them as stale
+// never sees a different set beside them.
+func (s *activeSet) filtersByAge() []domain.Key {
+	var bs []domain.Blackhole
+	for k, b := range s.byKey {
+		if k.IsFilter() {
+			bs = append(bs, b)
+		}
+	}
+	slices.SortFunc(bs, func(a, b domain.Blackhole) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return a.Key().Compare(b.Key())
+	})
+	out := make([]domain.Key, len(bs))
+	for i, b := range bs {
+		out[i] = b.Key()
+	}
+	return out
+}
+
 // next returns the earliest expiry, dropping stale heap items.
 func (s *activeSet) next() (time.Time, bool) {
 	for len(s.expiry) > 0 {

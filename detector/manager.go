@@ -509,7 +509,8 @@ func (m *Manager) Restore(ctx context.Context) error {
 	m.mu.Unlock()
 	m.waitAll(waits)
 	m.mu.Lock()
-	routes, filters := splitKeys(m.active.keys())
+	routes, _ := splitKeys(m.active.keys())
+	filters := m.active.filtersByAge()
 	m.restored = true
 	m.mu.Unlock()
 	if err := m.routes.Announce(ctx, routes); err != nil {

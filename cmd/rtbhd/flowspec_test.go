@@ -369,3 +369,65 @@ func TestFlowSpecMaxFlowSpec(t *testing.T) {
 		t.Fatalf("BIRD held %d filters at some point, more than max_flowspec 50", m)
 	}
 }
+
+// kill -9 with a neighbor at its max_flowspec: the restarted rtbhd admits
+// the same filters (oldest first) as before, so BIRD, holding them as
+// stale, never has more than the cap nor fewer, and the held ones stay
+// held.
+func TestFlowSpecKill9RestartAtCap(t *testing.T) {
+	speaker, birdA := netip.MustParseAddr("127.0.55.1"), netip.MustParseAddr("127.0.55.2")
+	cfg := newDaemonConfig(t, t.TempDir())
+	cfg.BGPAddr = speaker.String()
+	cfg.BGPPort = testkit.FreePort(t, speaker)
+	bird := routertest.StartBIRD(t, routertest.BIRDConfig{LocalAddr: birdA, LocalASN: 64501, PeerAddr: speaker,
+		PeerPort: cfg.BGPPort, PeerASN: 64500, GracefulRestart: true, Passive: true, FlowSpec: true})
+	cfg.Neighbors = fmt.Sprintf(`    - address: %s
+      asn: 64501
+      role: border
+      port: %d
+      flowspec: true
+      max_flowspec: 5`, birdA, bird.Port())
+	d := startDaemon(t, cfg)
+	bird.WaitEstablished(20 * time.Second)
+	c := dial(t, d.apiAddr(), testToken)
+	var want []string
+	for i := range 8 {
+		if _, err := c.bh.AddBlackhole(context.Background(), &rtbhv1.AddBlackholeRequest{
+			Prefix: fmt.Sprintf("198.51.100.%d", 150+i), Reason: "zombie",
+			Flowspec: &rtbhv1.FlowSpecMatch{Protocol: "tcp", DstPorts: []uint32{25}}}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 5 {
+			want = append(want, fmt.Sprintf("198.51.100.%d/32", 150+i))
+		}
+	}
+	same := func(fs []routertest.Flow) bool { return slices.Equal(flowSources(fs), want) }
+	bird.WaitFlows(routertest.IPv4, 10*time.Second, "the 5 oldest filters", same)
+
+	stop := make(chan struct{})
+	bounds := make(chan [2]int, 1)
+	go func() {
+		lo, hi := 1<<30, 0
+		defer func() { bounds <- [2]int{lo, hi} }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if k, err := bird.FlowCount(routertest.IPv4); err == nil {
+				lo, hi = min(lo, k), max(hi, k)
+			}
+		}
+	}()
+	d.kill9()
+	testkit.WaitFor(t, 10*time.Second, "BIRD to notice the session is gone", func() bool { return !bird.Established() })
+	startDaemon(t, d.cfg)
+	bird.WaitEstablished(20 * time.Second)
+	testkit.WaitFor(t, 30*time.Second, "End-of-RIB on BIRD", func() bool { return bird.Established() && !bird.GracefulRestartActive() })
+	bird.WaitFlows(routertest.IPv4, 5*time.Second, "the same 5 filters after the restart", same)
+	close(stop)
+	if b := <-bounds; b[0] < 5 || b[1] > 5 {
+		t.Fatalf("BIRD held between %d and %d filters during the restart, want always exactly max_flowspec 5", b[0], b[1])
+	}
+}
