@@ -156,7 +156,7 @@ func textStem(p netip.Prefix) string {
 
 // HistoryPoint is a count at one moment (active blackholes, or detections in the hour starting then).
 type HistoryPoint struct {
-	At     time.Time
+	At    time.Time
 	Value int
 }
 
