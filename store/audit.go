@@ -154,16 +154,10 @@ func textStem(p netip.Prefix) string {
 	return s.String()
 }
 
-// HistoryPoint is a count at one moment (active blackholes, or detections in the hour starting then).
-type HistoryPoint struct {
-	At    time.Time
-	Value int
-}
-
 // ActiveHistory returns how many blackholes were active at each of the
 // points from, from+step, ... up to and including to (at most 1,000
 // points).
-func (db *DB) ActiveHistory(ctx context.Context, from, to time.Time, step time.Duration) ([]HistoryPoint, error) {
+func (db *DB) ActiveHistory(ctx context.Context, from, to time.Time, step time.Duration) ([]domain.Count, error) {
 	if step <= 0 || to.Before(from) {
 		return nil, fmt.Errorf("active history: bad range %s..%s step %s", from, to, step)
 	}
@@ -205,11 +199,11 @@ func (db *DB) ActiveHistory(ctx context.Context, from, to time.Time, step time.D
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("active history: %w", err)
 	}
-	out := make([]HistoryPoint, n)
+	out := make([]domain.Count, n)
 	cur := 0
 	for i := range n {
 		cur += delta[i]
-		out[i] = HistoryPoint{At: from.Add(time.Duration(i) * step).UTC(), Value: cur}
+		out[i] = domain.Count{At: from.Add(time.Duration(i) * step).UTC(), Value: cur}
 	}
 	return out, nil
 }
@@ -217,7 +211,7 @@ func (db *DB) ActiveHistory(ctx context.Context, from, to time.Time, step time.D
 // DetectionsPerHour returns, for each hour from from's hour up to to's,
 // how many detector evidence rows were recorded in it (shadow catches
 // included).
-func (db *DB) DetectionsPerHour(ctx context.Context, from, to time.Time) ([]HistoryPoint, error) {
+func (db *DB) DetectionsPerHour(ctx context.Context, from, to time.Time) ([]domain.Count, error) {
 	from, to = from.Truncate(time.Hour), to.Truncate(time.Hour)
 	n := int(to.Sub(from)/time.Hour) + 1
 	if n <= 0 || n > 1000 {
@@ -230,7 +224,7 @@ func (db *DB) DetectionsPerHour(ctx context.Context, from, to time.Time) ([]Hist
 		return nil, fmt.Errorf("detections per hour: %w", err)
 	}
 	defer rows.Close()
-	out := make([]HistoryPoint, n)
+	out := make([]domain.Count, n)
 	for i := range out {
 		out[i].At = from.Add(time.Duration(i) * time.Hour).UTC()
 	}

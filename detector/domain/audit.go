@@ -43,3 +43,10 @@ func (q AuditQuery) Match(a AuditEntry) bool {
 	}
 	return true
 }
+
+// Count is a number at one moment: active blackholes then, or detections
+// in the hour starting then (the web console's charts).
+type Count struct {
+	At    time.Time
+	Value int
+}
