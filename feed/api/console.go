@@ -74,8 +74,13 @@ func (c *Caller) May(fullMethod string) error {
 	return status.Errorf(codes.PermissionDenied, "client %q (role %s) may not call %s", c.id.Name, c.id.Role, shortMethod(fullMethod))
 }
 
-// begin checks what the interceptors check for a gRPC call: the client is
-// still configured, its role may call the method, it is within its rate.
+// Begin checks what the interceptors check for a gRPC call of fullMethod:
+// the client is still configured (else UNAUTHENTICATED), its role may call
+// the method (PERMISSION_DENIED), it is within its rate
+// (RESOURCE_EXHAUSTED). Front ends that answer a call from their own view
+// of the data call it first.
+func (c *Caller) Begin(fullMethod string) error { return c.begin(fullMethod) }
+
 func (c *Caller) begin(fullMethod string) error {
 	select {
 	case <-c.id.revoked():
