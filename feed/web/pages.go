@@ -45,6 +45,12 @@ var funcs = template.FuncMap{
 		return human(time.Since(t)) + " ago"
 	},
 	"dur": func(d time.Duration) string { return human(d) },
+	"since": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return human(time.Since(t))
+	},
 	"num": func(n any) string { return thousands(fmt.Sprint(n)) },
 }
 
