@@ -162,3 +162,93 @@ func TestListAuditScale(t *testing.T) {
 		}
 	}
 }
+
+// TestActiveHistory: counts of active blackholes at each point, against
+// entries with known lifetimes (started before the range, ended inside
+// it, still active, extended).
+func TestActiveHistory(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	type life struct {
+		prefix     string
+		start, end time.Duration // from t0; end 0 = still active
+	}
+	lives := []life{
+		{"198.51.100.1/32", -time.Hour, 0},                      // before the range, active throughout
+		{"198.51.100.2/32", -time.Hour, 30 * time.Minute},       // ends at point 2 (not active then)
+		{"198.51.100.3/32", 15 * time.Minute, time.Hour},        // active from point 1, ends at point 4
+		{"198.51.100.4/32", 20 * time.Minute, 0},                // starts between 1 and 2
+		{"198.51.100.5/32", -2 * time.Hour, -time.Hour},         // ended before the range
+		{"198.51.100.6/32", 2 * time.Hour, 0},                   // starts after the range
+		{"198.51.100.7/32", 45 * time.Minute, 45 * time.Minute}, // zero length: never counted
+	}
+	for _, l := range lives {
+		b := domain.Blackhole{Prefix: netip.MustParsePrefix(l.prefix), Origin: "operator:noc", Reason: "r",
+			CreatedAt: t0.Add(l.start), ExpiresAt: t0.Add(10 * time.Hour)}
+		if err := db.Commit(&domain.Write{At: b.CreatedAt, Op: domain.BlackholeInsert, Blackhole: b}); err != nil {
+			t.Fatal(err)
+		}
+		if l.end != 0 {
+			if err := db.Commit(&domain.Write{At: t0.Add(l.end), Op: domain.BlackholeEnd, Blackhole: b, EndReason: "removed"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := db.ActiveHistory(context.Background(), t0, t0.Add(time.Hour), 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Points 0, 15, 30, 45, 60 minutes.
+	want := []int{2, 3, 3, 3, 2}
+	var vals []int
+	for i, p := range got {
+		vals = append(vals, p.Value)
+		if !p.At.Equal(t0.Add(time.Duration(i) * 15 * time.Minute)) {
+			t.Errorf("point %d at %s", i, p.At)
+		}
+	}
+	if !slices.Equal(vals, want) {
+		t.Fatalf("active = %v, want %v", vals, want)
+	}
+	// Brute force agrees.
+	for i, p := range got {
+		n := 0
+		for _, l := range lives {
+			at := time.Duration(i) * 15 * time.Minute
+			if l.start <= at && (l.end == 0 || l.end > at) {
+				n++
+			}
+		}
+		if n != p.Value {
+			t.Errorf("point %d: %d, brute force %d", i, p.Value, n)
+		}
+	}
+	if _, err := db.ActiveHistory(context.Background(), t0, t0.Add(-time.Hour), time.Minute); err == nil {
+		t.Error("a reversed range was accepted")
+	}
+	if _, err := db.ActiveHistory(context.Background(), t0, t0.Add(1000*time.Hour), time.Minute); err == nil {
+		t.Error("60,001 points were accepted")
+	}
+}
+
+func TestDetectionsPerHour(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "rtbh.db"))
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	for i, off := range []time.Duration{-time.Minute, 5 * time.Minute, 59 * time.Minute, 61 * time.Minute, 3*time.Hour + time.Second} {
+		ev := domain.Evidence{Address: netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}), Rule: "smtp-fanout", Action: "log", RecordedAt: t0.Add(off)}
+		if err := db.Commit(&domain.Write{At: ev.RecordedAt, Evidence: &ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := db.DetectionsPerHour(context.Background(), t0.Add(10*time.Minute), t0.Add(2*time.Hour+30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []int
+	for _, p := range got {
+		vals = append(vals, p.Value)
+	}
+	if want := []int{2, 1, 0}; !slices.Equal(vals, want) || !got[0].At.Equal(t0) {
+		t.Fatalf("per hour from %s: %v, want %v from %s", got[0].At, vals, want, t0)
+	}
+}

@@ -112,35 +112,6 @@ func (s *Server) Remove(ctx context.Context, c *Caller, prefix, reason string) e
 	return s.remove(ctx, c.id, prefix, reason)
 }
 
-// Blackholes is ListBlackholes: the active entries the client sees, by prefix.
-func (s *Server) Blackholes(c *Caller) ([]domain.Blackhole, error) {
-	if err := c.begin(rtbhv1.BlackholeService_ListBlackholes_FullMethodName); err != nil {
-		return nil, err
-	}
-	active := s.backend.Active()
-	if c.id.Role == RoleOperator {
-		return active, nil
-	}
-	out := active[:0:0]
-	for _, b := range active {
-		if c.id.sees(b) {
-			out = append(out, b)
-		}
-	}
-	return out, nil
-}
-
-// Watch is WatchBlackholes without the snapshot's filtering: the caller
-// filters the snapshot with Sees and the events with SeesEvent. The
-// channel closes when ctx ends or the watcher falls too far behind.
-func (s *Server) Watch(ctx context.Context, c *Caller) ([]domain.Blackhole, <-chan detector.Event, error) {
-	if err := c.begin(rtbhv1.BlackholeService_WatchBlackholes_FullMethodName); err != nil {
-		return nil, nil, err
-	}
-	snap, ch := s.backend.Watch(ctx)
-	return snap, ch, nil
-}
-
 // Offender is GetOffender.
 func (s *Server) Offender(ctx context.Context, c *Caller, address string) (domain.Offender, *domain.Blackhole, error) {
 	if err := c.begin(rtbhv1.StatusService_GetOffender_FullMethodName); err != nil {

@@ -124,6 +124,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return &env{db: db, manager: m, api: a, web: w, srv: srv}
 }
 
+func (e *env) partnerPrefixes() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+}
+
 // browser is an HTTP client with a cookie jar that does not follow
 // redirects (the tests look at them).
 type browser struct {

@@ -1,7 +1,7 @@
 // rtbh console live updates: the server sends an event for every change
 // to the active set the user may see (server-sent events, /events); the
 // page then fetches itself again and swaps its #live section. Hand-written
-// (no library): about forty lines are all it takes.
+// (no library): these few lines are all it takes.
 (function () {
   "use strict";
   var live = document.getElementById("live");
@@ -21,7 +21,8 @@
     if (busy) { again = true; return; }
     if (typing()) { schedule(1000); return; } // do not throw away what is being typed
     busy = true;
-    fetch(location.href, { credentials: "same-origin", headers: { "X-Requested-With": "rtbh-live" } })
+    // data-src: the page's own URL when the page shown is a form's answer.
+    fetch(live.dataset.src || location.href, { credentials: "same-origin", headers: { "X-Requested-With": "rtbh-live" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
