@@ -2,10 +2,10 @@ package web
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"sync"
-
-	"net/netip"
+	"time"
 
 	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/domain"
@@ -51,6 +51,7 @@ var resync = detector.Event{}
 func (v *activeView) run(ctx context.Context) {
 	first := true
 	for ctx.Err() == nil {
+		began := time.Now()
 		snap, events := v.src.Watch(ctx)
 		v.reset(snap)
 		if first {
@@ -61,6 +62,14 @@ func (v *activeView) run(ctx context.Context) {
 		}
 		for ev := range events {
 			v.apply(ev)
+		}
+		// Dropped for falling behind (a burst of changes): watch again,
+		// but not in a tight loop.
+		if time.Since(began) < time.Second {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 	v.mu.Lock()

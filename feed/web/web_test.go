@@ -405,3 +405,38 @@ func TestFirstPage100k(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowStreamIsClosed: an event stream that falls more than subBuffer
+// changes behind is closed (the browser reconnects and reloads), and
+// never blocks the view, which keeps up with every change.
+func TestSlowStreamIsClosed(t *testing.T) {
+	e := newEnv(t, envOpts{maxActive: 5000})
+	ch, cancel := e.web.view.subscribe()
+	defer cancel()
+	ctx := context.Background()
+	const n = subBuffer + 50
+	for i := range n {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32)
+		if _, _, err := e.manager.Add(ctx, detector.Request{Prefix: p, Reason: "burst", Origin: "operator:noc", Actor: "noc"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 5*time.Second, "the view to hold every entry", func() bool {
+		l, err := e.web.view.list(ctx)
+		return err == nil && len(l) == n
+	})
+	got := 0
+	for open := true; open; {
+		select {
+		case _, open = <-ch:
+			if open {
+				got++
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the slow stream was not closed (%d events read)", got)
+		}
+	}
+	if got != subBuffer {
+		t.Fatalf("the slow stream got %d events before it was closed, want %d", got, subBuffer)
+	}
+}

@@ -7,9 +7,13 @@
   var live = document.getElementById("live");
   var dot = document.getElementById("live-status");
   if (!live || !window.EventSource) return;
-  var timer = null, busy = false, again = false, opened = false;
+  var timer = null, busy = false, again = false, opened = false, last = 0;
 
-  function schedule(ms) { if (!timer) timer = setTimeout(refresh, ms); }
+  // At most two refreshes a second, however fast changes come (a bulk
+  // import): each is one request against the client's rate limit.
+  function schedule(ms) {
+    if (!timer) timer = setTimeout(refresh, Math.max(ms, last + 500 - Date.now()));
+  }
 
   function typing() {
     var a = document.activeElement;
@@ -21,6 +25,7 @@
     if (busy) { again = true; return; }
     if (typing()) { schedule(1000); return; } // do not throw away what is being typed
     busy = true;
+    last = Date.now();
     // data-src: the page's own URL when the page shown is a form's answer.
     fetch(live.dataset.src || location.href, { credentials: "same-origin", headers: { "X-Requested-With": "rtbh-live" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
