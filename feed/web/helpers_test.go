@@ -49,7 +49,8 @@ type env struct {
 }
 
 type envOpts struct {
-	maxActive int
+	maxActive   int
+	partnerRate float64 // isp-b's api rate; 0 = 1000
 	preload   []domain.Blackhole // written to the store before the manager starts
 }
 
@@ -86,6 +87,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.maxActive == 0 {
 		o.maxActive = 10000
 	}
+	if o.partnerRate == 0 {
+		o.partnerRate = 1000
+	}
 	m, err := detector.NewManager(detector.Config{
 		Policy: detector.Policy{
 			OwnPrefixes:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
@@ -107,7 +111,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	})
 	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Clients: []api.Client{
 		{Name: "noc", Role: api.RoleOperator, TokenSHA256: sha256.Sum256([]byte(opToken)), HasToken: true, Rate: 1000},
-		{Name: "isp-b", Role: api.RolePartner, TokenSHA256: sha256.Sum256([]byte(partnerToken)), HasToken: true, Rate: 1000,
+		{Name: "isp-b", Role: api.RolePartner, TokenSHA256: sha256.Sum256([]byte(partnerToken)), HasToken: true, Rate: o.partnerRate,
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Trust: 0.5},
 	}}, m, nil, logger, nil)
 	if err != nil {

@@ -440,3 +440,33 @@ func TestSlowStreamIsClosed(t *testing.T) {
 		t.Fatalf("the slow stream got %d events before it was closed, want %d", got, subBuffer)
 	}
 }
+
+// TestPartnerRateLimit: the console spends the client's API rate limit:
+// a partner at 1 request/s (burst 2) is refused with 429 and the API's
+// message once its bucket is empty, and nothing more is decided.
+func TestPartnerRateLimit(t *testing.T) {
+	e := newEnv(t, envOpts{partnerRate: 1})
+	b := e.browser(t)
+	b.login(partnerToken)
+	_, body, _ := b.get("/") // one token (ListBlackholes)
+	csrf := csrfRE.FindStringSubmatch(body)[1]
+	var codes []int
+	var last string
+	for i := range 4 {
+		code, body, _ := b.post("/blackholes", url.Values{"prefix": {fmt.Sprintf("203.0.113.%d", i+1)}, "reason": {"r"}, "csrf": {csrf}})
+		codes = append(codes, code)
+		last = alertOf(body)
+	}
+	if codes[len(codes)-1] != http.StatusTooManyRequests || !strings.Contains(last, "rate") {
+		t.Fatalf("codes %v, last alert %q: want 429 with the rate message at the end", codes, last)
+	}
+	n := 0
+	for _, c := range codes {
+		if c == http.StatusSeeOther {
+			n++
+		}
+	}
+	if n == 0 || n > 2 || len(e.manager.Active()) != n {
+		t.Fatalf("codes %v: %d accepted, %d active; want 1 or 2 (the burst)", codes, n, len(e.manager.Active()))
+	}
+}
