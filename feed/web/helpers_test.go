@@ -50,8 +50,8 @@ type env struct {
 
 type envOpts struct {
 	maxActive   int
-	partnerRate float64 // isp-b's api rate; 0 = 1000
-	preload   []domain.Blackhole // written to the store before the manager starts
+	partnerRate float64            // isp-b's api rate; 0 = 1000
+	preload     []domain.Blackhole // written to the store before the manager starts
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
