@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rtbh's tests need on Debian/Ubuntu: BIRD 2 and FRR (real
 # routers for the end-to-end tests), pmacct (a real sFlow exporter), protoc
-# with the protobuf well-known types (regenerating the gRPC code).
+# with the protobuf well-known types (regenerating the gRPC code),
+# Chromium (the web console's browser tests; it must start headless).
 #
 # Idempotent: installs only when a check of the installed result fails.
 # The checks use what was installed, not the presence of a binary: protoc
@@ -13,6 +14,7 @@
 set -euo pipefail
 
 packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev)
+packages+=(chromium fonts-dejavu-core) # web console browser tests (readable screenshots)
 
 # check NAME: runs the check for one dependency; 0 = usable.
 check() {
@@ -21,6 +23,20 @@ check() {
 	bgpd) /usr/lib/frr/bgpd --version >/dev/null 2>&1 ;;
 	vtysh) [[ -x /usr/bin/vtysh ]] && vtysh -h >/dev/null 2>&1 ;;
 	pmacctd) PATH="$PATH:/usr/sbin" pmacctd -V >/dev/null 2>&1 ;;
+	chromium)
+		# It must really start headless and render a page, not just exist.
+		local dir out
+		dir=$(mktemp -d)
+		out=$(timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+			--disable-background-networking --disable-component-update --disable-sync --user-data-dir="$dir" \
+			--dump-dom about:blank 2>"$dir/log")
+		if [[ "$out" != *"<body>"* ]]; then
+			sed 's/^/  chromium: /' "$dir/log" | tail -20 >&2
+			rm -rf "$dir"
+			return 1
+		fi
+		rm -rf "$dir"
+		;;
 	protoc-wkt)
 		local dir rc
 		dir=$(mktemp -d)
@@ -42,7 +58,7 @@ PROTO
 
 failing() {
 	local out=()
-	for c in bird bgpd vtysh pmacctd protoc-wkt; do
+	for c in bird bgpd vtysh pmacctd protoc-wkt chromium; do
 		check "$c" || out+=("$c")
 	done
 	echo "${out[@]}"
@@ -50,7 +66,7 @@ failing() {
 
 missing=$(failing)
 if [[ -z "$missing" ]]; then
-	echo "install-test-deps: bird, frr, pmacct and protoc (with the well-known types) work"
+	echo "install-test-deps: bird, frr, pmacct, protoc (with the well-known types) and headless chromium work"
 	exit 0
 fi
 echo "install-test-deps: not working: $missing; installing ${packages[*]}"

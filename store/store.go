@@ -268,6 +268,9 @@ var migrations = []string{
 	`ALTER TABLE blackholes ADD COLUMN "match" TEXT NOT NULL DEFAULT '';
 	DROP INDEX blackholes_active;
 	CREATE UNIQUE INDEX blackholes_active ON blackholes(prefix, "match") WHERE ended_at IS NULL;`,
+	// 6: ListAudit by actor, newest first, reads the actor's rows in id
+	// order instead of scanning the table.
+	`CREATE INDEX audit_actor ON audit(actor);`,
 }
 
 func migrate(db *sql.DB) error {

@@ -31,6 +31,7 @@ func commandTable() []command {
 		{name: "neighbors", synopsis: "neighbors                              BGP sessions", setup: setupNeighbors},
 		{name: "offender", synopsis: "offender ADDRESS                       evidence and reports for one address", nargs: 1, setup: setupOffender},
 		{name: "offenders", synopsis: "offenders [--shadow|--servers] [--limit N]  recent detector catches (--shadow: action log rules only; --servers: learned servers)", setup: setupOffenders},
+		{name: "audit", synopsis: "audit [--prefix P] [--actor A] [--since 24h] [--until T] [--limit N]   the audit log, newest first", setup: setupAudit},
 		{name: "report", synopsis: "report [--kind spam] [--count N] [--evidence TEXT] ADDRESS   submit one report", nargs: 1, setup: setupReport},
 	}
 }

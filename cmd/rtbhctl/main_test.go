@@ -109,6 +109,7 @@ func startDaemon(t *testing.T, tf *tlsFiles) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.SetAuditReader(db)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -188,7 +188,7 @@ func TestRoles(t *testing.T) {
 	}
 
 	// Every method of the API has an entry in the role table.
-	for _, sd := range []string{"rtbh.v1.BlackholeService", "rtbh.v1.ReportService", "rtbh.v1.StatusService"} {
+	for _, sd := range []string{"rtbh.v1.BlackholeService", "rtbh.v1.ReportService", "rtbh.v1.StatusService", "rtbh.v1.AuditService"} {
 		info := ts.grpc.GetServiceInfo()[sd]
 		for _, m := range info.Methods {
 			if _, ok := roleTable["/"+sd+"/"+m.Name]; !ok {

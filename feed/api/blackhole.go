@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -71,7 +72,7 @@ func (id *identity) seesEvent(ev detector.Event) bool {
 }
 
 func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
-	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
+	id, err := caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -79,30 +80,23 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 	if err != nil {
 		return nil, err
 	}
-	dreq := detector.Request{
-		Prefix: p,
-		Match:  match,
-		Reason: req.GetReason(),
-		Origin: id.origin(),
-		Actor:  id.Name,
-		Scope:  id.scope(),
-	}
-	if req.Ttl != nil { // absent = policy default (TTL 0)
+	var ttl time.Duration
+	hasTTL := req.Ttl != nil // absent = policy default
+	if hasTTL {
 		if err := req.Ttl.CheckValid(); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
 		}
-		// An explicit ttl <= 0 is refused by the backend (HasTTL).
-		dreq.TTL, dreq.HasTTL = req.Ttl.AsDuration(), true
+		ttl = req.Ttl.AsDuration()
 	}
-	bh, change, err := b.s.backend.Add(ctx, dreq)
+	bh, change, err := b.s.add(ctx, id, req.GetPrefix(), match, ttl, hasTTL, req.GetReason())
 	if err != nil {
-		return nil, b.s.backendError(ctx, "add blackhole", err)
+		return nil, err
 	}
 	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
 }
 
 func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.RemoveBlackholeRequest) (*rtbhv1.RemoveBlackholeResponse, error) {
-	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
+	id, err := caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -110,19 +104,8 @@ func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.Remo
 	if err != nil {
 		return nil, err
 	}
-	rreq := detector.RemoveRequest{
-		Prefix: p,
-		Match:  match,
-		Reason: req.GetReason(),
-		Actor:  id.Name,
-		Scope:  id.scope(),
-	}
-	if id.Role == RolePartner {
-		rreq.Owner = id.origin() // partners remove only their own entries
-	}
-	_, err = b.s.backend.Remove(ctx, rreq)
-	if err != nil {
-		return nil, b.s.backendError(ctx, "remove blackhole", err)
+	if err := b.s.remove(ctx, id, req.GetPrefix(), match, req.GetReason()); err != nil {
+		return nil, err
 	}
 	return &rtbhv1.RemoveBlackholeResponse{}, nil
 }

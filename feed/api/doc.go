@@ -1,6 +1,7 @@
 // Package api is rtbhd's gRPC server: the rtbh.v1 BlackholeService,
-// ReportService and StatusService, plus server reflection and the standard
-// health service.
+// ReportService, StatusService and AuditService (ListAudit, read from an
+// AuditReader: the store), plus server reflection and the standard health
+// service.
 //
 // It is responsible for who may do what, not for what is decided: every
 // request is authenticated (bearer token or mTLS client certificate),
@@ -23,4 +24,9 @@
 // a message is at most Config.MaxMessageBytes (4 MiB); a connection has at
 // most Config.MaxConcurrentStreams (256) calls open at once, and a client
 // at most Config.MaxWatchStreamsPerClient (4) watch streams.
+//
+// In-process front ends (the web console, feed/web) use console.go: a
+// Caller authenticated by token, and methods that run the same role, rate
+// and scope checks and the same handler bodies as the RPCs, answering with
+// the status errors the RPCs would.
 package api

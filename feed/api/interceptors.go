@@ -44,6 +44,7 @@ var roleTable = map[string][]string{
 	rtbhv1.StatusService_ListNeighbors_FullMethodName:      {RoleOperator},
 	rtbhv1.StatusService_GetOffender_FullMethodName:        {RoleOperator},
 	rtbhv1.StatusService_ListOffenders_FullMethodName:      {RoleOperator},
+	rtbhv1.AuditService_ListAudit_FullMethodName:           {RoleOperator},
 }
 
 // needsCredentials selects the calls that go through auth, role check and

@@ -74,6 +74,7 @@ type Server struct {
 	logger    *slog.Logger
 	metrics   *metrics
 	clients   *registry
+	audit     AuditReader // ListAudit's source (SetAuditReader)
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -144,6 +145,7 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 	rtbhv1.RegisterBlackholeServiceServer(s.grpc, &blackholeService{s: s})
 	rtbhv1.RegisterReportServiceServer(s.grpc, &reportService{s: s})
 	rtbhv1.RegisterStatusServiceServer(s.grpc, &statusService{s: s})
+	rtbhv1.RegisterAuditServiceServer(s.grpc, &auditService{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	for name := range s.grpc.GetServiceInfo() {

@@ -3,10 +3,6 @@ package api
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/rtbh/rtbh/detector/domain"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
 
@@ -48,21 +44,11 @@ func (st *statusService) ListNeighbors(ctx context.Context, _ *rtbhv1.ListNeighb
 }
 
 func (st *statusService) GetOffender(ctx context.Context, req *rtbhv1.GetOffenderRequest) (*rtbhv1.GetOffenderResponse, error) {
-	p, err := domain.ParsePrefix(req.GetAddress())
+	off, bh, err := st.s.offender(ctx, req.GetAddress())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "address: %v", err)
+		return nil, err
 	}
-	if !p.IsSingleIP() {
-		return nil, status.Errorf(codes.InvalidArgument, "address: %s is a prefix, not one address", p)
-	}
-	addr := p.Addr()
-	off, bh, err := st.s.backend.Offender(ctx, addr)
-	if err != nil {
-		return nil, st.s.backendError(ctx, "get offender", err)
-	}
-	if len(off.Evidence) == 0 && len(off.Reports) == 0 && off.Offenses == 0 && bh == nil && len(off.Servers) == 0 && len(off.ScoreParts) == 0 {
-		return nil, status.Errorf(codes.NotFound, "nothing recorded about %s", addr)
-	}
+	addr := off.Address
 	o := &rtbhv1.Offender{
 		Address:  addr.String(),
 		Score:    off.Score,

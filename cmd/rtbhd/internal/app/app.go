@@ -31,6 +31,7 @@ import (
 	"github.com/rtbh/rtbh/detector/fanout"
 	"github.com/rtbh/rtbh/feed/api"
 	"github.com/rtbh/rtbh/feed/sflow"
+	"github.com/rtbh/rtbh/feed/web"
 	"github.com/rtbh/rtbh/store"
 )
 
@@ -58,6 +59,7 @@ type App struct {
 	detectorCfg atomic.Pointer[fanout.Config]
 	sflow       *sflow.Collector
 	api         *api.Server
+	web         *web.Server // nil when web.listen is ""
 	metrics     *http.Server
 
 	reloads        <-chan os.Signal
@@ -124,6 +126,12 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 	if a.api, err = api.New(apiConfig(cfg), a.manager, a.neighbors, logger.With("component", "api"), a.reg); err != nil {
 		return nil, fmt.Errorf("configuring api: %w", err)
 	}
+	a.api.SetAuditReader(a.db)
+	if cfg.Web.Listen != "" {
+		if a.web, err = web.New(webConfig(cfg), a.api, a.manager, a.db, logger.With("component", "web"), a.reg); err != nil {
+			return nil, fmt.Errorf("configuring web: %w", err)
+		}
+	}
 	if cfg.Metrics.Listen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
@@ -160,6 +168,11 @@ func Check(cfg *config.Config) error {
 	}
 	if err := api.Check(apiConfig(cfg)); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
+	}
+	if cfg.Web.Listen != "" {
+		if err := web.Check(webConfig(cfg)); err != nil {
+			errs = append(errs, fmt.Errorf("web: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -228,6 +241,11 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err := a.api.Listen(); err != nil {
 		return fmt.Errorf("api.listen: %w", err)
 	}
+	if a.web != nil {
+		if err := a.web.Listen(); err != nil {
+			return fmt.Errorf("web.listen: %w", err)
+		}
+	}
 	var metricsL net.Listener
 	if a.metrics != nil {
 		if metricsL, err = net.Listen("tcp", a.cfg.Metrics.Listen); err != nil {
@@ -248,7 +266,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 
 	// Any input that stops with an error stops everything.
 	var in sync.WaitGroup
-	failed := make(chan error, 3)
+	failed := make(chan error, 4)
 	goInput := func(run func() error) {
 		in.Add(1)
 		go func() {
@@ -260,6 +278,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	goInput(func() error { return a.sflow.Run(inputs) })
 	goInput(func() error { return a.api.Serve(inputs) })
+	if a.web != nil {
+		goInput(func() error { return a.web.Serve(inputs) })
+	}
 	if a.metrics != nil {
 		goInput(func() error {
 			if err := a.metrics.Serve(metricsL); !errors.Is(err, http.ErrServerClosed) {
@@ -270,7 +291,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 
 	a.ready.Store(true)
-	a.log.Info("rtbhd running", "api", a.api.Addr(), "sflow", a.sflow.Addr(), "metrics", a.cfg.Metrics.Listen,
+	a.log.Info("rtbhd running", "api", a.api.Addr(), "sflow", a.sflow.Addr(), "metrics", a.cfg.Metrics.Listen, "web", a.cfg.Web.Listen,
 		"bgp_port", a.cfg.BGP.ListenPort, "neighbors", len(a.cfg.BGP.Neighbors), "active", len(a.manager.Active()))
 
 	var errs []error
@@ -487,6 +508,7 @@ func (a *App) reload(ctx context.Context) {
 		"sflow.listen":       cfg.SFlow.Listen != a.cfg.SFlow.Listen,
 		"api.listen":         cfg.API.Listen != a.cfg.API.Listen || cfg.API.TLS != a.cfg.API.TLS,
 		"metrics.listen":     cfg.Metrics.Listen != a.cfg.Metrics.Listen,
+		"web.listen/tls":     cfg.Web != a.cfg.Web,
 		"bgp.listen_address": cfg.BGP.ListenAddress != a.cfg.BGP.ListenAddress || cfg.BGP.ListenPort != a.cfg.BGP.ListenPort,
 		"bgp.asn/router_id":  cfg.BGP.ASN != a.cfg.BGP.ASN || cfg.BGP.RouterID != a.cfg.BGP.RouterID,
 	} {
@@ -509,8 +531,7 @@ func policy(cfg *config.Config) detector.Policy {
 // (SPEC "Safety defaults and limits"): the BGP router id, every neighbor,
 // both next hops, the addresses rtbhd listens on (not the wildcards) and
 // every sFlow agent entry. bgp.listen_address is protected too, beside the
-// SPEC's list: it is the address routers reach rtbhd on. There is no
-// web.listen key yet.
+// SPEC's list: it is the address routers reach rtbhd on.
 func protection(cfg *config.Config) *detector.Protection {
 	var ps []detector.Protected
 	host := func(a netip.Addr, label string) {
@@ -531,6 +552,7 @@ func protection(cfg *config.Config) *detector.Protection {
 		{"api.listen", cfg.API.Listen},
 		{"metrics.listen", cfg.Metrics.Listen},
 		{"sflow.listen", cfg.SFlow.Listen},
+		{"web.listen", cfg.Web.Listen},
 	} {
 		for _, a := range listenAddrs(l.listen) {
 			host(a, l.key)
@@ -610,6 +632,10 @@ func protocolName(n uint8) string {
 
 func sflowConfig(cfg *config.Config) sflow.Config {
 	return sflow.Config{Listen: cfg.SFlow.Listen, Agents: cfg.SFlow.Agents, ReceiveBuffer: cfg.SFlow.ReceiveBuffer}
+}
+
+func webConfig(cfg *config.Config) web.Config {
+	return web.Config{Listen: cfg.Web.Listen, TLSCert: cfg.Web.TLS.Cert, TLSKey: cfg.Web.TLS.Key}
 }
 
 func apiConfig(cfg *config.Config) api.Config {

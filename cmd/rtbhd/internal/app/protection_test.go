@@ -34,11 +34,14 @@ api:
   tls: {cert: c.pem, key: k.pem}
 metrics:
   listen: localhost:9180
+web:
+  listen: 192.0.2.252:8443
+  tls: {cert: c.pem, key: k.pem}
 `, []string{
 			"BGP router id 192.0.2.254", "BGP neighbor 192.0.2.2", "BGP neighbor 2001:db8::2",
 			"IPv4 next hop 192.0.2.66", "IPv6 next hop 2001:db8:ffff::1", "bgp.listen_address 192.0.2.250",
 			"api.listen 2001:db8::250", "metrics.listen 127.0.0.1", "metrics.listen ::1", "sflow.listen 192.0.2.251",
-			"sFlow agent 192.0.2.11", "sFlow agent 10.1.0.0/16", "sFlow agent 2001:db8:a::1",
+			"web.listen 192.0.2.252", "sFlow agent 192.0.2.11", "sFlow agent 10.1.0.0/16", "sFlow agent 2001:db8:a::1",
 		}},
 		{"wildcards and off", `
 bgp:
@@ -54,6 +57,9 @@ api:
   tls: {cert: c.pem, key: k.pem}
 metrics:
   listen: ""
+web:
+  listen: 0.0.0.0:8443
+  tls: {cert: c.pem, key: k.pem}
 `, []string{"BGP router id 192.0.2.254", "IPv4 next hop 192.0.2.1", "IPv6 next hop 100::1", "sFlow agent 192.0.2.11"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,6 +34,7 @@ type Config struct {
 	Reports  Reports  `yaml:"reports"`
 	API      API      `yaml:"api"`
 	Metrics  Metrics  `yaml:"metrics"`
+	Web      Web      `yaml:"web"`
 }
 
 // Store is the store section.
@@ -188,6 +189,19 @@ type Client struct {
 // Metrics is the metrics section.
 type Metrics struct {
 	Listen string `yaml:"listen" check:"listen-or-off"` // host:port, "" = off
+}
+
+// Web is the web section: the NOC console.
+type Web struct {
+	Listen string `yaml:"listen" check:"listen-or-off"` // host:port, "" = off
+	TLS    WebTLS `yaml:"tls"`                          // required unless Listen is a loopback address
+}
+
+// WebTLS holds the console's certificate files; both "" = plaintext
+// (loopback only).
+type WebTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Load reads and parses the configuration file at path. Problems with the

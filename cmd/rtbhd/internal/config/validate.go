@@ -25,7 +25,29 @@ func (d *decoder) validate(c *Config) {
 	d.rules(c)
 	d.sflowAgents(c)
 	d.tls(c)
+	d.webTLS(c)
 	d.clients(c)
+}
+
+// webTLS: the console's login token and session cookie never cross a
+// network in plaintext.
+func (d *decoder) webTLS(c *Config) {
+	w := c.Web
+	if d.failed("web.listen") {
+		return
+	}
+	switch {
+	case w.Listen != "" && w.TLS.Cert == "" && !api.IsLoopback(w.Listen):
+		line := d.lineOf("web.listen")
+		if d.seen["web.tls.cert"] {
+			line = d.lineOf("web.tls.cert")
+		}
+		d.errorf("web.tls.cert", line, "required: web.listen %q is not a loopback address", w.Listen)
+	case w.TLS.Cert != "" && w.TLS.Key == "":
+		d.errAt("web.tls.key", "required with web.tls.cert")
+	case w.TLS.Key != "" && w.TLS.Cert == "":
+		d.errAt("web.tls.cert", "required with web.tls.key")
+	}
 }
 
 // sflowAgents: with no agents listed the collector accepts only loopback
