@@ -73,6 +73,9 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 // score reaches reports.threshold with at least reports.min_reporters
 // distinct reporters (one operator suffices), unless it is active already.
 func (m *Manager) fuse(ctx context.Context, addrs []netip.Addr, now time.Time) {
+	if !m.leads() {
+		return // the leader fuses (sync.go)
+	}
 	type hit struct {
 		addr   netip.Addr
 		score  float64

@@ -39,6 +39,9 @@ type BIRDConfig struct {
 	DiscardV4, DiscardV6 netip.Addr
 	// Extra is appended to the protocol bgp block.
 	Extra string
+	// More is appended to the configuration after it (e.g. a second
+	// protocol bgp towards another speaker).
+	More string
 }
 
 // BIRD is a running BIRD 2.
@@ -122,6 +125,7 @@ func (b *BIRD) config() string {
 	sb.WriteString("  ipv6 { import all; export none; igp table master6; };\n")
 	sb.WriteString(c.Extra)
 	sb.WriteString("}\n")
+	sb.WriteString(c.More)
 	return sb.String()
 }
 

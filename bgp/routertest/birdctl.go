@@ -83,6 +83,23 @@ func (c *RouteCounter) TableCount() (int, error) {
 	return strconv.Atoi(m[1])
 }
 
+var birdNetworks = regexp.MustCompile(`Total: \d+ of \d+ routes for (\d+) networks`)
+
+// Networks counts the distinct prefixes in master4 and master6, from any
+// protocol (static routes included): what the router can forward on,
+// whichever session taught it.
+func (c *RouteCounter) Networks() (int, error) {
+	out, err := c.command("show route count table master4 table master6")
+	if err != nil {
+		return 0, err
+	}
+	m := birdNetworks.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("unexpected BIRD route count reply %q", out)
+	}
+	return strconv.Atoi(m[1])
+}
+
 func (c *RouteCounter) command(cmd string) (string, error) {
 	if err := c.conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		return "", err

@@ -249,6 +249,10 @@ func (db *DB) Agents(ctx context.Context) ([]domain.AgentRate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading agents: %w", err)
 	}
+	return db.scanAgents(rows)
+}
+
+func (db *DB) scanAgents(rows pgx.Rows) ([]domain.AgentRate, error) {
 	defer rows.Close()
 	var out []domain.AgentRate
 	for rows.Next() {
@@ -260,6 +264,7 @@ func (db *DB) Agents(ctx context.Context) ([]domain.AgentRate, error) {
 		if err := rows.Scan(&addr, &rate, &seen); err != nil {
 			return nil, fmt.Errorf("reading agents: %w", err)
 		}
+		var err error
 		if a.Agent, err = netip.ParseAddr(addr); err != nil {
 			return nil, fmt.Errorf("reading agents: bad address %q in store: %w", addr, err)
 		}
@@ -365,4 +370,33 @@ func splitAddrs(s string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// ReadAgents reads the agents' sampling rates without changing anything
+// (rtbhd --check, beside running instances). A database without the
+// schema yet is no agents.
+func ReadAgents(ctx context.Context, cfg Config) ([]domain.AgentRate, error) {
+	cc, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
+	if cfg.Password != "" {
+		cc.Password = cfg.Password
+	}
+	cc.ConnectTimeout = 5 * time.Second
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", redact(cc), err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('agents') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return nil, err
+	}
+	db := &DB{}
+	rows, err := conn.Query(ctx, `SELECT agent, sampling_rate, seen_at FROM agents ORDER BY agent`)
+	if err != nil {
+		return nil, fmt.Errorf("reading agents: %w", err)
+	}
+	return db.scanAgents(rows)
 }

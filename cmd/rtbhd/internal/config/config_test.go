@@ -83,7 +83,8 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	// Spelled out from SPEC.md, not from defaults(), so that a changed
 	// default fails here.
 	want := &Config{
-		Store: Store{Path: "rtbhd.db", Retention: 720 * time.Hour},
+		Store: Store{Driver: "sqlite", Path: "rtbhd.db", Retention: 720 * time.Hour},
+		HA:    HA{Instance: hostname()},
 		BGP: BGP{
 			ASN:             64500,
 			RouterID:        netip.MustParseAddr("192.0.2.254"),
@@ -147,7 +148,8 @@ func TestFull(t *testing.T) {
 		return out
 	}
 	want := &Config{
-		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db", Retention: 168 * time.Hour},
+		Store: Store{Driver: "sqlite", Path: "/var/lib/rtbhd/rtbhd.db", Retention: 168 * time.Hour},
+		HA:    HA{Instance: "rs1.example"},
 		BGP: BGP{
 			ASN:                 4200000000,
 			RouterID:            netip.MustParseAddr("10.0.0.1"),
