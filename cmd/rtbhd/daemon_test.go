@@ -88,10 +88,15 @@ type daemonConfig struct {
 	LogLevel    string // rtbhd --log-level; "" = debug
 	Never       string // policy.never_blackhole items; "" = "198.51.100.53"
 	MaxTracked  int    // reports.max_tracked_addresses; 0 = the default
+	Store       string // the store section's keys, indented 2 spaces; "" = path: DB (SQLite)
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`store:
+{{- if .Store}}
+{{.Store}}
+{{- else}}
   path: {{.DB}}
+{{- end}}
 bgp:
   asn: 64500
   router_id: 192.0.2.254

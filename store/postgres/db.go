@@ -220,6 +220,9 @@ func (db *DB) commit(batch []*pending) {
 	if err != nil {
 		err = unavailable(err)
 		db.log.Error("store commit failed", "writes", len(batch), "err", err)
+		// The pool's other connections likely broke the same way (a server
+		// restart): drop them rather than fail on each in turn.
+		db.pool.Reset()
 		for i := range errs {
 			errs[i] = err
 		}

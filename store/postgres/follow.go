@@ -68,7 +68,11 @@ func (db *DB) SyncLag() time.Duration {
 // with others'). It also holds or tries to take the leadership. Errors are
 // logged and the connection retried; Follow returns when ctx ends.
 func (db *DB) Follow(ctx context.Context, f Follower) error {
-	for {
+	for first := true; ; first = false {
+		if !first {
+			// Connections that lived through the outage are likely broken.
+			db.pool.Reset()
+		}
 		err := db.followOnce(ctx, f)
 		db.follow.connected.Store(false)
 		if db.follow.leader.Swap(false) {
@@ -116,6 +120,7 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 
 	fetch := func(ctx context.Context) (domain.Changes, error) {
 		ch, s, r, err := db.changes(ctx, conn, seq, rep)
+		db.log.Debug("changes read", "blackholes", len(ch.Blackholes), "reports", len(ch.Reports), "seq", s, "err", err)
 		if err == nil {
 			seq, rep = s, r
 		}
@@ -163,6 +168,7 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 		if !need {
 			continue
 		}
+		db.log.Debug("applying changes committed through other instances", "since_seq", seq)
 		if err := f.Sync(ctx, fetch); err != nil {
 			return fmt.Errorf("applying changes: %w", err)
 		}
