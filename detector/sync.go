@@ -92,8 +92,6 @@ func (m *Manager) Sync(ctx context.Context, fetch func(context.Context) (domain.
 func (m *Manager) applyRemote(c domain.Change) {
 	b := c.Blackhole
 	p := b.Prefix
-	old, had := m.committed[p]
-	m.log.Debug("applying a change from another instance", "prefix", p, "ended", c.Ended, "created_at", b.CreatedAt, "local", had, "local_created_at", old.CreatedAt)
 	if c.Ended {
 		if old, ok := m.active.get(p); ok && old.CreatedAt.Equal(b.CreatedAt) {
 			m.active.delete(p)

@@ -53,20 +53,29 @@ var (
 // protocol is down, e.g. after its restart timer ran out), it counts the
 // tables instead.
 func (c *RouteCounter) Count() (int, error) {
-	out, err := c.command("show protocols all " + ProtocolName)
+	n, ok, err := c.CountOf(ProtocolName)
+	if err != nil || ok {
+		return n, err
+	}
+	return c.TableCount()
+}
+
+// CountOf is Count for the BGP protocol named proto, from its channels'
+// counters only; ok is false when BIRD shows none (the protocol is down).
+func (c *RouteCounter) CountOf(proto string) (n int, ok bool, err error) {
+	out, err := c.command("show protocols all " + proto)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	ms := birdImported.FindAllStringSubmatch(out, -1)
 	if len(ms) != 2 {
-		return c.TableCount()
+		return 0, false, nil
 	}
-	n := 0
 	for _, m := range ms {
 		v, _ := strconv.Atoi(m[1])
 		n += v
 	}
-	return n, nil
+	return n, true, nil
 }
 
 // TableCount counts the speaker's routes in master4 and master6 by walking

@@ -72,7 +72,7 @@ func startHA(t *testing.T, tune func(*daemonConfig)) *haSetup {
 		cfg.Extra = "ha:\n  instance: " + name
 		cfg.BGPAddr, cfg.BGPPort = addr.String(), testkit.FreePort(t, addr)
 		cfg.Neighbors = neighbor
-		cfg.LogLevel = "debug"
+		cfg.LogLevel = "info"
 		if tune != nil {
 			tune(&cfg)
 		}
@@ -485,9 +485,12 @@ func TestHAKill9AtScale(t *testing.T) {
 	if err != nil || base != n+2 {
 		t.Fatalf("BIRD holds %d networks (%v), want %d", base, err, n+2)
 	}
+	// Sampling walks no table (that takes BIRD milliseconds at this size):
+	// the channel counters of each session; what BIRD can forward on is at
+	// least the larger of the two, since both carry the same set.
 	type sample struct {
-		at time.Time
-		n  int
+		at   time.Time
+		n, b int
 	}
 	stop := make(chan struct{})
 	done := make(chan []sample)
@@ -497,11 +500,13 @@ func TestHAKill9AtScale(t *testing.T) {
 		defer tick.Stop()
 		deadline := time.After(3 * time.Minute)
 		for {
-			k, err := rc.Networks()
-			if err != nil {
-				k = -1
+			at := time.Now()
+			na, _, errA := rc.CountOf(routertest.ProtocolName)
+			nb, _, errB := rc.CountOf(protoB)
+			if errA != nil || errB != nil {
+				na, nb = -1, -1
 			}
-			ss = append(ss, sample{time.Now(), k})
+			ss = append(ss, sample{at, max(na, nb), nb})
 			select {
 			case <-stop:
 				done <- ss
@@ -522,10 +527,10 @@ func TestHAKill9AtScale(t *testing.T) {
 	})
 	close(stop)
 	ss := <-done
-	slow, minN := 0, base
+	slow, minN, minB := 0, n, n
 	var maxGap time.Duration
 	for i, s := range ss {
-		minN = min(minN, s.n)
+		minN, minB = min(minN, s.n), min(minB, s.b)
 		if i > 0 {
 			g := s.at.Sub(ss[i-1].at)
 			maxGap = max(maxGap, g)
@@ -534,10 +539,13 @@ func TestHAKill9AtScale(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d samples over %s after the kill, min %d of %d networks, %d gaps over %s, longest %s",
-		len(ss), time.Since(killed).Round(time.Millisecond), minN, base, slow, routertest.SampleEvery, maxGap.Round(time.Millisecond))
-	if minN < base {
-		t.Errorf("BIRD held %d networks at the worst moment, want never fewer than %d", minN, base)
+	t.Logf("%d samples over %s after the kill, min %d of %d routes (min %d from B), %d gaps over %s, longest %s",
+		len(ss), time.Since(killed).Round(time.Millisecond), minN, n, minB, slow, routertest.SampleEvery, maxGap.Round(time.Millisecond))
+	if minN < n || minB < n {
+		t.Errorf("BIRD held %d routes at the worst moment (%d from B), want never fewer than %d", minN, minB, n)
+	}
+	if k, err := rc.Networks(); err != nil || k != base {
+		t.Errorf("BIRD holds %d networks after A's restart (%v), want %d", k, err, base)
 	}
 	if slow*20 > len(ss) {
 		t.Errorf("%d of %d gaps between samples over %s: sampling too coarse", slow, len(ss), routertest.SampleEvery)
