@@ -554,3 +554,56 @@ func TestHAKill9AtScale(t *testing.T) {
 		t.Fatalf("A lists %d entries after its restart, want %d", len(got), n)
 	}
 }
+
+var haPerf = flag.Int("rtbh.ha-perf", 0, "run TestHAPerformance with this many adds (e.g. 100000)")
+
+// TestHAPerformance: N adds through the API to a real BIRD cost, in
+// rtbhd's CPU per route, at most 2x as much on PostgreSQL as on SQLite
+// (the same run, one instance each; PostgreSQL's own CPU is not counted,
+// as SQLite's runs inside rtbhd and is).
+//
+//	go test -run TestHAPerformance -v ./cmd/rtbhd -rtbh.ha-perf=100000
+func TestHAPerformance(t *testing.T) {
+	n := *haPerf
+	if n == 0 {
+		t.Skip("run with -rtbh.ha-perf=100000")
+	}
+	addrs := make([]string, n)
+	for i := range n {
+		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+	}
+	pg := pgtest.Start(t)
+	perRoute := map[string]time.Duration{}
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			cfg := newDaemonConfig(t, t.TempDir())
+			cfg.MaxActive = n + 1000
+			cfg.LogLevel = "warn"
+			if driver == "postgres" {
+				cfg.Store = "  driver: postgres\n  dsn: " + pg.NewDatabase(t)
+			}
+			d, bird := startWithRestartingBIRD(t, cfg, netip.MustParseAddr("127.0.11.1"), netip.MustParseAddr("127.0.11.2"))
+			_, before, _ := cpuTime(t, d.cmd.Process.Pid)
+			pgBefore, _ := pg.CPU()
+			start := time.Now()
+			addAll(t, d, addrs)
+			bird.WaitRouteCount(t, n, 5*time.Minute)
+			_, after, _ := cpuTime(t, d.cmd.Process.Pid)
+			pgAfter, _ := pg.CPU()
+			cpu := after - before
+			perRoute[driver] = cpu / time.Duration(n)
+			t.Logf("%s: %d adds on BIRD in %s, rtbhd CPU %s = %s per route; PostgreSQL server CPU meanwhile %s = %s per route",
+				driver, n, time.Since(start).Round(time.Millisecond), cpu.Round(time.Millisecond), perRoute[driver],
+				(pgAfter - pgBefore).Round(time.Millisecond), (pgAfter-pgBefore)/time.Duration(n))
+			d.stop()
+		})
+	}
+	s, p := perRoute["sqlite"], perRoute["postgres"]
+	if s == 0 || p == 0 {
+		t.Fatal("a run did not finish")
+	}
+	t.Logf("CPU per route: SQLite %s, PostgreSQL %s (%.2fx)", s, p, float64(p)/float64(s))
+	if p > 2*s {
+		t.Errorf("PostgreSQL costs %.2fx SQLite's CPU per route, target <= 2x", float64(p)/float64(s))
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -192,4 +193,56 @@ func (s *Server) NewDatabase(t testing.TB) string {
 		t.Fatalf("creating database %s: %v", name, err)
 	}
 	return s.DSN(name)
+}
+
+// CPU returns the CPU time (user + system) the server has used so far: the
+// postmaster, its live processes and those that exited.
+func (s *Server) CPU() (time.Duration, error) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return 0, fmt.Errorf("postgres is not running")
+	}
+	root := cmd.Process.Pid
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	const tick = 10 * time.Millisecond // USER_HZ = 100 on Linux
+	var total int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state ppid ... utime(14) stime(15) cutime(16) cstime(17).
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if pid != root && ppid != root {
+			continue
+		}
+		for _, k := range []int{11, 12} {
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			total += v
+		}
+		if pid == root {
+			for _, k := range []int{13, 14} {
+				v, _ := strconv.ParseInt(f[k], 10, 64)
+				total += v
+			}
+		}
+	}
+	return time.Duration(total) * tick, nil
 }
