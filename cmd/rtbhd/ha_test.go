@@ -256,6 +256,23 @@ func TestHAPropagation(t *testing.T) {
 			t.Fatalf("an instance still lists %v after the expiry", got)
 		}
 	}
+	// Report fusion happens once, on the leader, whichever instance
+	// stored the reports: an operator's report through each instance.
+	const r = "198.51.100.9"
+	for _, c := range []clients{ca, cb} {
+		if _, err := c.rep.SubmitReports(ctx, &rtbhv1.SubmitReportsRequest{Reports: []*rtbhv1.Report{{Address: r}}}); err != nil {
+			t.Fatal(err)
+		}
+		testkit.WaitFor(t, 5*time.Second, "the fused blackhole on both sessions", func() bool { return h.onBoth(r+"/32", true) })
+	}
+	if testkit.Poll(2*time.Second, func() bool { return h.auditCount(r+"/32", "add")+h.auditCount(r+"/32", "extend") > 1 }) {
+		log, _ := h.store.AuditLog(ctx, r+"/32", 0)
+		t.Fatalf("report fusion decided more than once: %+v", log)
+	}
+	if n := h.auditCount(r+"/32", "add"); n != 1 {
+		t.Fatalf("%d add rows for the fused blackhole, want 1", n)
+	}
+
 	// Each instance names itself on what it wrote, and in its metrics.
 	log, _ := h.store.AuditLog(ctx, "", 0)
 	instances := map[string]bool{}

@@ -33,6 +33,8 @@ const (
 	// idleCheck is how long the listener waits for a notification before it
 	// checks the connection and tries to take the leadership.
 	idleCheck = time.Second
+	// syncTimeout bounds one incremental sync (read and apply).
+	syncTimeout = 10 * time.Second
 )
 
 type followState struct {
@@ -169,7 +171,11 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 			continue
 		}
 		db.log.Debug("applying changes committed through other instances", "since_seq", seq)
-		if err := f.Sync(ctx, fetch); err != nil {
+		// The follower holds its decision lock while fetching: bound it.
+		sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+		err = f.Sync(sctx, fetch)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("applying changes: %w", err)
 		}
 		db.follow.syncedAt.Store(time.Now().UnixNano())
