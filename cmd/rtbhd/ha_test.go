@@ -574,10 +574,11 @@ func TestHAKill9AtScale(t *testing.T) {
 
 var haPerf = flag.Int("rtbh.ha-perf", 0, "run TestHAPerformance with this many adds (e.g. 100000)")
 
-// TestHAPerformance: N adds through the API to a real BIRD cost, in
-// rtbhd's CPU per route, at most 2x as much on PostgreSQL as on SQLite
-// (the same run, one instance each; PostgreSQL's own CPU is not counted,
-// as SQLite's runs inside rtbhd and is).
+// TestHAPerformance: N adds through the API to a real BIRD cost, in CPU
+// per route, at most 2x as much on PostgreSQL as on SQLite (the same run,
+// one instance each). SQLite runs inside rtbhd; for PostgreSQL the
+// server's CPU is added to rtbhd's, so the comparison is of the whole
+// cost.
 //
 //	go test -run TestHAPerformance -v ./cmd/rtbhd -rtbh.ha-perf=100000
 func TestHAPerformance(t *testing.T) {
@@ -590,7 +591,8 @@ func TestHAPerformance(t *testing.T) {
 		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
 	}
 	pg := pgtest.Start(t)
-	perRoute := map[string]time.Duration{}
+	perRoute := map[string]time.Duration{}    // rtbhd's own
+	withServer := map[string]time.Duration{} // rtbhd's and PostgreSQL's
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {
 			cfg := newDaemonConfig(t, t.TempDir())
@@ -609,18 +611,20 @@ func TestHAPerformance(t *testing.T) {
 			pgAfter, _ := pg.CPU()
 			cpu := after - before
 			perRoute[driver] = cpu / time.Duration(n)
+			withServer[driver] = (cpu + pgAfter - pgBefore) / time.Duration(n)
 			t.Logf("%s: %d adds on BIRD in %s, rtbhd CPU %s = %s per route; PostgreSQL server CPU meanwhile %s = %s per route",
 				driver, n, time.Since(start).Round(time.Millisecond), cpu.Round(time.Millisecond), perRoute[driver],
 				(pgAfter - pgBefore).Round(time.Millisecond), (pgAfter-pgBefore)/time.Duration(n))
 			d.stop()
 		})
 	}
-	s, p := perRoute["sqlite"], perRoute["postgres"]
+	s, p, pw := perRoute["sqlite"], perRoute["postgres"], withServer["postgres"]
 	if s == 0 || p == 0 {
 		t.Fatal("a run did not finish")
 	}
-	t.Logf("CPU per route: SQLite %s, PostgreSQL %s (%.2fx)", s, p, float64(p)/float64(s))
-	if p > 2*s {
-		t.Errorf("PostgreSQL costs %.2fx SQLite's CPU per route, target <= 2x", float64(p)/float64(s))
+	t.Logf("CPU per route: SQLite %s; PostgreSQL: rtbhd %s (%.2fx), rtbhd + server %s (%.2fx)",
+		s, p, float64(p)/float64(s), pw, float64(pw)/float64(s))
+	if pw > 2*s {
+		t.Errorf("PostgreSQL costs %.2fx SQLite's CPU per route (rtbhd + server), target <= 2x", float64(pw)/float64(s))
 	}
 }
