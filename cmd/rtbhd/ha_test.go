@@ -591,7 +591,7 @@ func TestHAPerformance(t *testing.T) {
 		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
 	}
 	pg := pgtest.Start(t)
-	perRoute := map[string]time.Duration{}    // rtbhd's own
+	perRoute := map[string]time.Duration{}   // rtbhd's own
 	withServer := map[string]time.Duration{} // rtbhd's and PostgreSQL's
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {
