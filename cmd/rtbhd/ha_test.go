@@ -282,7 +282,7 @@ func TestHAPropagation(t *testing.T) {
 	if !instances["a"] || !instances["b"] {
 		t.Fatalf("audit rows written by instances %v, want a and b", instances)
 	}
-	if m := h.a.metrics(); !strings.Contains(m, `rtbh_instance_info{driver="postgres",instance="a"} 1`) || !strings.Contains(m, "rtbh_store_up 1") {
+	if m := h.a.metrics(); !strings.Contains(m, `rtbh_instance_info{driver="postgres",ha_instance="a"} 1`) || !strings.Contains(m, "rtbh_store_up 1") {
 		t.Fatalf("A's metrics lack the instance info or rtbh_store_up 1:\n%s", grepLines(m, "rtbh_instance_info", "rtbh_store"))
 	}
 }

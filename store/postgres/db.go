@@ -121,7 +121,6 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*DB, error) {
 	if cfg.Password != "" {
 		pc.ConnConfig.Password = cfg.Password
 	}
-	pc.MaxConns = max(pc.MaxConns, 8)
 	// Fail fast on an unreachable server: writes answer UNAVAILABLE.
 	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > 5*time.Second {
 		pc.ConnConfig.ConnectTimeout = 5 * time.Second

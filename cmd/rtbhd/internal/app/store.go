@@ -43,8 +43,8 @@ func (a *App) openStore() error {
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "rtbh_instance_info",
-		Help:        "This rtbhd: its ha.instance and store.driver.",
-		ConstLabels: prometheus.Labels{"instance": cfg.HA.Instance, "driver": cfg.Store.Driver},
+		Help:        "This rtbhd: its ha.instance (label ha_instance: Prometheus owns \"instance\") and store.driver.",
+		ConstLabels: prometheus.Labels{"ha_instance": cfg.HA.Instance, "driver": cfg.Store.Driver},
 	})
 	info.Set(1)
 	a.reg.MustRegister(info,
