@@ -60,7 +60,11 @@
 // and hands them to the decision path (detector.Manager.Sync), which
 // applies them to its active set, expiry heap, committed view, watchers and
 // BGP. On every (re)connect it first resyncs fully from the store, so an
-// instance that missed notifications converges by itself.
+// instance that missed notifications converges by itself. Instances tell
+// their own changes from others' by ha.instance, so the names must differ:
+// a listener that finds another connected under its name (the
+// application_name "rtbhd listener NAME") refuses to follow and says so,
+// and that instance stays down (/healthz 503) until it is renamed.
 //
 // # Fail static
 //

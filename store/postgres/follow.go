@@ -98,6 +98,10 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 	cc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
 	}
+	// Instances tell their own changes from others' by name: two with one
+	// name would miss each other's. The listener's application_name shows
+	// whether another instance already listens under this one.
+	cc.RuntimeParams["application_name"] = listenerName(db.instance)
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	conn, err := pgx.ConnectConfig(cctx, cc)
 	cancel()
@@ -105,6 +109,14 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 		return fmt.Errorf("connecting the listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	var twins int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
+		listenerName(db.instance)).Scan(&twins); err != nil {
+		return fmt.Errorf("looking for other instances named %q: %w", db.instance, err)
+	}
+	if twins > 0 {
+		return fmt.Errorf("another rtbhd is connected as ha.instance %q: give each instance its own name (not following the store meanwhile)", db.instance)
+	}
 	if _, err := conn.Exec(ctx, `LISTEN `+Channel); err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
@@ -181,6 +193,8 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 		db.follow.syncedAt.Store(time.Now().UnixNano())
 	}
 }
+
+func listenerName(instance string) string { return "rtbhd listener " + instance }
 
 // changes reads, in one snapshot, the blackhole rows changed after seq and
 // the reports stored after rep that this instance needs: those other

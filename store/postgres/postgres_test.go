@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/store/postgres/pgtest"
 	"github.com/rtbh/rtbh/store/storetest"
 )
@@ -157,3 +159,36 @@ func TestOutageIsUnavailable(t *testing.T) {
 		t.Fatalf("active = %+v, %v; want both", active, err)
 	}
 }
+
+// Two instances with one ha.instance would miss each other's changes: the
+// second one's listener refuses to follow, and says why.
+func TestDuplicateInstanceName(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	a, b := open(t, dsn, "rs1"), open(t, dsn, "rs1")
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { a.Follow(ctx, nopFollower{}) })
+	testkit.WaitFor(t, 10*time.Second, "the first instance following", a.Up)
+	err := b.followOnce(ctx, nopFollower{})
+	if err == nil || !strings.Contains(err.Error(), `another rtbhd is connected as ha.instance "rs1"`) {
+		t.Fatalf("second listener with the same name: %v", err)
+	}
+	if b.Up() {
+		t.Fatal("the second instance says it is up")
+	}
+}
+
+type nopFollower struct{}
+
+func (nopFollower) Resync(context.Context) error { return nil }
+func (nopFollower) Sync(ctx context.Context, fetch func(context.Context) (domain.Changes, error)) error {
+	_, err := fetch(ctx)
+	return err
+}
+func (nopFollower) LeadershipChanged() {}
