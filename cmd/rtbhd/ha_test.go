@@ -282,7 +282,7 @@ func TestHAPropagation(t *testing.T) {
 	if !instances["a"] || !instances["b"] {
 		t.Fatalf("audit rows written by instances %v, want a and b", instances)
 	}
-	if m := h.a.metrics(); !strings.Contains(m, `rtbh_instance_info{driver="postgres",ha_instance="a"} 1`) || !strings.Contains(m, "rtbh_store_up 1") {
+	if m := h.a.metrics(); !strings.Contains(m, `rtbh_instance_info{driver="postgres",ha_instance="a"} 1`) || !hasMetric(h.a, "rtbh_store_up 1") {
 		t.Fatalf("A's metrics lack the instance info or rtbh_store_up 1:\n%s", grepLines(m, "rtbh_instance_info", "rtbh_store"))
 	}
 }
@@ -297,6 +297,11 @@ func grepLines(s string, prefixes ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// hasMetric reports whether d's metrics have the sample line "name value".
+func hasMetric(d *daemon, line string) bool {
+	return slices.Contains(strings.Split(d.metrics(), "\n"), line)
 }
 
 func healthz(d *daemon) int {
@@ -338,7 +343,7 @@ func TestHAPostgresOutage(t *testing.T) {
 	h.pg.Stop()
 	for _, d := range []*daemon{h.a, h.b} {
 		testkit.WaitFor(t, 10*time.Second, "/healthz 503 and rtbh_store_up 0", func() bool {
-			return healthz(d) == http.StatusServiceUnavailable && strings.Contains(d.metrics(), "rtbh_store_up 0")
+			return healthz(d) == http.StatusServiceUnavailable && hasMetric(d, "rtbh_store_up 0")
 		})
 	}
 	for _, c := range []clients{ca, cb} {
@@ -380,6 +385,14 @@ func TestHAPostgresOutage(t *testing.T) {
 	if got := h.stored(); !slices.Equal(got, want) {
 		t.Fatalf("PostgreSQL holds %v, want %v", got, want)
 	}
+	// Someone leads again: a short entry expires, once, on both.
+	const e = "198.51.100.202/32"
+	if _, err := ca.bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{Prefix: e, Reason: "short", Ttl: durationpb.New(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the short entry on both sessions", func() bool { return h.onBoth(e, true) })
+	testkit.WaitFor(t, 10*time.Second, "the short entry expired on both sessions", func() bool { return h.onBoth(e, false) })
+	testkit.WaitFor(t, 5*time.Second, "its expiry audited", func() bool { return h.auditCount(e, "expire") == 1 })
 }
 
 // TestHAConcurrentWrites: adds and removes through both instances at once
@@ -626,5 +639,51 @@ func TestHAPerformance(t *testing.T) {
 		s, p, float64(p)/float64(s), pw, float64(pw)/float64(s))
 	if pw > 2*s {
 		t.Errorf("PostgreSQL costs %.2fx SQLite's CPU per route (rtbhd + server), target <= 2x", float64(pw)/float64(s))
+	}
+}
+
+// TestHALeaderFailover: when the leader dies (kill -9), the other instance
+// takes the leadership within seconds and expires what is due, once.
+func TestHALeaderFailover(t *testing.T) {
+	h := startHA(t, nil)
+	ctx := context.Background()
+	leads := func(d *daemon) bool { return hasMetric(d, "rtbh_store_leader 1") }
+	var leader, follower *daemon
+	defer func() {
+		if t.Failed() {
+			t.Logf("A: %s\nB: %s", grepLines(h.a.metrics(), "rtbh_store"), grepLines(h.b.metrics(), "rtbh_store"))
+		}
+	}()
+	testkit.WaitFor(t, 10*time.Second, "one leader", func() bool {
+		la, lb := leads(h.a), leads(h.b)
+		switch {
+		case la && !lb:
+			leader, follower = h.a, h.b
+		case lb && !la:
+			leader, follower = h.b, h.a
+		default:
+			return false
+		}
+		return true
+	})
+	proto := routertest.ProtocolName
+	if follower == h.b {
+		proto = protoB
+	}
+	c := dial(t, follower.apiAddr(), testToken)
+	const e = "198.51.100.30/32"
+	if _, err := c.bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{Prefix: e, Reason: "short", Ttl: durationpb.New(4 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the entry on both sessions", func() bool { return h.onBoth(e, true) })
+	leader.kill9()
+	testkit.WaitFor(t, 10*time.Second, "the survivor to lead", func() bool { return leads(follower) })
+	testkit.WaitFor(t, 15*time.Second, "the entry expired on the survivor's session", func() bool {
+		rs, err := h.routes(proto)
+		return err == nil && !slices.Contains(rs, e)
+	})
+	testkit.WaitFor(t, 5*time.Second, "its expiry audited", func() bool { return h.auditCount(e, "expire") >= 1 })
+	if n := h.auditCount(e, "expire"); n != 1 {
+		t.Fatalf("%d expire rows, want 1", n)
 	}
 }

@@ -50,9 +50,18 @@ func (a *App) openStore() error {
 	a.reg.MustRegister(info,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rtbh_store_up",
-			Help: "1 while the store works (PostgreSQL: reachable, listener connected, writes committing); 0 = announcing the last known set.",
+			Help: "Whether the store works (PostgreSQL: reachable, listener connected, writes committing): 1 yes, 0 = announcing the last known set.",
 		}, func() float64 {
 			if a.storeUp() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rtbh_store_leader",
+			Help: "Whether this instance does the once-only work (expiry, report fusion, retention): 1 yes; always 1 on SQLite.",
+		}, func() float64 {
+			if a.pg == nil || a.pg.Leader() {
 				return 1
 			}
 			return 0
