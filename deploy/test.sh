@@ -49,6 +49,9 @@ go test -count=1 -run '^TestRestartKeepsProtectionAtScale$' -v ./cmd/rtbhd -rtbh
 step "HA: kill -9 of one of two rtbhd on PostgreSQL with 20,000 routes, BIRD sampled every <= 20 ms; 100,000 adds on PostgreSQL vs SQLite (CPU per route <= 2x)"
 go test -count=1 -run '^(TestHAKill9AtScale|TestHAPerformance)$' -v ./cmd/rtbhd -rtbh.ha-scale -rtbh.ha-perf=100000
 
+step "the daemon's end-to-end suite again on PostgreSQL (store.driver: postgres, a throwaway cluster per test)"
+RTBH_TEST_STORE=postgres go test -count=1 -timeout 25m ./cmd/rtbhd
+
 step "fuzz the sFlow decoder for 60 s"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow
 

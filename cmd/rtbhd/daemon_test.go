@@ -156,9 +156,12 @@ type daemon struct {
 	exited  chan error
 }
 
-// newDaemonConfig fills a config with fresh ports in dir.
+// newDaemonConfig fills a config with fresh ports in dir. With
+// RTBH_TEST_STORE=postgres the store is a database on a throwaway
+// PostgreSQL of the test's own (see postgresStore in ha_test.go).
 func newDaemonConfig(t testing.TB, dir string) daemonConfig {
 	return daemonConfig{
+		Store: testStore(t),
 		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: testkit.FreePort(t, loopback),
 		APIPort: testkit.FreePort(t, loopback), MetricsPort: testkit.FreePort(t, loopback), SFlowPort: testkit.FreePort(t, loopback),
 		MaxActive: 200000, Threshold: 1.0, Rate: 100000, Token: sha(testToken), Partner: sha(partnerToken),

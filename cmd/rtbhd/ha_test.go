@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -38,6 +39,16 @@ var (
 	haBIRD = netip.MustParseAddr("127.0.10.2")
 	haB    = netip.MustParseAddr("127.0.10.3")
 )
+
+// testStore is the store section of newDaemonConfig: "" (SQLite at
+// daemonConfig.DB) unless RTBH_TEST_STORE=postgres, which runs the daemon
+// tests on a database of a throwaway PostgreSQL started for the test.
+func testStore(t testing.TB) string {
+	if os.Getenv("RTBH_TEST_STORE") != "postgres" {
+		return ""
+	}
+	return "  driver: postgres\n  dsn: " + pgtest.Start(t).NewDatabase(t)
+}
 
 // protoB is BIRD's BGP protocol towards instance B (routertest.ProtocolName
 // is A's).
