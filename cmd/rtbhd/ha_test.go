@@ -44,11 +44,14 @@ var (
 // daemonConfig.DB) unless RTBH_TEST_STORE=postgres, which runs the daemon
 // tests on a database of a throwaway PostgreSQL started for the test.
 func testStore(t testing.TB) string {
-	if os.Getenv("RTBH_TEST_STORE") != "postgres" {
+	if !onPostgres() {
 		return ""
 	}
 	return "  driver: postgres\n  dsn: " + pgtest.Start(t).NewDatabase(t)
 }
+
+// onPostgres reports whether RTBH_TEST_STORE=postgres.
+func onPostgres() bool { return os.Getenv("RTBH_TEST_STORE") == "postgres" }
 
 // protoB is BIRD's BGP protocol towards instance B (routertest.ProtocolName
 // is A's).

@@ -78,7 +78,7 @@ type tortureStats struct {
 //
 //	go test -count=1 -run '^TestKill9Torture$' -v ./cmd/rtbhd -rtbh.torture=100
 func TestKill9Torture(t *testing.T) {
-	if testStore(t) != "" {
+	if onPostgres() {
 		t.Skip("reads the SQLite file itself: not with RTBH_TEST_STORE=postgres")
 	}
 	speaker, birdA := netip.MustParseAddr("127.0.38.1"), netip.MustParseAddr("127.0.38.2")
