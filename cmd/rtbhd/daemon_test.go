@@ -161,11 +161,10 @@ type daemon struct {
 // PostgreSQL of the test's own (see postgresStore in ha_test.go).
 func newDaemonConfig(t testing.TB, dir string) daemonConfig {
 	return daemonConfig{
-		Store: testStore(t),
-		DB:    filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: testkit.FreePort(t, loopback),
+		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: testkit.FreePort(t, loopback),
 		APIPort: testkit.FreePort(t, loopback), MetricsPort: testkit.FreePort(t, loopback), SFlowPort: testkit.FreePort(t, loopback),
 		MaxActive: 200000, Threshold: 1.0, Rate: 100000, Token: sha(testToken), Partner: sha(partnerToken),
-		Subscribers: `"198.51.100.0/24"`,
+		Subscribers: `"198.51.100.0/24"`, Store: testStore(t),
 	}
 }
 
