@@ -2,7 +2,8 @@
 # Installs what rtbh's tests need on Debian/Ubuntu: BIRD 2 and FRR (real
 # routers for the end-to-end tests), pmacct (a real sFlow exporter), protoc
 # with the protobuf well-known types (regenerating the gRPC code),
-# Chromium (the web console's browser tests; it must start headless).
+# Chromium (the web console's browser tests; it must start headless) and
+# PostgreSQL (a throwaway cluster for the store contract and HA tests).
 #
 # Idempotent: installs only when a check of the installed result fails.
 # The checks use what was installed, not the presence of a binary: protoc
@@ -13,8 +14,12 @@
 # loudly, when it cannot install them.
 set -euo pipefail
 
-packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev)
+packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev postgresql)
 packages+=(chromium fonts-dejavu-core) # web console browser tests (readable screenshots)
+
+# PostgreSQL's server binaries (Debian: postgresql-15); the tests run
+# initdb and postgres from here (store/postgres/pgtest.BinDir).
+pgbin=/usr/lib/postgresql/15/bin
 
 # check NAME: runs the check for one dependency; 0 = usable.
 check() {
@@ -37,6 +42,23 @@ check() {
 		fi
 		rm -rf "$dir"
 		;;
+	initdb)
+		# A cluster must really initialise, as the tests do it: as the
+		# postgres user when root (postgres refuses to run as root).
+		[[ -x "$pgbin/initdb" ]] || return 1
+		local pgdir pgrc
+		pgdir=$(mktemp -d)
+		if ((EUID == 0)); then
+			chown postgres "$pgdir" 2>/dev/null || { rm -rf "$pgdir"; return 1; }
+			runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres --no-sync >"$pgdir.log" 2>&1
+		else
+			"$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres --no-sync >"$pgdir.log" 2>&1
+		fi
+		pgrc=$?
+		((pgrc == 0)) || sed 's/^/  initdb: /' "$pgdir.log" >&2
+		rm -rf "$pgdir" "$pgdir.log"
+		return $pgrc
+		;;
 	protoc-wkt)
 		local dir rc
 		dir=$(mktemp -d)
@@ -58,7 +80,7 @@ PROTO
 
 failing() {
 	local out=()
-	for c in bird bgpd vtysh pmacctd protoc-wkt chromium; do
+	for c in bird bgpd vtysh pmacctd protoc-wkt chromium initdb; do
 		check "$c" || out+=("$c")
 	done
 	echo "${out[@]}"
@@ -66,7 +88,7 @@ failing() {
 
 missing=$(failing)
 if [[ -z "$missing" ]]; then
-	echo "install-test-deps: bird, frr, pmacct, protoc (with the well-known types) and headless chromium work"
+	echo "install-test-deps: bird, frr, pmacct, protoc (with the well-known types), headless chromium and PostgreSQL's initdb work"
 	exit 0
 fi
 echo "install-test-deps: not working: $missing; installing ${packages[*]}"

@@ -2,12 +2,13 @@
 # rtbh's whole test suite, as CI runs it (.ci/run calls exactly this).
 #
 # Works on a fresh Debian machine with Go: installs what the tests need when
-# it is missing (bird2, frr, pmacct, protobuf-compiler via apt-get, see
+# it is missing (bird2, frr, pmacct, protobuf-compiler, postgresql via apt-get, see
 # deploy/install-test-deps.sh), checks formatting, vet and that the committed
 # generated gRPC code matches the .proto, runs every test including the
 # end-to-end tests against real BIRD, FRR and pmacct processes, then the
 # 100k-blackhole scale test (alone, so nothing else competes for the two
-# cores), the 20,000-route restart test against BIRD and a 60 s fuzz of the
+# cores), the 20,000-route restart test against BIRD, the HA kill -9 and
+# PostgreSQL cost tests (two rtbhd on a throwaway PostgreSQL) and a 60 s fuzz of the
 # sFlow decoder. Router tests never skip here: CI=1 makes a
 # missing router binary a failure.
 set -euo pipefail
@@ -44,6 +45,12 @@ go test -count=1 -run '^(TestScale|TestManySources)$' -v ./cmd/rtbhd -rtbh.scale
 
 step "restarts keep protection: 20,000 blackholes on BIRD through a SIGTERM and a kill -9 restart, sampled every 5 ms"
 go test -count=1 -run '^TestRestartKeepsProtectionAtScale$' -v ./cmd/rtbhd -rtbh.restart.routes=20000
+
+step "HA: kill -9 of one of two rtbhd on PostgreSQL with 20,000 routes, BIRD sampled every <= 20 ms; 100,000 adds on PostgreSQL vs SQLite (CPU per route <= 2x)"
+go test -count=1 -run '^(TestHAKill9AtScale|TestHAPerformance)$' -v ./cmd/rtbhd -rtbh.ha-scale -rtbh.ha-perf=100000
+
+step "the daemon's end-to-end suite again on PostgreSQL (store.driver: postgres, a throwaway cluster per test)"
+RTBH_TEST_STORE=postgres go test -count=1 -timeout 25m ./cmd/rtbhd
 
 step "fuzz the sFlow decoder for 60 s"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow

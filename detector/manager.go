@@ -77,6 +77,9 @@ type Manager struct {
 	wake   chan struct{} // the earliest expiry may have changed, or a resync is due
 	routeQ *routeQueue
 	resync atomic.Bool // a write failed: rebuild state from the store
+	// leader, if set, says whether this instance does the once-only work
+	// (expiry, fusion, retention) among several on a shared store (sync.go).
+	leader atomic.Pointer[func() bool]
 
 	// cmu guards the committed view, the watchers and the writes not yet
 	// settled. Lock order: mu, then cmu.
@@ -553,7 +556,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	var retry <-chan time.Time
 	for {
 		var expiry <-chan time.Time
-		if retry == nil {
+		if retry == nil && m.leads() {
 			m.mu.Lock()
 			next, ok := m.active.next()
 			m.mu.Unlock()
@@ -591,6 +594,9 @@ func (m *Manager) Run(ctx context.Context) error {
 const rebuildRetry = time.Second
 
 func (m *Manager) expireDue() {
+	if !m.leads() {
+		return
+	}
 	m.mu.Lock()
 	now := m.now().UTC()
 	var waits []func() error

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -123,6 +124,10 @@ const MaxReasonBytes = 1024
 func checkReason(r string) error {
 	if len(r) > MaxReasonBytes {
 		return refuse(KindInvalid, "reason: %d bytes, at most %d", len(r), MaxReasonBytes)
+	}
+	if strings.IndexByte(r, 0) >= 0 {
+		// PostgreSQL text cannot hold it: refused on every store alike.
+		return refuse(KindInvalid, "reason: contains a NUL byte")
 	}
 	return nil
 }

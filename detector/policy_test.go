@@ -46,6 +46,8 @@ func TestCheckAdd(t *testing.T) {
 			"reason: 1025 bytes, at most 1024"},
 		{"reason counted in bytes", Request{Prefix: pfx("198.51.100.7"), Reason: strings.Repeat("é", 513)}, 0, KindInvalid,
 			"reason: 1026 bytes, at most 1024"},
+		{"reason with a NUL byte", Request{Prefix: pfx("198.51.100.7"), Reason: "zombie\x00"}, 0, KindInvalid,
+			"reason: contains a NUL byte"},
 		{"long reason beats scope and policy", Request{Prefix: pfx("198.51.100.53"), Scope: scope, Reason: strings.Repeat("r", 2000)},
 			0, KindInvalid, "reason: 2000 bytes, at most 1024"},
 	} {

@@ -73,6 +73,9 @@ func (m *Manager) SubmitReports(ctx context.Context, who Reporter, reports []Rep
 // score reaches reports.threshold with at least reports.min_reporters
 // distinct reporters (one operator suffices), unless it is active already.
 func (m *Manager) fuse(ctx context.Context, addrs []netip.Addr, now time.Time) {
+	if !m.leads() {
+		return // the leader fuses (sync.go)
+	}
 	type hit struct {
 		addr   netip.Addr
 		score  float64
@@ -147,8 +150,8 @@ func checkReport(r Report, now time.Time) (domain.Report, error) {
 	if sr.Count == 0 {
 		sr.Count = 1
 	}
-	if len(r.Evidence) > maxEvidenceLen || !utf8.ValidString(r.Evidence) {
-		return sr, fmt.Errorf("evidence: must be UTF-8 text of at most %d bytes", maxEvidenceLen)
+	if len(r.Evidence) > maxEvidenceLen || !utf8.ValidString(r.Evidence) || strings.IndexByte(r.Evidence, 0) >= 0 {
+		return sr, fmt.Errorf("evidence: must be UTF-8 text without NUL bytes, of at most %d bytes", maxEvidenceLen)
 	}
 	sr.Evidence = r.Evidence
 	return sr, nil

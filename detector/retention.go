@@ -39,7 +39,7 @@ func (m *Manager) pruneStore(ctx context.Context) {
 	m.mu.Lock()
 	keep := m.retention
 	m.mu.Unlock()
-	if keep <= 0 {
+	if keep <= 0 || !m.leads() {
 		return
 	}
 	before := m.now().Add(-keep)

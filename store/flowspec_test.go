@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -98,3 +99,5 @@ func TestMigration5FromSchema4(t *testing.T) {
 		t.Fatalf("audit rows of the filters: %+v, %v", log, err)
 	}
 }
+
+var netipEqual = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})

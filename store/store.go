@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
@@ -83,7 +84,8 @@ type DB struct {
 	stmts  map[string]*sql.Stmt // prepared on w
 	log    *slog.Logger
 	queue  chan *pending
-	mu     sync.RWMutex // guards closed against Submit
+	inst   atomic.Pointer[string] // ha.instance stamped on audit rows
+	mu     sync.RWMutex           // guards closed against Submit
 	closed bool
 	done   chan struct{}
 }
@@ -97,7 +99,7 @@ const (
 	sqlInsertBH     = `INSERT INTO blackholes(prefix, "match", origin, reason, created_at, expires_at) VALUES(?,?,?,?,?,?)`
 	sqlExtendBH     = `UPDATE blackholes SET expires_at = ?, reason = ?, origin = ? WHERE prefix = ? AND "match" = ? AND ended_at IS NULL`
 	sqlEndBH        = `UPDATE blackholes SET ended_at = ?, end_reason = ? WHERE prefix = ? AND "match" = ? AND ended_at IS NULL`
-	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail) VALUES(?,?,?,?,?,?,?)`
+	sqlInsertAudit  = `INSERT INTO audit(at, actor, action, prefix, origin, reason, detail, instance) VALUES(?,?,?,?,?,?,?,?)`
 	sqlInsertReport = `INSERT INTO reports(address, reporter, trust, kind, observed_at, count, evidence, received_at, operator) VALUES(?,?,?,?,?,?,?,?,?)`
 	sqlUpsertAgent  = `INSERT INTO agents(agent, sampling_rate, seen_at) VALUES(?,?,?)
 		ON CONFLICT(agent) DO UPDATE SET sampling_rate = excluded.sampling_rate, seen_at = excluded.seen_at`
@@ -161,6 +163,18 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 	}
 	go db.writer()
 	return db, nil
+}
+
+// SetInstance names the rtbhd (ha.instance) that audit rows are written
+// by, unless a row names its own.
+func (db *DB) SetInstance(name string) { db.inst.Store(&name) }
+
+// Instance is the name SetInstance gave ("" before).
+func (db *DB) Instance() string {
+	if p := db.inst.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Close finishes queued writes and closes the database.
@@ -271,6 +285,8 @@ var migrations = []string{
 	// 6: ListAudit by actor, newest first, reads the actor's rows in id
 	// order instead of scanning the table.
 	`CREATE INDEX audit_actor ON audit(actor);`,
+	// 7: the ha.instance that wrote each audit row.
+	`ALTER TABLE audit ADD COLUMN instance TEXT NOT NULL DEFAULT '';`,
 }
 
 func migrate(db *sql.DB) error {
@@ -368,7 +384,7 @@ func (db *DB) commit(batch []*pending) {
 				tx.Rollback()
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			if err := apply(st, p.w); err != nil {
+			if err := apply(st, p.w, db.Instance()); err != nil {
 				if transient(err) {
 					err = unavailable(err)
 				}
@@ -403,7 +419,7 @@ func (db *DB) commit(batch []*pending) {
 	}
 }
 
-func apply(st func(string) *sql.Stmt, w *domain.Write) error {
+func apply(st func(string) *sql.Stmt, w *domain.Write, instance string) error {
 	at := w.At.UnixNano()
 	b := w.Blackhole
 	switch w.Op {
@@ -424,7 +440,11 @@ func apply(st func(string) *sql.Stmt, w *domain.Write) error {
 		}
 	}
 	for _, a := range w.Audit {
-		if _, err := st(sqlInsertAudit).Exec(at, a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail); err != nil {
+		inst := a.Instance
+		if inst == "" {
+			inst = instance
+		}
+		if _, err := st(sqlInsertAudit).Exec(at, a.Actor, a.Action, a.Prefix, a.Origin, a.Reason, a.Detail, inst); err != nil {
 			return fmt.Errorf("writing audit row: %w", err)
 		}
 	}
@@ -515,7 +535,7 @@ func (db *DB) ActiveBlackholes(ctx context.Context) ([]domain.Blackhole, error) 
 // AuditLog returns audit rows, oldest first; prefix "" means all. limit <= 0
 // means no limit.
 func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]domain.AuditEntry, error) {
-	q := `SELECT id, at, actor, action, prefix, origin, reason, detail FROM audit`
+	q := `SELECT id, at, actor, action, prefix, origin, reason, detail, instance FROM audit`
 	var args []any
 	if prefix != "" {
 		q += ` WHERE prefix = ?`
@@ -537,7 +557,7 @@ func (db *DB) AuditLog(ctx context.Context, prefix string, limit int) ([]domain.
 			a  domain.AuditEntry
 			at int64
 		)
-		if err := rows.Scan(&a.ID, &at, &a.Actor, &a.Action, &a.Prefix, &a.Origin, &a.Reason, &a.Detail); err != nil {
+		if err := rows.Scan(&a.ID, &at, &a.Actor, &a.Action, &a.Prefix, &a.Origin, &a.Reason, &a.Detail, &a.Instance); err != nil {
 			return nil, fmt.Errorf("reading audit log: %w", err)
 		}
 		a.At = time.Unix(0, at).UTC()

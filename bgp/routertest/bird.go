@@ -47,6 +47,9 @@ type BIRDConfig struct {
 	// must be named ProtocolName. LocalAddr and ListenPort must still
 	// match it.
 	Config string
+	// More is appended to the configuration after it (e.g. a second
+	// protocol bgp towards another speaker).
+	More string
 }
 
 // BIRD is a running BIRD 2.
@@ -141,6 +144,7 @@ func (b *BIRD) config() string {
 	}
 	sb.WriteString(c.Extra)
 	sb.WriteString("}\n")
+	sb.WriteString(c.More)
 	return sb.String()
 }
 

@@ -53,20 +53,29 @@ var (
 // protocol is down, e.g. after its restart timer ran out), it counts the
 // tables instead.
 func (c *RouteCounter) Count() (int, error) {
-	out, err := c.command("show protocols all " + ProtocolName)
+	n, ok, err := c.CountOf(ProtocolName)
+	if err != nil || ok {
+		return n, err
+	}
+	return c.TableCount()
+}
+
+// CountOf is Count for the BGP protocol named proto, from its channels'
+// counters only; ok is false when BIRD shows none (the protocol is down).
+func (c *RouteCounter) CountOf(proto string) (n int, ok bool, err error) {
+	out, err := c.command("show protocols all " + proto)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	ms := birdImported.FindAllStringSubmatch(out, -1)
 	if len(ms) != 2 {
-		return c.TableCount()
+		return 0, false, nil
 	}
-	n := 0
 	for _, m := range ms {
 		v, _ := strconv.Atoi(m[1])
 		n += v
 	}
-	return n, nil
+	return n, true, nil
 }
 
 // TableCount counts the speaker's routes in master4 and master6 by walking
@@ -77,6 +86,23 @@ func (c *RouteCounter) TableCount() (int, error) {
 		return 0, err
 	}
 	m := birdTotal.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("unexpected BIRD route count reply %q", out)
+	}
+	return strconv.Atoi(m[1])
+}
+
+var birdNetworks = regexp.MustCompile(`Total: \d+ of \d+ routes for (\d+) networks`)
+
+// Networks counts the distinct prefixes in master4 and master6, from any
+// protocol (static routes included): what the router can forward on,
+// whichever session taught it.
+func (c *RouteCounter) Networks() (int, error) {
+	out, err := c.command("show route count table master4 table master6")
+	if err != nil {
+		return 0, err
+	}
+	m := birdNetworks.FindStringSubmatch(out)
 	if m == nil {
 		return 0, fmt.Errorf("unexpected BIRD route count reply %q", out)
 	}

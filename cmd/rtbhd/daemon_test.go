@@ -88,10 +88,15 @@ type daemonConfig struct {
 	LogLevel    string // rtbhd --log-level; "" = debug
 	Never       string // policy.never_blackhole items; "" = "198.51.100.53"
 	MaxTracked  int    // reports.max_tracked_addresses; 0 = the default
+	Store       string // the store section's keys, indented 2 spaces; "" = path: DB (SQLite)
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`store:
+{{- if .Store}}
+{{.Store}}
+{{- else}}
   path: {{.DB}}
+{{- end}}
 bgp:
   asn: 64500
   router_id: 192.0.2.254
@@ -151,13 +156,15 @@ type daemon struct {
 	exited  chan error
 }
 
-// newDaemonConfig fills a config with fresh ports in dir.
+// newDaemonConfig fills a config with fresh ports in dir. With
+// RTBH_TEST_STORE=postgres the store is a database on a throwaway
+// PostgreSQL of the test's own (see postgresStore in ha_test.go).
 func newDaemonConfig(t testing.TB, dir string) daemonConfig {
 	return daemonConfig{
 		DB: filepath.Join(dir, "rtbhd.db"), BGPAddr: "127.0.0.1", BGPPort: testkit.FreePort(t, loopback),
 		APIPort: testkit.FreePort(t, loopback), MetricsPort: testkit.FreePort(t, loopback), SFlowPort: testkit.FreePort(t, loopback),
 		MaxActive: 200000, Threshold: 1.0, Rate: 100000, Token: sha(testToken), Partner: sha(partnerToken),
-		Subscribers: `"198.51.100.0/24"`,
+		Subscribers: `"198.51.100.0/24"`, Store: testStore(t),
 	}
 }
 

@@ -78,6 +78,9 @@ type tortureStats struct {
 //
 //	go test -count=1 -run '^TestKill9Torture$' -v ./cmd/rtbhd -rtbh.torture=100
 func TestKill9Torture(t *testing.T) {
+	if onPostgres() {
+		t.Skip("reads the SQLite file itself: not with RTBH_TEST_STORE=postgres")
+	}
 	speaker, birdA := netip.MustParseAddr("127.0.38.1"), netip.MustParseAddr("127.0.38.2")
 	cfg := newDaemonConfig(t, t.TempDir())
 	cfg.LogLevel = "info"

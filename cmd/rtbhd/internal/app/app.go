@@ -33,7 +33,17 @@ import (
 	"github.com/rtbh/rtbh/feed/sflow"
 	"github.com/rtbh/rtbh/feed/web"
 	"github.com/rtbh/rtbh/store"
+	"github.com/rtbh/rtbh/store/postgres"
 )
+
+// Store is what rtbhd uses of its store, SQLite (store.DB) or PostgreSQL
+// (postgres.DB).
+type Store interface {
+	detector.Store
+	api.AuditReader // ListAudit
+	web.History     // the console's charts
+	Close() error
+}
 
 // firingBuffer is how many detector firings may wait for the decision
 // path before new ones are dropped (and counted): the sFlow readers never
@@ -48,7 +58,8 @@ type App struct {
 	configPath string
 
 	reg     *prometheus.Registry
-	db      *store.DB
+	db      Store
+	pg      *postgres.DB // db when store.driver is postgres, else nil
 	speaker *bgp.Speaker
 	manager *detector.Manager
 	engine  *fanout.Engine
@@ -80,6 +91,7 @@ type Options struct {
 // New builds rtbhd from cfg. configPath is re-read on SIGHUP ("" = no
 // reload).
 func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Options) (*App, error) {
+	logger = logger.With("instance", cfg.HA.Instance)
 	a := &App{log: logger, cfg: cfg, configPath: configPath, reg: prometheus.NewRegistry(),
 		reloads: opts.Reload, firings: make(chan fanout.Firing, firingBuffer)}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -96,7 +108,7 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 			a.closeStore()
 		}
 	}()
-	if a.db, err = store.Open(cfg.Store.Path, logger.With("component", "store")); err != nil {
+	if err := a.openStore(); err != nil {
 		return nil, err
 	}
 	if a.speaker, err = bgp.New(bgpConfig(cfg), logger.With("component", "bgp"), a.reg); err != nil {
@@ -106,6 +118,9 @@ func New(cfg *config.Config, configPath string, logger *slog.Logger, opts Option
 		Retention: cfg.Store.Retention},
 		a.db, a.speaker, logger.With("component", "decide"), a.reg); err != nil {
 		return nil, err
+	}
+	if a.pg != nil {
+		a.manager.SetLeadership(a.pg.Leader)
 	}
 	if a.engine, err = fanout.New(fanoutConfig(cfg), a.fire, a.reg); err != nil {
 		return nil, fmt.Errorf("configuring detector: %w", err)
@@ -180,6 +195,10 @@ func Check(cfg *config.Config) error {
 func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
 	if !a.ready.Load() {
 		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	if !a.storeUp() {
+		http.Error(w, "store unavailable: announcing the last known set", http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ok")
@@ -260,6 +279,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 
 	var mid errgroup.Group
 	mid.Go(func() error { return a.manager.Run(core) })
+	if a.pg != nil {
+		mid.Go(func() error { return a.pg.Follow(core, a.manager) })
+	}
 	_, events := a.manager.Watch(core)
 	mid.Go(func() error { a.decideFirings(core, events); return nil })
 	mid.Go(func() error { a.watchSampling(core); return nil })
@@ -397,7 +419,18 @@ func (a *App) watchSampling(ctx context.Context) {
 // sampling rates the agents reported to this store (by a running or
 // earlier rtbhd) cannot serve; see fanout.SamplingWarnings.
 func SamplingWarnings(ctx context.Context, cfg *config.Config) ([]string, error) {
-	agents, err := store.ReadAgents(ctx, cfg.Store.Path)
+	var (
+		agents []domain.AgentRate
+		err    error
+	)
+	if cfg.Store.Driver == config.DriverPostgres {
+		var pc postgres.Config
+		if pc, err = postgresConfig(cfg); err == nil {
+			agents, err = postgres.ReadAgents(ctx, pc)
+		}
+	} else {
+		agents, err = store.ReadAgents(ctx, cfg.Store.Path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -505,6 +538,8 @@ func (a *App) reload(ctx context.Context) {
 	a.reportTrust.Store(math.Float64bits(cfg.Detector.ReportTrust))
 	for key, changed := range map[string]bool{
 		"store.path":         cfg.Store.Path != a.cfg.Store.Path,
+		"store.driver/dsn":   cfg.Store.Driver != a.cfg.Store.Driver || cfg.Store.DSN != a.cfg.Store.DSN || cfg.Store.PasswordFile != a.cfg.Store.PasswordFile,
+		"ha.instance":        cfg.HA.Instance != a.cfg.HA.Instance,
 		"sflow.listen":       cfg.SFlow.Listen != a.cfg.SFlow.Listen,
 		"api.listen":         cfg.API.Listen != a.cfg.API.Listen || cfg.API.TLS != a.cfg.API.TLS,
 		"metrics.listen":     cfg.Metrics.Listen != a.cfg.Metrics.Listen,

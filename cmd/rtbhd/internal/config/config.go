@@ -35,11 +35,24 @@ type Config struct {
 	API      API      `yaml:"api"`
 	Metrics  Metrics  `yaml:"metrics"`
 	Web      Web      `yaml:"web"`
+	HA       HA       `yaml:"ha"`
 }
+
+// Store drivers (store.driver).
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
 
 // Store is the store section.
 type Store struct {
-	Path string `yaml:"path" check:"nonempty"` // SQLite file, relative to the working directory unless absolute
+	Driver string `yaml:"driver" check:"store-driver"` // DriverSQLite or DriverPostgres
+	Path   string `yaml:"path" check:"nonempty"`       // SQLite file, relative to the working directory unless absolute
+	// DSN is the PostgreSQL URL (postgres://user@host:port/db?sslmode=...)
+	// of store.driver postgres; the password comes from PasswordFile or
+	// PGPASSWORD.
+	DSN          string `yaml:"dsn"`
+	PasswordFile string `yaml:"password_file"`
 	// Retention: reports, evidence and audit rows older than this are
 	// deleted (at least hourly); rows of active blackholes are kept.
 	Retention time.Duration `yaml:"retention" check:"1h.."`
@@ -186,6 +199,13 @@ type Client struct {
 	Rate        float64        `yaml:"rate" check:">0"`    // requests per second (burst = 2 x Rate)
 }
 
+// HA is the ha section: several rtbhd on one PostgreSQL.
+type HA struct {
+	// Instance names this rtbhd in logs, audit rows and metrics; default
+	// the host name.
+	Instance string `yaml:"instance"`
+}
+
 // Metrics is the metrics section.
 type Metrics struct {
 	Listen string `yaml:"listen" check:"listen-or-off"` // host:port, "" = off
@@ -233,7 +253,8 @@ func Parse(data []byte) (*Config, error) {
 // Required keys are left zero.
 func defaults() *Config {
 	return &Config{
-		Store: Store{Path: "rtbhd.db", Retention: 720 * time.Hour},
+		Store: Store{Driver: DriverSQLite, Path: "rtbhd.db", Retention: 720 * time.Hour},
+		HA:    HA{Instance: hostname()},
 		BGP: BGP{
 			ListenAddress:       "0.0.0.0",
 			ListenPort:          179,
@@ -262,6 +283,15 @@ func defaults() *Config {
 		API:     API{Listen: "127.0.0.1:50051"},
 		Metrics: Metrics{Listen: "127.0.0.1:9180"},
 	}
+}
+
+// hostname is ha.instance's default.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "rtbhd"
+	}
+	return h
 }
 
 // defaultRule is the smtp-fanout rule, as the detector defines it.

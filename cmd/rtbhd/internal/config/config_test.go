@@ -83,7 +83,8 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	// Spelled out from SPEC.md, not from defaults(), so that a changed
 	// default fails here.
 	want := &Config{
-		Store: Store{Path: "rtbhd.db", Retention: 720 * time.Hour},
+		Store: Store{Driver: "sqlite", Path: "rtbhd.db", Retention: 720 * time.Hour},
+		HA:    HA{Instance: hostname()},
 		BGP: BGP{
 			ASN:             64500,
 			RouterID:        netip.MustParseAddr("192.0.2.254"),
@@ -147,7 +148,8 @@ func TestFull(t *testing.T) {
 		return out
 	}
 	want := &Config{
-		Store: Store{Path: "/var/lib/rtbhd/rtbhd.db", Retention: 168 * time.Hour},
+		Store: Store{Driver: "sqlite", Path: "/var/lib/rtbhd/rtbhd.db", Retention: 168 * time.Hour},
+		HA:    HA{Instance: "rs1.example"},
 		BGP: BGP{
 			ASN:                 4200000000,
 			RouterID:            netip.MustParseAddr("10.0.0.1"),
@@ -426,4 +428,46 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The HA example's two configs are valid and differ only where two route
+// servers must: name and addresses.
+func TestHAExample(t *testing.T) {
+	var cfgs []*Config
+	for _, f := range []string{"rtbhd-a.yaml", "rtbhd-b.yaml"} {
+		cfg, err := Parse(haExample(t, f))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if cfg.Store.Driver != DriverPostgres || cfg.Store.DSN == "" {
+			t.Fatalf("%s: store %+v, want postgres with a dsn", f, cfg.Store)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	a, b := cfgs[0], cfgs[1]
+	a.Store.PasswordFile, b.Store.PasswordFile = "", "" // each read from its own temp dir here
+	if a.HA.Instance == b.HA.Instance || a.BGP.RouterID == b.BGP.RouterID {
+		t.Fatalf("the two route servers share ha.instance %q or router_id %s", a.HA.Instance, a.BGP.RouterID)
+	}
+	if diff := cmp.Diff(a.Store, b.Store); diff != "" {
+		t.Fatalf("the two route servers use different stores (-a +b):\n%s", diff)
+	}
+	if diff := cmp.Diff(a.BGP.Neighbors, b.BGP.Neighbors, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Fatalf("the two route servers peer with different routers (-a +b):\n%s", diff)
+	}
+}
+
+// haExample reads a config of deploy/ha with its password file pointed at
+// a readable file (the example names /etc/rtbhd/pgpassword).
+func haExample(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("../../../../deploy/ha", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "pgpassword")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []byte(strings.ReplaceAll(string(data), "/etc/rtbhd/pgpassword", pw))
 }

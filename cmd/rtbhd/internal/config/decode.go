@@ -368,6 +368,7 @@ var enums = map[string][]string{
 	"client-role":   {domain.RoleOperator, domain.RolePartner},
 	"protocol":      {ProtocolTCP, ProtocolUDP},
 	"action":        {fanout.ActionBlackhole, fanout.ActionFlowSpec, fanout.ActionLog},
+	"store-driver":  {DriverSQLite, DriverPostgres},
 }
 
 // checkString checks s against a string kind.

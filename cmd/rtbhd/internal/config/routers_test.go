@@ -47,3 +47,9 @@ func checkRouterConfig(t *testing.T, name string, args ...string) {
 		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
 	}
 }
+
+// The HA example's routers peer with both route servers.
+func TestHARouterConfigsParse(t *testing.T) {
+	checkRouterConfig(t, "bird", "-p", "-c", "../../../../deploy/ha/bird2-border.conf")
+	checkRouterConfig(t, "vtysh", "--dryrun", "-f", "../../../../deploy/ha/frr-border.conf")
+}

@@ -1,7 +1,11 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"net/url"
+	"os"
 	"strings"
 
 	"github.com/rtbh/rtbh/detector/domain"
@@ -27,6 +31,7 @@ func (d *decoder) validate(c *Config) {
 	d.tls(c)
 	d.webTLS(c)
 	d.clients(c)
+	d.store(c)
 }
 
 // webTLS: the console's login token and session cookie never cross a
@@ -214,4 +219,92 @@ func parentPath(p string) string {
 		return ""
 	}
 	return p[:i]
+}
+
+// store: the keys of each store driver, the PostgreSQL DSN and password
+// file, and ha.instance.
+func (d *decoder) store(c *Config) {
+	if name := c.HA.Instance; !d.failed("ha.instance") && !validInstance(name) {
+		d.errAt("ha.instance", "%q: must be 1 to 64 letters, digits, '.', '_' or '-'", name)
+	}
+	if d.failed("store.driver") {
+		return
+	}
+	s := c.Store
+	if s.Driver != DriverPostgres {
+		for key, set := range map[string]bool{"store.dsn": s.DSN != "", "store.password_file": s.PasswordFile != ""} {
+			if set {
+				d.errAt(key, "only with store.driver: %s", DriverPostgres)
+			}
+		}
+		return
+	}
+	if d.seen["store.path"] {
+		d.errAt("store.path", "only with store.driver: %s (%s uses store.dsn)", DriverSQLite, DriverPostgres)
+	}
+	if s.DSN == "" {
+		d.errAt("store.driver", "%s needs store.dsn", DriverPostgres)
+	} else if err := checkDSN(s.DSN); err != nil {
+		d.errAt("store.dsn", "%v", err)
+	}
+	if s.PasswordFile != "" {
+		if _, err := ReadPassword(s.PasswordFile); err != nil {
+			d.errAt("store.password_file", "%v", err)
+		}
+	}
+}
+
+// validInstance: ha.instance is a Prometheus label value and a log field;
+// keep it a plain name.
+func validInstance(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkDSN checks a postgres:// URL: scheme, host and database. A DSN in
+// key=value form is left to the driver.
+func checkDSN(dsn string) error {
+	if !strings.Contains(dsn, "://") {
+		if !strings.Contains(dsn, "=") {
+			return fmt.Errorf("%q is not a postgres:// URL or key=value list", dsn)
+		}
+		return nil
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", errors.Unwrap(err))
+	}
+	switch {
+	case u.Scheme != "postgres" && u.Scheme != "postgresql":
+		return fmt.Errorf("scheme %q: want postgres://", u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("no host (postgres://user@host:port/db)")
+	case strings.Trim(u.Path, "/") == "":
+		return fmt.Errorf("no database name (postgres://user@host:port/db)")
+	}
+	if _, ok := u.User.Password(); ok {
+		return fmt.Errorf("holds a password: put it in store.password_file or PGPASSWORD instead")
+	}
+	return nil
+}
+
+// ReadPassword reads store.password_file: its first line.
+func ReadPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read: %v", errors.Unwrap(err))
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
 }

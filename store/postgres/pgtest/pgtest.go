@@ -1,0 +1,248 @@
+// Package pgtest runs a throwaway PostgreSQL cluster for tests: initdb in a
+// temporary directory, postgres on a free loopback port, stopped and
+// removed when the test ends. As root (which postgres refuses to run as)
+// the server runs as the postgres user. The server can be stopped and
+// started again on the same data and port (outage tests).
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rtbh/rtbh/detector/domain/testkit"
+)
+
+// BinDir holds initdb and postgres (Debian's postgresql package).
+var BinDir = "/usr/lib/postgresql/15/bin"
+
+// Server is a running (or stopped) throwaway PostgreSQL.
+type Server struct {
+	t    testing.TB
+	dir  string
+	port int
+	cred *syscall.Credential
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+	dbs  int
+}
+
+// Start creates a cluster and starts PostgreSQL on 127.0.0.1 and a free
+// port. It skips the test when the binaries are missing and fails it when
+// the server does not start.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	initdb := filepath.Join(BinDir, "initdb")
+	if _, err := os.Stat(initdb); err != nil {
+		t.Skipf("PostgreSQL not installed (%s): run deploy/install-test-deps.sh", initdb)
+	}
+	dir, err := os.MkdirTemp("", "rtbh-pg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, dir: dir, port: testkit.FreePort(t, netip4Loopback)}
+	t.Cleanup(func() { s.Stop(); os.RemoveAll(dir) })
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Skipf("running as root and there is no postgres user to run PostgreSQL as: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := s.command(initdb, "-D", s.dataDir(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale", "C")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	s.Restart()
+	return s
+}
+
+var netip4Loopback = netip.MustParseAddr("127.0.0.1")
+
+func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+
+func (s *Server) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = s.dir
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	}
+	return cmd
+}
+
+// Port is the server's TCP port on 127.0.0.1.
+func (s *Server) Port() int { return s.port }
+
+// Restart starts the server (after Stop) on the same data and port and
+// waits until it accepts connections.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	if s.cmd != nil {
+		s.mu.Unlock()
+		return
+	}
+	log := &bytes.Buffer{}
+	cmd := s.command(filepath.Join(BinDir, "postgres"), "-D", s.dataDir(), "-p", strconv.Itoa(s.port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
+		"-c", "max_connections=200", "-c", "fsync=on", "-c", "synchronous_commit=on")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		s.mu.Unlock()
+		s.t.Fatalf("starting postgres: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.cmd, s.log, s.done = cmd, log, done
+	s.mu.Unlock()
+	ok := testkit.Poll(30*time.Second, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, s.DSN("postgres"))
+		if err != nil {
+			return false
+		}
+		c.Close(ctx)
+		return true
+	})
+	select {
+	case <-done:
+		ok = false
+	default:
+	}
+	if !ok {
+		s.t.Fatalf("postgres did not start:\n%s", s.Log())
+	}
+}
+
+// Stop stops the server (fast shutdown: clients are disconnected) and
+// waits for it to exit. Idempotent.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Log returns what postgres wrote to stderr.
+func (s *Server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.log == nil {
+		return ""
+	}
+	return s.log.String()
+}
+
+// DSN is the URL of database db as the superuser postgres.
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), db)
+}
+
+// NewDatabase creates an empty database and returns its DSN.
+func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	s.mu.Lock()
+	s.dbs++
+	name := fmt.Sprintf("rtbh_%d", s.dbs)
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.DSN("postgres"))
+	if err != nil {
+		t.Fatalf("connecting to postgres: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating database %s: %v", name, err)
+	}
+	return s.DSN(name)
+}
+
+// CPU returns the CPU time (user + system) the server has used so far: the
+// postmaster, its live processes and those that exited.
+func (s *Server) CPU() (time.Duration, error) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return 0, fmt.Errorf("postgres is not running")
+	}
+	root := cmd.Process.Pid
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	const tick = 10 * time.Millisecond // USER_HZ = 100 on Linux
+	var total int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state ppid ... utime(14) stime(15) cutime(16) cstime(17).
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if pid != root && ppid != root {
+			continue
+		}
+		for _, k := range []int{11, 12} {
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			total += v
+		}
+		if pid == root {
+			for _, k := range []int{13, 14} {
+				v, _ := strconv.ParseInt(f[k], 10, 64)
+				total += v
+			}
+		}
+	}
+	return time.Duration(total) * tick, nil
+}
