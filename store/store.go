@@ -113,6 +113,7 @@ const (
 
 type pending struct {
 	w    *domain.Write
+	ws   []*domain.Write // SubmitAll: applied together, all or nothing (w is then nil)
 	done chan error
 }
 
@@ -315,6 +316,34 @@ func (db *DB) Submit(w *domain.Write) func() error {
 // Commit submits w and waits until it is durable.
 func (db *DB) Commit(w *domain.Write) error { return db.Submit(w)() }
 
+// SubmitAll queues ws as one unit: they are applied in order in one
+// transaction, all or nothing (a batch of blackholes committed together),
+// and the returned function waits for the outcome, as Submit's does.
+func (db *DB) SubmitAll(ws []*domain.Write) func() error {
+	p := &pending{ws: ws, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return func() error { return unavailable(ErrClosed) }
+	}
+	db.queue <- p
+	db.mu.RUnlock()
+	return func() error { return <-p.done }
+}
+
+// applyPending applies p's write, or each of its writes in order.
+func applyPending(st func(string) *sql.Stmt, p *pending) error {
+	if p.ws == nil {
+		return apply(st, p.w)
+	}
+	for _, w := range p.ws {
+		if err := apply(st, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (db *DB) writer() {
 	defer close(db.done)
 	batch := make([]*pending, 0, maxBatch)
@@ -357,7 +386,7 @@ func (db *DB) commit(batch []*pending) {
 				tx.Rollback()
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			if err := apply(st, p.w); err != nil {
+			if err := applyPending(st, p); err != nil {
 				if transient(err) {
 					err = unavailable(err)
 				}
