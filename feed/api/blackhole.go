@@ -71,9 +71,28 @@ func (id *identity) seesEvent(ev detector.Event) bool {
 }
 
 func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlackholeRequest) (*rtbhv1.AddBlackholeResponse, error) {
-	id, p, err := callerAndPrefix(ctx, req.GetPrefix())
+	id, err := caller(ctx)
 	if err != nil {
 		return nil, err
+	}
+	dreq, err := addRequest(id, req)
+	if err != nil {
+		return nil, err
+	}
+	bh, change, err := b.s.backend.Add(ctx, dreq)
+	if err != nil {
+		return nil, b.s.backendError(ctx, "add blackhole", err)
+	}
+	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
+}
+
+// addRequest turns one add (AddBlackhole, an item of AddBlackholes) of id
+// into the decision path's request; a malformed prefix or ttl is refused
+// here with INVALID_ARGUMENT.
+func addRequest(id *identity, req *rtbhv1.AddBlackholeRequest) (detector.Request, error) {
+	p, err := domain.ParsePrefix(req.GetPrefix())
+	if err != nil {
+		return detector.Request{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
 	}
 	dreq := detector.Request{
 		Prefix: p,
@@ -84,16 +103,12 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 	}
 	if req.Ttl != nil { // absent = policy default (TTL 0)
 		if err := req.Ttl.CheckValid(); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
+			return detector.Request{}, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
 		}
 		// An explicit ttl <= 0 is refused by the backend (HasTTL).
 		dreq.TTL, dreq.HasTTL = req.Ttl.AsDuration(), true
 	}
-	bh, change, err := b.s.backend.Add(ctx, dreq)
-	if err != nil {
-		return nil, b.s.backendError(ctx, "add blackhole", err)
-	}
-	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
+	return dreq, nil
 }
 
 func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.RemoveBlackholeRequest) (*rtbhv1.RemoveBlackholeResponse, error) {
@@ -101,35 +116,26 @@ func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.Remo
 	if err != nil {
 		return nil, err
 	}
-	rreq := detector.RemoveRequest{
-		Prefix: p,
-		Reason: req.GetReason(),
-		Actor:  id.Name,
-		Scope:  id.scope(),
-	}
-	if id.Role == RolePartner {
-		rreq.Owner = id.origin() // partners remove only their own entries
-	}
-	_, err = b.s.backend.Remove(ctx, rreq)
+	_, err = b.s.backend.Remove(ctx, removeRequest(id, p, req.GetReason()))
 	if err != nil {
 		return nil, b.s.backendError(ctx, "remove blackhole", err)
 	}
 	return &rtbhv1.RemoveBlackholeResponse{}, nil
 }
 
-func (b *blackholeService) ListBlackholes(ctx context.Context, _ *rtbhv1.ListBlackholesRequest) (*rtbhv1.ListBlackholesResponse, error) {
-	id, err := caller(ctx)
-	if err != nil {
-		return nil, err
+// removeRequest is one removal (RemoveBlackhole, an item of
+// RemoveBlackholes) of p by id.
+func removeRequest(id *identity, p netip.Prefix, reason string) detector.RemoveRequest {
+	rreq := detector.RemoveRequest{
+		Prefix: p,
+		Reason: reason,
+		Actor:  id.Name,
+		Scope:  id.scope(),
 	}
-	active := b.s.backend.Active()
-	resp := &rtbhv1.ListBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, 0, len(active))}
-	for _, bh := range active {
-		if id.sees(bh) {
-			resp.Blackholes = append(resp.Blackholes, blackholeToProto(bh))
-		}
+	if id.Role == RolePartner {
+		rreq.Owner = id.origin() // partners remove only their own entries
 	}
-	return resp, nil
+	return rreq
 }
 
 func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, stream grpc.ServerStreamingServer[rtbhv1.WatchBlackholesResponse]) error {

@@ -36,14 +36,16 @@ var publicServices = map[string]bool{
 // roleTable says which roles may call each rtbh.v1 method (SPEC.md's
 // table). A method missing here is refused to everyone.
 var roleTable = map[string][]string{
-	rtbhv1.BlackholeService_AddBlackhole_FullMethodName:    {RoleOperator, RolePartner}, // partner: inside its prefixes
-	rtbhv1.BlackholeService_RemoveBlackhole_FullMethodName: {RoleOperator, RolePartner}, // partner: inside its prefixes
-	rtbhv1.BlackholeService_ListBlackholes_FullMethodName:  {RoleOperator, RolePartner},
-	rtbhv1.BlackholeService_WatchBlackholes_FullMethodName: {RoleOperator, RolePartner},
-	rtbhv1.ReportService_SubmitReports_FullMethodName:      {RoleOperator, RolePartner},
-	rtbhv1.StatusService_ListNeighbors_FullMethodName:      {RoleOperator},
-	rtbhv1.StatusService_GetOffender_FullMethodName:        {RoleOperator},
-	rtbhv1.StatusService_ListOffenders_FullMethodName:      {RoleOperator},
+	rtbhv1.BlackholeService_AddBlackhole_FullMethodName:     {RoleOperator, RolePartner}, // partner: inside its prefixes
+	rtbhv1.BlackholeService_RemoveBlackhole_FullMethodName:  {RoleOperator, RolePartner}, // partner: inside its prefixes
+	rtbhv1.BlackholeService_ListBlackholes_FullMethodName:   {RoleOperator, RolePartner},
+	rtbhv1.BlackholeService_WatchBlackholes_FullMethodName:  {RoleOperator, RolePartner},
+	rtbhv1.BlackholeService_AddBlackholes_FullMethodName:    {RoleOperator, RolePartner}, // per item as AddBlackhole
+	rtbhv1.BlackholeService_RemoveBlackholes_FullMethodName: {RoleOperator, RolePartner}, // per item as RemoveBlackhole
+	rtbhv1.ReportService_SubmitReports_FullMethodName:       {RoleOperator, RolePartner},
+	rtbhv1.StatusService_ListNeighbors_FullMethodName:       {RoleOperator},
+	rtbhv1.StatusService_GetOffender_FullMethodName:         {RoleOperator},
+	rtbhv1.StatusService_ListOffenders_FullMethodName:       {RoleOperator},
 }
 
 // needsCredentials selects the calls that go through auth, role check and
