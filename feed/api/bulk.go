@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,8 +30,9 @@ const (
 	MaxPageSize     = 10000
 )
 
-// rejected is the RejectedItem of a refused item: the code name and message
-// the single call would have answered.
+// rejected is the RejectedItem of a refused item: the code name
+// (INVALID_ARGUMENT, as google.rpc.Code spells it) and message the single
+// call would have answered.
 func rejected(i int, err error) *rtbhv1.RejectedItem {
 	c := codes.InvalidArgument
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
@@ -42,7 +44,7 @@ func rejected(i int, err error) *rtbhv1.RejectedItem {
 	if st, ok := status.FromError(err); ok {
 		msg = st.Message()
 	}
-	return &rtbhv1.RejectedItem{Index: uint32(i), Code: c.String(), Reason: msg}
+	return &rtbhv1.RejectedItem{Index: uint32(i), Code: code.Code(c).String(), Reason: msg}
 }
 
 // checkBatchSize refuses a call of more than detector.MaxBatchItems items.

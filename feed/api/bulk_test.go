@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -56,7 +57,7 @@ func singleAdds(t *testing.T, a *apiClients, ctx context.Context, reqs []*rtbhv1
 		resp, err := a.bh.AddBlackhole(ctx, r)
 		if err != nil {
 			st := status.Convert(err)
-			out = append(out, item{Index: i, Code: st.Code().String(), Reason: st.Message()})
+			out = append(out, item{Index: i, Code: code.Code(st.Code()).String(), Reason: st.Message()})
 			continue
 		}
 		out = append(out, item{Index: i, Prefix: resp.Blackhole.Prefix})
@@ -190,7 +191,7 @@ func TestRemoveBlackholesPerItem(t *testing.T) {
 	for _, r := range resp.Rejected {
 		got = append(got, fmt.Sprintf("%d %s", r.Index, r.Code))
 	}
-	want := []string{"1 InvalidArgument", "2 PermissionDenied", "3 PermissionDenied", "4 NotFound", "6 NotFound"}
+	want := []string{"1 INVALID_ARGUMENT", "2 PERMISSION_DENIED", "3 PERMISSION_DENIED", "4 NOT_FOUND", "6 NOT_FOUND"}
 	if diff := cmp.Diff(want, got); diff != "" || resp.Removed != 2 {
 		t.Fatalf("removed %d; rejected (-want +got):\n%s", resp.Removed, diff)
 	}
