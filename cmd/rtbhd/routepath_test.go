@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/detector/domain/testkit"
@@ -168,7 +172,44 @@ func TestRoutePathCPU(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	// The floor of a single call: the standard health check, no store, no
+	// route, at the same concurrency.
 	w = startWatch(t, pid)
+	load(func(c clients, _ string) error {
+		_, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+	cpu, wall = w.stop(t)
+	floor := routeFigure{"rtbhd health Check (gRPC floor)", cpu, wall, n}
+
+	// RTBH_ROUTEPATH_PROFILE=DIR: a 5 s CPU profile of rtbhd at the start
+	// of each rtbhd phase, in DIR/<phase>.pprof.
+	profile := func(name string) func() {
+		dir := os.Getenv("RTBH_ROUTEPATH_PROFILE")
+		if dir == "" {
+			return func() {}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", cfg.MetricsPort))
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(dir, name+".pprof"))
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			io.Copy(f, resp.Body)
+			f.Close()
+		}()
+		return func() { <-done }
+	}
+	w = startWatch(t, pid)
+	prof := profile("add")
 	load(func(c clients, p string) error {
 		_, err := c.bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{Prefix: p, Reason: "route path"})
 		return err
@@ -176,7 +217,9 @@ func TestRoutePathCPU(t *testing.T) {
 	waitBIRD(t, bird, n, timeout)
 	cpu, wall = w.stop(t)
 	figs = append(figs, routeFigure{"rtbhd AddBlackhole (20 in flight)", cpu, wall, n})
+	prof()
 	w = startWatch(t, pid)
+	prof = profile("remove")
 	load(func(c clients, p string) error {
 		_, err := c.bh.RemoveBlackhole(ctx, &rtbhv1.RemoveBlackholeRequest{Prefix: p, Reason: "route path"})
 		return err
@@ -184,6 +227,7 @@ func TestRoutePathCPU(t *testing.T) {
 	waitBIRD(t, bird, 0, timeout)
 	cpu, wall = w.stop(t)
 	figs = append(figs, routeFigure{"rtbhd RemoveBlackhole (20 in flight)", cpu, wall, n})
+	prof()
 
 	// The import: rtbhctl add --file, then remove --file.
 	file := filepath.Join(t.TempDir(), "import.txt")
@@ -197,10 +241,12 @@ func TestRoutePathCPU(t *testing.T) {
 		}
 	}
 	w = startWatch(t, pid)
+	prof = profile("addfile")
 	ctl("add", "--file", file, "--reason", "import")
 	waitBIRD(t, bird, n, timeout)
 	cpu, wall = w.stop(t)
 	fileAdd := routeFigure{"rtbhd via rtbhctl add --file", cpu, wall, n}
+	prof()
 	w = startWatch(t, pid)
 	ctl("remove", "--file", file, "--reason", "import")
 	waitBIRD(t, bird, 0, timeout)
@@ -219,6 +265,8 @@ func TestRoutePathCPU(t *testing.T) {
 		fmt.Fprintf(&report, "  %-40s %10s %12.1f %10.2f %12s (%.2fx bare wall)\n", f.name, f.cpu.Round(time.Millisecond), f.perRoute(),
 			f.perRoute()/anchor.perRoute(), f.wall.Round(time.Millisecond), f.wall.Seconds()/anchor.wall.Seconds())
 	}
+	fmt.Fprintf(&report, "  %-40s %10s %12.1f %10.2f %12s (per call, no route)\n", floor.name, floor.cpu.Round(time.Millisecond), floor.perRoute(),
+		floor.perRoute()/bareAdd.perRoute(), floor.wall.Round(time.Millisecond))
 	t.Log(report.String())
 	miss := t.Logf
 	if *routePathStrict {
