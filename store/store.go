@@ -86,6 +86,8 @@ type DB struct {
 	mu     sync.RWMutex // guards closed against Submit
 	closed bool
 	done   chan struct{}
+
+	ckptStop, ckptDone chan struct{} // the checkpointer's
 }
 
 // Statements the writer runs for every write, prepared once on its one
@@ -161,7 +163,46 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 		db.stmts[q] = st
 	}
 	go db.writer()
+	db.ckptStop, db.ckptDone = make(chan struct{}), make(chan struct{})
+	go db.checkpointer()
 	return db, nil
+}
+
+// checkpointEvery is how often the checkpointer copies the WAL back into
+// the database.
+const checkpointEvery = 100 * time.Millisecond
+
+// checkpointer runs passive WAL checkpoints on a reader connection until
+// Close. SQLite's automatic checkpoint runs inside the commit that fills
+// the WAL to 1,000 pages: it copies them into the database and syncs it
+// before that commit returns, and every write queued behind it waits (a
+// latency spike of tens of milliseconds at a steady load). A passive
+// checkpoint on another connection runs beside the writer instead, never
+// blocking it; run often, it copies the WAL back while it is small and,
+// whenever the writer pauses, completely, so that the next write restarts
+// the WAL from its beginning and the automatic checkpoint is not reached.
+// It stays on as the fallback (a sustained bulk load, a full disk).
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-db.ckptStop:
+			return
+		case <-tick.C:
+		}
+		var busy, frames, done int
+		err := db.r.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done)
+		switch {
+		case err != nil && !failing:
+			db.log.Warn("store: WAL checkpoint failed; retrying", "err", err)
+			failing = true
+		case err == nil:
+			failing = false
+		}
+	}
 }
 
 // Close finishes queued writes and closes the database.
@@ -175,6 +216,8 @@ func (db *DB) Close() error {
 	close(db.queue)
 	db.mu.Unlock()
 	<-db.done
+	close(db.ckptStop)
+	<-db.ckptDone
 	for _, st := range db.stmts {
 		st.Close()
 	}
