@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -108,11 +111,34 @@ func TestAddLatencyAfterReports(t *testing.T) {
 		_, err := healthpb.NewHealthClient(conns[i%4].conn).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	})
+	// RTBH_LATENCY_TRACE=FILE: a 3 s execution trace of rtbhd during the adds.
+	traced := make(chan struct{})
+	if path := os.Getenv("RTBH_LATENCY_TRACE"); path != "" {
+		go func() {
+			defer close(traced)
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/trace?seconds=3", cfg.MetricsPort))
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(path)
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			io.Copy(f, resp.Body)
+			f.Close()
+		}()
+	} else {
+		close(traced)
+	}
 	adds := paced(t, 1000, run, func(i int) error {
 		_, err := conns[i%4].bh.AddBlackhole(ctx, &rtbhv1.AddBlackholeRequest{
 			Prefix: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String(), Reason: "latency"})
 		return err
 	})
+	<-traced
 	t.Logf("at 1,000 requests/s after %d stored reports:\n  AddBlackhole:      %s\n  health Check floor: %s", reports, adds, floor)
 	if p99 := adds.q(0.99); p99 > 5*time.Millisecond {
 		miss := t.Logf
