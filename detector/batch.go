@@ -51,9 +51,9 @@ func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []R
 		return nil, nil, errBatchTooLarge(len(reqs))
 	}
 	var (
-		accepted []Accepted
+		accepted = make([]Accepted, 0, len(reqs))
 		refused  []Refused
-		ds       []decision
+		ds       = make([]decision, 0, len(reqs))
 	)
 	m.mu.Lock()
 	if m.stale {
@@ -92,9 +92,9 @@ func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Acce
 		return nil, nil, errBatchTooLarge(len(reqs))
 	}
 	var (
-		accepted []Accepted
+		accepted = make([]Accepted, 0, len(reqs))
 		refused  []Refused
-		ds       []decision
+		ds       = make([]decision, 0, len(reqs))
 	)
 	m.mu.Lock()
 	if m.stale {

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -143,19 +146,14 @@ func (c *cli) addFile(ctx context.Context, name string, ttl *durationpb.Duration
 		items[i] = &rtbhv1.AddBlackholeRequest{Prefix: l.Prefix, Ttl: ttl, Reason: reason}
 	}
 	client := rtbhv1.NewBlackholeServiceClient(c.conn)
-	added := 0
-	for _, b := range batches(len(items), func(i int) int { return proto.Size(items[i]) }) {
-		cctx, cancel := c.callCtx(ctx, false)
-		resp, err := client.AddBlackholes(cctx, &rtbhv1.AddBlackholesRequest{Items: items[b[0]:b[1]]})
-		cancel()
-		if err != nil {
-			return c.partial(err, "added", added, len(lines), lines[b[0]].Line)
-		}
-		added += len(resp.Blackholes)
-		for _, r := range resp.Rejected {
-			l := lines[b[0]+int(r.Index)]
-			rejects = append(rejects, fileReject{Line: l.Line, Prefix: l.Prefix, Code: r.Code, Reason: r.Reason})
-		}
+	added, refused, err := c.sendBatches(ctx, lines, batches(len(items), func(i int) int { return proto.Size(items[i]) }),
+		func(ctx context.Context, b [2]int) (int, []*rtbhv1.RejectedItem, error) {
+			resp, err := client.AddBlackholes(ctx, &rtbhv1.AddBlackholesRequest{Items: items[b[0]:b[1]]})
+			return len(resp.GetBlackholes()), resp.GetRejected(), err
+		})
+	rejects = append(rejects, refused...)
+	if err != nil {
+		return c.partial(err, "added", added, len(lines))
 	}
 	return c.fileSummary(fileSummary{Lines: total, Added: added, Rejected: rejects}, "added", added)
 }
@@ -171,29 +169,87 @@ func (c *cli) removeFile(ctx context.Context, name, reason string) error {
 		prefixes[i] = l.Prefix
 	}
 	client := rtbhv1.NewBlackholeServiceClient(c.conn)
-	removed := 0
-	for _, b := range batches(len(prefixes), func(i int) int { return len(prefixes[i]) }) {
-		cctx, cancel := c.callCtx(ctx, false)
-		resp, err := client.RemoveBlackholes(cctx, &rtbhv1.RemoveBlackholesRequest{Prefixes: prefixes[b[0]:b[1]], Reason: reason})
-		cancel()
-		if err != nil {
-			return c.partial(err, "removed", removed, len(lines), lines[b[0]].Line)
-		}
-		removed += int(resp.Removed)
-		for _, r := range resp.Rejected {
-			l := lines[b[0]+int(r.Index)]
-			rejects = append(rejects, fileReject{Line: l.Line, Prefix: l.Prefix, Code: r.Code, Reason: r.Reason})
-		}
+	removed, refused, err := c.sendBatches(ctx, lines, batches(len(prefixes), func(i int) int { return len(prefixes[i]) }),
+		func(ctx context.Context, b [2]int) (int, []*rtbhv1.RejectedItem, error) {
+			resp, err := client.RemoveBlackholes(ctx, &rtbhv1.RemoveBlackholesRequest{Prefixes: prefixes[b[0]:b[1]], Reason: reason})
+			return int(resp.GetRemoved()), resp.GetRejected(), err
+		})
+	rejects = append(rejects, refused...)
+	if err != nil {
+		return c.partial(err, "removed", removed, len(lines))
 	}
 	return c.fileSummary(fileSummary{Lines: total, Removed: removed, Rejected: rejects}, "removed", removed)
 }
 
-// partial reports a call that failed after earlier batches succeeded:
-// those stay committed, the rest was not sent.
-func (c *cli) partial(err error, verb string, done, total, line int) error {
-	if done > 0 {
-		fmt.Fprintf(c.stderr, "rtbhctl: %s %d of %d before the call from line %d failed; the rest was not sent\n", verb, done, total, line)
+// batchesInFlight is how many batch calls rtbhctl keeps open at once, so
+// that rtbhd decides and commits one while the next travels and is
+// decoded. A prefix listed twice in different batches may be decided in
+// either order.
+const batchesInFlight = 2
+
+// sendBatches sends every batch of lines with send, batchesInFlight at a
+// time, and returns how many items were accepted and the refused ones (by
+// line). After a failed call no further batch is sent; the accepted count
+// still includes every batch that succeeded (those are committed).
+func (c *cli) sendBatches(ctx context.Context, lines []fileLine, bs [][2]int,
+	send func(context.Context, [2]int) (int, []*rtbhv1.RejectedItem, error)) (int, []fileReject, error) {
+	type result struct {
+		n   int
+		rej []*rtbhv1.RejectedItem
+		err error
 	}
+	results := make([]result, len(bs))
+	sem := make(chan struct{}, batchesInFlight)
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+	)
+	for i, b := range bs {
+		sem <- struct{}{}
+		if failed.Load() {
+			results[i].err = errNotSent
+			<-sem
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			cctx, cancel := c.callCtx(ctx, false)
+			defer cancel()
+			n, rej, err := send(cctx, b)
+			if err != nil {
+				failed.Store(true)
+			}
+			results[i] = result{n, rej, err}
+		})
+	}
+	wg.Wait()
+	var (
+		accepted int
+		rejects  []fileReject
+		firstErr error
+	)
+	for i, r := range results {
+		if r.err != nil {
+			if firstErr == nil && !errors.Is(r.err, errNotSent) {
+				firstErr = r.err
+			}
+			continue
+		}
+		accepted += r.n
+		for _, x := range r.rej {
+			l := lines[bs[i][0]+int(x.Index)]
+			rejects = append(rejects, fileReject{Line: l.Line, Prefix: l.Prefix, Code: x.Code, Reason: x.Reason})
+		}
+	}
+	return accepted, rejects, firstErr
+}
+
+var errNotSent = errors.New("not sent")
+
+// partial reports a call that failed: the batches that succeeded stay
+// committed, the ones after the failure were not sent.
+func (c *cli) partial(err error, verb string, done, total int) error {
+	fmt.Fprintf(c.stderr, "rtbhctl: %s %d of %d prefixes before a call failed; the batches after it were not sent\n", verb, done, total)
 	return err
 }
 

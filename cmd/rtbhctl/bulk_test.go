@@ -206,3 +206,32 @@ func TestFileUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// Items with long reasons are split by size under rtbhd's 4 MiB message
+// limit; a call that fails anyway stops the import and says how far it got.
+func TestAddFileBatchBytes(t *testing.T) {
+	defer func(n, b int) { maxBatchItems, maxBatchBytes = n, b }(maxBatchItems, maxBatchBytes)
+	d := startDaemon(t, nil) // max_active 1000
+	g := []string{"--addr", d.addr, "--token", opToken}
+	var file strings.Builder
+	for i := range 6000 {
+		fmt.Fprintf(&file, "2001:db8:%x::1\n", i)
+	}
+	path := filepath.Join(t.TempDir(), "long.txt")
+	if err := os.WriteFile(path, []byte(file.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reason := strings.Repeat("r", 1000) // 6,000 items of ~1 KB: 6 MB in all
+	code, out, errs := ctl(t, append(g, "add", "--file", path, "--reason", reason)...)
+	if code != exitRefused || out != "added 1000 of 6000 lines, 5000 rejected\n" || strings.Contains(errs, "before a call failed") {
+		t.Fatalf("split by size: exit %d, %q, stderr %.300q", code, out, errs)
+	}
+	if !strings.Contains(errs, "RESOURCE_EXHAUSTED: max_active (1000)") {
+		t.Fatalf("rejects beyond max_active not reported: %.300q", errs)
+	}
+	maxBatchItems, maxBatchBytes = 5000, 1<<30 // a 5 MB call: refused by rtbhd
+	code, _, errs = ctl(t, append(g, "add", "--file", path, "--reason", reason)...)
+	if code != exitRefused || !strings.Contains(errs, "before a call failed") || !strings.Contains(errs, "RESOURCE_EXHAUSTED") {
+		t.Fatalf("oversized call: exit %d, stderr %.300q", code, errs)
+	}
+}

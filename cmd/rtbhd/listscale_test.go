@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -60,7 +62,27 @@ func TestListScale(t *testing.T) {
 		}
 		return string(out), time.Since(start)
 	}
+	// RTBH_LISTSCALE_PROFILE=FILE: a 5 s CPU profile of rtbhd during the import.
+	profiled := make(chan struct{})
+	if prof := os.Getenv("RTBH_LISTSCALE_PROFILE"); prof != "" {
+		go func() {
+			defer close(profiled)
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", cfg.MetricsPort))
+			if err != nil {
+				t.Log(err)
+				return
+			}
+			defer resp.Body.Close()
+			if f, err := os.Create(prof); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+		}()
+	} else {
+		close(profiled)
+	}
 	out, took := ctl("add", "--file", path, "--reason", "list scale")
+	<-profiled
 	if want := fmt.Sprintf("added %d of %d lines, 0 rejected\n", n, n); out != want {
 		t.Fatalf("add --file: %q, want %q", out, want)
 	}

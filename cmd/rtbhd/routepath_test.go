@@ -248,10 +248,12 @@ func TestRoutePathCPU(t *testing.T) {
 	fileAdd := routeFigure{"rtbhd via rtbhctl add --file", cpu, wall, n}
 	prof()
 	w = startWatch(t, pid)
+	prof = profile("removefile")
 	ctl("remove", "--file", file, "--reason", "import")
 	waitBIRD(t, bird, 0, timeout)
 	cpu, wall = w.stop(t)
 	fileDel := routeFigure{"rtbhd via rtbhctl remove --file", cpu, wall, n}
+	prof()
 	figs = append(figs, fileAdd, fileDel)
 
 	var report strings.Builder
