@@ -34,7 +34,7 @@ func selfCPU(t *testing.T) time.Duration {
 
 // TestAddPathVersusStream decides how rtbhd hands routes to GoBGP v3: one
 // embedded AddPath call per route (sequential, or 8 in flight as forEach
-// does) against GoBGP's batch entry point, AddPathStream, reachable only
+// does, or 2) against GoBGP's batch entry point, AddPathStream, reachable only
 // through GoBGP's own gRPC API (served here on a unix socket), 1,000 paths a
 // message. Each variant announces N routes to a real BIRD; the figure is
 // this process's CPU (getrusage: the speaker and, for the stream, its gRPC
@@ -61,7 +61,7 @@ func TestAddPathVersusStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, variant := range []string{"AddPath sequential", "AddPath 8 in flight", "AddPathStream 1000/msg"} {
+	for _, variant := range []string{"AddPath sequential", "AddPath 2 in flight", "AddPath 8 in flight", "AddPathStream 1000/msg"} {
 		t.Run(variant, func(t *testing.T) {
 			me, rtr := testAddr(t), testAddr(t)
 			port := testkit.FreePort(t, me)
@@ -104,10 +104,10 @@ func TestAddPathVersusStream(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-			case "AddPath 8 in flight":
+			case "AddPath 2 in flight", "AddPath 8 in flight":
 				var next atomic.Int64
 				var wg sync.WaitGroup
-				for range 8 {
+				for range int(variant[8] - '0') {
 					wg.Go(func() {
 						for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 							if _, err := s.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: paths[i]}); err != nil {
