@@ -4,5 +4,8 @@
 // prefix lengths, host bits, max_active, TTL clamp, caller scope), records
 // the decision and its audit row in the store, hands route changes to BGP
 // in decision order, expires entries on time, and fuses partner reports
-// into per-address scores. It opens no sockets and runs no SQL itself.
+// into per-address scores. Batches (AddBatch, RemoveBatch) are decided item
+// by item by the same functions as single requests (decideAdd,
+// decideRemove) under one hold of the lock and written in one store unit;
+// List pages the committed set. It opens no sockets and runs no SQL itself.
 package detector

@@ -85,10 +85,6 @@ type Server struct {
 	stopping chan struct{} // closed when Serve begins to stop: ends watch streams
 }
 
-// streamWorkers is the number of gRPC stream workers: about the calls in
-// flight under load (each waits for its group commit).
-const streamWorkers = 64
-
 // Check validates cfg as New does, including loading the TLS files,
 // without building a server (for rtbhd --check).
 func Check(cfg Config) error {
@@ -140,11 +136,6 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 	opts := append(s.interceptorChain(),
 		grpc.InTapHandle(s.tapAuthenticate),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
-		// Calls run on long-lived workers whose stacks have grown already,
-		// instead of a fresh goroutine each that grows its stack on every
-		// call (~7% of a cheap call's CPU); more calls than workers still
-		// get a goroutine of their own.
-		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
