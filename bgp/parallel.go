@@ -9,11 +9,12 @@ import (
 
 // pipelineDepth is how many GoBGP calls are in flight at once for a batch.
 // GoBGP serves every AddPath/DeletePath in one goroutine, one call at a
-// time; with a single caller that goroutine sleeps while each result goes
-// back and the next request comes in (a few goroutine hand-offs per route).
-// Keeping several calls queued removes that idle time: measured 2-3x faster
-// for 100k routes on 2 cores.
-const pipelineDepth = 8
+// time; several callers keep it busy while each result goes back, but the
+// hand-offs cost CPU: against a real BIRD (TestAddPathVersusStream, 50,000
+// routes, 2 cores shared with other work) one caller took 44-52 µs of CPU
+// per route, 2 callers 52, 8 callers 51-62, at about the same wall time
+// (2.7-3.6 s). The route path is measured in CPU per route, so one caller.
+const pipelineDepth = 1
 
 // forEach calls fn for every prefix, from up to pipelineDepth goroutines
 // for large batches. It returns the prefixes for which fn failed (in no

@@ -6,5 +6,8 @@
 // in decision order, expires entries on time, and fuses partner reports
 // into per-address scores. An entry is a blackhole route or a FlowSpec
 // filter, keyed by (prefix, match) (domain.Key): both go through the same
-// path. It opens no sockets and runs no SQL itself.
+// path. Batches (AddBatch, RemoveBatch) are decided item by item by the
+// same functions as single requests (decideAdd, decideRemove) under one
+// hold of the lock and written in one store unit; List pages the committed
+// set. It opens no sockets and runs no SQL itself.
 package detector

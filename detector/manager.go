@@ -87,6 +87,9 @@ type Manager struct {
 	committed map[domain.Key]domain.Blackhole
 	watchers  *watchers
 	unsettled []*inflight // submitted writes in commit order, not yet settled
+	// listView is the committed view in List's order, built by the first
+	// List after a change (nil: to be built); guarded by cmu.
+	listView []domain.Blackhole
 }
 
 // inflight is a submitted write whose outcome is applied to the committed
@@ -238,19 +241,43 @@ func (m *Manager) waitAll(waits []func() error) {
 // refusals.
 func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Change, error) {
 	m.mu.Lock()
-	ttl, err := checkAdd(m.policy, req)
+	d, err := m.decideAdd(req, m.now().UTC())
 	if err != nil {
 		m.mu.Unlock()
 		return domain.Blackhole{}, 0, err
 	}
+	wait := m.submit(d.w, d.apply)
+	m.mu.Unlock()
+	if err := wait(); err != nil {
+		m.writeFailed(err)
+		return domain.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", d.b.Key(), err)
+	}
+	return d.b, d.change, nil
+}
+
+// decision is what decideAdd or decideRemove decided: the entry, the write
+// that records it and what to apply once that write committed.
+type decision struct {
+	b      domain.Blackhole
+	change Change
+	w      *domain.Write
+	apply  func()
+}
+
+// decideAdd is the decision of one add (Add, AddBatch): it checks req,
+// updates the active set and returns the write to submit. m.mu must be
+// held; the caller submits d.w in the same critical section.
+func (m *Manager) decideAdd(req Request, now time.Time) (decision, error) {
+	ttl, err := checkAdd(m.policy, req)
+	if err != nil {
+		return decision{}, err
+	}
 	if m.stale {
-		m.mu.Unlock()
-		return domain.Blackhole{}, 0, errRecovering
+		return decision{}, errRecovering
 	}
 	p := req.Prefix
 	match, _ := checkMatch(req.Match) // checkAdd refused a malformed one
 	key := domain.Key{Prefix: p, Match: match}
-	now := m.now().UTC()
 	expires := now.Add(ttl)
 	w := &domain.Write{At: now, Evidence: req.evidence}
 	if req.offense {
@@ -301,8 +328,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		}
 	} else {
 		if m.active.len() >= m.policy.MaxActive {
-			m.mu.Unlock()
-			return domain.Blackhole{}, 0, refuse(KindLimit, "max_active (%d) blackholes and filters are active: refusing %s", m.policy.MaxActive, key)
+			return decision{}, refuse(KindLimit, "max_active (%d) blackholes and filters are active: refusing %s", m.policy.MaxActive, key)
 		}
 		change = Added
 		b = domain.Blackhole{Prefix: p, Match: match, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
@@ -324,13 +350,7 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 		ev := Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom}
 		apply = func() { m.applyCommitted(ev) }
 	}
-	wait := m.submit(w, apply)
-	m.mu.Unlock()
-	if err := wait(); err != nil {
-		m.writeFailed(err)
-		return domain.Blackhole{}, 0, fmt.Errorf("recording blackhole %s: %w", key, err)
-	}
-	return b, change, nil
+	return decision{b: b, change: change, w: w, apply: apply}, nil
 }
 
 // Remove withdraws an active blackhole now.
@@ -338,36 +358,52 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 	if err := checkRemove(req); err != nil {
 		return domain.Blackhole{}, err
 	}
-	match, _ := checkMatch(req.Match) // checkRemove refused a malformed one
-	p := domain.Key{Prefix: req.Prefix, Match: match}
 	m.mu.Lock()
-	if m.stale {
+	d, err := m.decideRemove(req, m.now().UTC())
+	if err != nil {
 		m.mu.Unlock()
-		return domain.Blackhole{}, errRecovering
+		return domain.Blackhole{}, err
 	}
-	b, ok := m.active.get(p)
-	if !ok {
-		m.mu.Unlock()
-		if match != "" {
-			return domain.Blackhole{}, refuse(KindNotFound, "%s has no active flowspec filter %s", p.Prefix, match)
-		}
-		return domain.Blackhole{}, refuse(KindNotFound, "%s is not blackholed", p.Prefix)
-	}
-	if req.Owner != "" && b.Origin != req.Owner {
-		m.mu.Unlock()
-		return domain.Blackhole{}, refuse(KindScope, "%s belongs to %s, not to you", p, b.Origin)
-	}
-	wait := m.end(b, "removed", req.Actor, req.Reason, m.now().UTC())
+	wait := m.submit(d.w, d.apply)
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
-		return domain.Blackhole{}, fmt.Errorf("recording removal of %s: %w", p, err)
+		return domain.Blackhole{}, fmt.Errorf("recording removal of %s: %w", req.Prefix, err)
 	}
-	return b, nil
+	return d.b, nil
+}
+
+// decideRemove is the decision of one removal (Remove, RemoveBatch) that
+// passed checkRemove: it ends the entry in the active set and returns the
+// write to submit. m.mu must be held.
+func (m *Manager) decideRemove(req RemoveRequest, now time.Time) (decision, error) {
+	match, _ := checkMatch(req.Match) // checkRemove refused a malformed one
+	p := domain.Key{Prefix: req.Prefix, Match: match}
+	if m.stale {
+		return decision{}, errRecovering
+	}
+	b, ok := m.active.get(p)
+	if !ok {
+		if match != "" {
+			return decision{}, refuse(KindNotFound, "%s has no active flowspec filter %s", p.Prefix, match)
+		}
+		return decision{}, refuse(KindNotFound, "%s is not blackholed", p.Prefix)
+	}
+	if req.Owner != "" && b.Origin != req.Owner {
+		return decision{}, refuse(KindScope, "%s belongs to %s, not to you", p, b.Origin)
+	}
+	w, apply := m.ending(b, "removed", req.Actor, req.Reason, now)
+	return decision{b: b, w: w, apply: apply}, nil
 }
 
 // end ends an active entry; m.mu must be held.
 func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Time) func() error {
+	return m.submit(m.ending(b, why, actor, reason, now))
+}
+
+// ending ends an active entry in the active set and returns the write that
+// records it and what to apply once it committed; m.mu must be held.
+func (m *Manager) ending(b domain.Blackhole, why, actor, reason string, now time.Time) (*domain.Write, func()) {
 	m.active.delete(b.Key())
 	audit := domain.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
@@ -376,8 +412,8 @@ func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Ti
 	}
 	audit.Detail = matchDetail(b.Match, audit.Detail)
 	ev := Event{Type: typ, Blackhole: b, Actor: actor}
-	return m.submit(&domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Key(), false}) })
+	return &domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
+		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Key(), false}) }
 }
 
 // matchDetail marks the audit detail of a FlowSpec filter's row: it starts
@@ -438,6 +474,7 @@ func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
 	case EventRemoved, EventExpired:
 		delete(m.committed, ev.Blackhole.Key())
 	}
+	m.listView = nil // sorted again by the next List
 	m.watchers.broadcast(ev)
 	m.routeQ.push(routes...)
 }

@@ -88,6 +88,8 @@ type DB struct {
 	mu     sync.RWMutex           // guards closed against Submit
 	closed bool
 	done   chan struct{}
+
+	ckptStop, ckptDone chan struct{} // the checkpointer's
 }
 
 // Statements the writer runs for every write, prepared once on its one
@@ -115,6 +117,7 @@ const (
 
 type pending struct {
 	w    *domain.Write
+	ws   []*domain.Write // SubmitAll: applied together, all or nothing (w is then nil)
 	done chan error
 }
 
@@ -162,6 +165,8 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 		db.stmts[q] = st
 	}
 	go db.writer()
+	db.ckptStop, db.ckptDone = make(chan struct{}), make(chan struct{})
+	go db.checkpointer()
 	return db, nil
 }
 
@@ -177,6 +182,43 @@ func (db *DB) Instance() string {
 	return ""
 }
 
+// checkpointEvery is how often the checkpointer copies the WAL back into
+// the database.
+const checkpointEvery = 100 * time.Millisecond
+
+// checkpointer runs passive WAL checkpoints on a reader connection until
+// Close. SQLite's automatic checkpoint runs inside the commit that fills
+// the WAL to 1,000 pages: it copies them into the database and syncs it
+// before that commit returns, and every write queued behind it waits (a
+// latency spike of tens of milliseconds at a steady load). A passive
+// checkpoint on another connection runs beside the writer instead, never
+// blocking it; run often, it copies the WAL back while it is small and,
+// whenever the writer pauses, completely, so that the next write restarts
+// the WAL from its beginning and the automatic checkpoint is not reached.
+// It stays on as the fallback (a sustained bulk load, a full disk).
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-db.ckptStop:
+			return
+		case <-tick.C:
+		}
+		var busy, frames, done int
+		err := db.r.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done)
+		switch {
+		case err != nil && !failing:
+			db.log.Warn("store: WAL checkpoint failed; retrying", "err", err)
+			failing = true
+		case err == nil:
+			failing = false
+		}
+	}
+}
+
 // Close finishes queued writes and closes the database.
 func (db *DB) Close() error {
 	db.mu.Lock()
@@ -188,6 +230,8 @@ func (db *DB) Close() error {
 	close(db.queue)
 	db.mu.Unlock()
 	<-db.done
+	close(db.ckptStop)
+	<-db.ckptDone
 	for _, st := range db.stmts {
 		st.Close()
 	}
@@ -342,6 +386,34 @@ func (db *DB) Submit(w *domain.Write) func() error {
 // Commit submits w and waits until it is durable.
 func (db *DB) Commit(w *domain.Write) error { return db.Submit(w)() }
 
+// SubmitAll queues ws as one unit: they are applied in order in one
+// transaction, all or nothing (a batch of blackholes committed together),
+// and the returned function waits for the outcome, as Submit's does.
+func (db *DB) SubmitAll(ws []*domain.Write) func() error {
+	p := &pending{ws: ws, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return func() error { return unavailable(ErrClosed) }
+	}
+	db.queue <- p
+	db.mu.RUnlock()
+	return func() error { return <-p.done }
+}
+
+// applyPending applies p's write, or each of its writes in order.
+func applyPending(st func(string) *sql.Stmt, p *pending, instance string) error {
+	if p.ws == nil {
+		return apply(st, p.w, instance)
+	}
+	for _, w := range p.ws {
+		if err := apply(st, w, instance); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (db *DB) writer() {
 	defer close(db.done)
 	batch := make([]*pending, 0, maxBatch)
@@ -384,7 +456,7 @@ func (db *DB) commit(batch []*pending) {
 				tx.Rollback()
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			if err := apply(st, p.w, db.Instance()); err != nil {
+			if err := applyPending(st, p, db.Instance()); err != nil {
 				if transient(err) {
 					err = unavailable(err)
 				}

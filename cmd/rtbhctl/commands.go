@@ -24,9 +24,9 @@ import (
 // commandTable lists the commands in the order of the usage text.
 func commandTable() []command {
 	return []command{
-		{name: "add", synopsis: "add [--ttl 1h] [--flowspec tcp/25] --reason TEXT PREFIX    add or extend a blackhole (--flowspec: a FlowSpec filter instead)", nargs: 1, setup: setupAdd},
-		{name: "remove", synopsis: "remove [--flowspec tcp/25] [--reason TEXT] PREFIX   withdraw a blackhole (or that FlowSpec filter) now", nargs: 1, setup: setupRemove},
-		{name: "list", synopsis: "list                                   active blackholes", setup: setupList},
+		{name: "add", synopsis: "add [--ttl 1h] [--flowspec tcp/25] --reason TEXT (PREFIX | --file FILE)   add or extend blackholes (--flowspec: FlowSpec filters instead; FILE: one prefix a line, # comments, - = stdin)", nargs: -1, setup: setupAdd},
+		{name: "remove", synopsis: "remove [--flowspec tcp/25] [--reason TEXT] (PREFIX | --file FILE)   withdraw blackholes (or that FlowSpec filter) now", nargs: -1, setup: setupRemove},
+		{name: "list", synopsis: "list [--within CIDR] [--origin O]      active blackholes and filters (O ending in ':' matches a prefix: detector:)", setup: setupList},
 		{name: "watch", synopsis: "watch                                  the active set, then every change", setup: setupWatch},
 		{name: "neighbors", synopsis: "neighbors                              BGP sessions", setup: setupNeighbors},
 		{name: "offender", synopsis: "offender ADDRESS                       evidence and reports for one address", nargs: 1, setup: setupOffender},
@@ -40,7 +40,11 @@ func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	ttl := fs.Duration("ttl", 0, "how long the blackhole lasts (default: policy.default_ttl)")
 	reason := fs.String("reason", "", "why, for the audit log (required)")
 	flowspec := fs.String("flowspec", "", "add a FlowSpec filter instead of a route: drop only PROTO/PORTS from PREFIX (tcp/25, udp/53,5353, tcp/25,465-587)")
+	file := fs.String("file", "", "add every prefix of this `file` (one a line, # comments; - = stdin), in batches")
 	return func(ctx context.Context, c *cli, args []string) error {
+		if err := fileOrPrefix("add", *file, args); err != nil {
+			return err
+		}
 		if strings.TrimSpace(*reason) == "" {
 			return usagef("add needs --reason")
 		}
@@ -48,10 +52,14 @@ func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
-		req := &rtbhv1.AddBlackholeRequest{Prefix: args[0], Reason: *reason, Flowspec: match}
+		var ttlpb *durationpb.Duration
 		if fs.Changed("ttl") {
-			req.Ttl = durationpb.New(*ttl)
+			ttlpb = durationpb.New(*ttl)
 		}
+		if *file != "" {
+			return c.addFile(ctx, *file, ttlpb, *reason, match)
+		}
+		req := &rtbhv1.AddBlackholeRequest{Prefix: args[0], Reason: *reason, Ttl: ttlpb, Flowspec: match}
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
 		resp, err := rtbhv1.NewBlackholeServiceClient(c.conn).AddBlackhole(ctx, req)
@@ -74,10 +82,20 @@ func setupAdd(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 func setupRemove(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
 	reason := fs.String("reason", "", "why, for the audit log")
 	flowspec := fs.String("flowspec", "", "remove the FlowSpec filter with this match (tcp/25) instead of the route")
+	file := fs.String("file", "", "remove every prefix of this `file` (one a line, # comments; - = stdin), in batches")
 	return func(ctx context.Context, c *cli, args []string) error {
+		if err := fileOrPrefix("remove", *file, args); err != nil {
+			return err
+		}
 		match, err := flowspecFlag(*flowspec)
 		if err != nil {
 			return err
+		}
+		if *file != "" {
+			if match != nil {
+				return usagef("remove: --flowspec is for one PREFIX, not with --file")
+			}
+			return c.removeFile(ctx, *file, *reason)
 		}
 		ctx, cancel := c.callCtx(ctx, false)
 		defer cancel()
@@ -93,23 +111,45 @@ func setupRemove(fs *pflag.FlagSet) func(context.Context, *cli, []string) error 
 	}
 }
 
-func setupList(*pflag.FlagSet) func(context.Context, *cli, []string) error {
+func setupList(fs *pflag.FlagSet) func(context.Context, *cli, []string) error {
+	within := fs.String("within", "", "only entries inside this `CIDR`")
+	origin := fs.String("origin", "", "only entries of this `origin` (ending in ':': of origins starting with it)")
 	return func(ctx context.Context, c *cli, _ []string) error {
-		ctx, cancel := c.callCtx(ctx, false)
-		defer cancel()
-		resp, err := rtbhv1.NewBlackholeServiceClient(c.conn).ListBlackholes(ctx, &rtbhv1.ListBlackholesRequest{})
+		// Every page, one after the other (rtbhd pages by 10,000).
+		all := &rtbhv1.ListBlackholesResponse{}
+		var tw *tabwriter.Writer
+		if !c.g.json {
+			tw = table(c.stdout, "PREFIX", "FLOWSPEC", "ORIGIN", "CREATED", "EXPIRES", "TTL", "REASON")
+		}
+		err := c.listAll(ctx, *within, *origin, func(page []*rtbhv1.Blackhole) error {
+			if c.g.json {
+				all.Blackholes = append(all.Blackholes, page...)
+				return nil
+			}
+			for _, b := range page {
+				row(tw, b.Prefix, matchText(b.Flowspec), b.Origin, rfc3339(b.CreatedAt), rfc3339(b.ExpiresAt), remaining(b.ExpiresAt), oneLine(b.Reason, 60))
+			}
+			return nil
+		})
 		if err != nil {
 			return err
 		}
 		if c.g.json {
-			return c.printJSON(resp)
-		}
-		tw := table(c.stdout, "PREFIX", "FLOWSPEC", "ORIGIN", "CREATED", "EXPIRES", "TTL", "REASON")
-		for _, b := range resp.Blackholes {
-			row(tw, b.Prefix, matchText(b.Flowspec), b.Origin, rfc3339(b.CreatedAt), rfc3339(b.ExpiresAt), remaining(b.ExpiresAt), oneLine(b.Reason, 60))
+			return c.printJSON(all)
 		}
 		return tw.Flush()
 	}
+}
+
+// fileOrPrefix checks that cmd got either one PREFIX or --file.
+func fileOrPrefix(cmd, file string, args []string) error {
+	switch {
+	case file != "" && len(args) > 0:
+		return usagef("%s: give either PREFIX or --file, not both", cmd)
+	case file == "" && len(args) != 1:
+		return usagef("%s takes 1 argument(s), got %d", cmd, len(args))
+	}
+	return nil
 }
 
 var eventNames = map[rtbhv1.EventType]string{

@@ -16,6 +16,13 @@
 // it in plaintext to anything but a loopback address (127.0.0.0/8, ::1,
 // localhost; or a unix: socket).
 //
+// add --file FILE and remove --file FILE read one prefix per line ("#"
+// comments, blank lines skipped, "-" = stdin) and send them in batches
+// (AddBlackholes, RemoveBlackholes: at most 10,000 items and 3 MiB a
+// call, two calls in flight); refused lines are reported with their line
+// number and make the exit status 1. list pages through every entry
+// (ListBlackholes, 10,000 a page), with --within CIDR and --origin O.
+//
 // Exit status: 0 on success, 1 when rtbhd refused the request (the gRPC
 // status code and message are printed on stderr as "rtbhctl: CODE:
 // message"), 2 on usage errors.

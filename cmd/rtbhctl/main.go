@@ -81,15 +81,19 @@ type cli struct {
 	g      globals
 	stdout io.Writer
 	stderr io.Writer
+	stdin  io.Reader // --file -
 	conn   *grpc.ClientConn
 }
+
+// stdin is what --file - reads (tests replace it).
+var stdin io.Reader = os.Stdin
 
 // command is one subcommand: setup defines its flags on fs and returns
 // the function that runs it with the positional arguments.
 type command struct {
 	name     string
 	synopsis string
-	nargs    int // exact number of positional arguments
+	nargs    int // exact number of positional arguments; -1: the command checks
 	setup    func(fs *pflag.FlagSet) func(ctx context.Context, c *cli, args []string) error
 }
 
@@ -103,7 +107,7 @@ func newFlagSet(name string) *pflag.FlagSet {
 }
 
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, g: globals{
+	c := &cli{stdout: stdout, stderr: stderr, stdin: stdin, g: globals{
 		addr:    "127.0.0.1:50051",
 		timeout: 30 * time.Second,
 	}}
@@ -149,7 +153,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		c.g.token = os.Getenv("RTBH_TOKEN")
 		c.g.tokenFromEnv = c.g.token != ""
 	}
-	if len(pos) != cmd.nargs {
+	if cmd.nargs >= 0 && len(pos) != cmd.nargs {
 		return c.commandUsageFail(usagef("%s takes %d argument(s), got %d", name, cmd.nargs, len(pos)), cmd, fs)
 	}
 	if err := c.connect(); err != nil {
@@ -266,7 +270,7 @@ func (c *cli) connect() error {
 		}
 		creds = insecure.NewCredentials()
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes))}
 	if g.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: g.token, requireTLS: !loopback}))
 	}

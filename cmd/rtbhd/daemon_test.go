@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/rtbh/rtbh/bgp/routertest"
 	"github.com/rtbh/rtbh/detector/domain/testkit"
 	rtbhv1 "github.com/rtbh/rtbh/proto/rtbh/v1"
 )
@@ -36,6 +37,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	routertest.RunBareSpeakerIfAsked() // TestRoutePathCPU's yardstick is this binary, re-executed
 	dir, err := os.MkdirTemp("", "rtbhd-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

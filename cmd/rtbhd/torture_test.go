@@ -319,7 +319,7 @@ func tortureSnapshot(t *testing.T, c clients, db string, bird *routertest.BIRD) 
 	s := tSnap{t0: time.Now(), list: map[string]*rtbhv1.Blackhole{}, store: map[string]time.Time{}, bird: map[string]bool{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	l, err := c.bh.ListBlackholes(ctx, &rtbhv1.ListBlackholesRequest{})
+	l, err := c.bh.ListBlackholes(ctx, &rtbhv1.ListBlackholesRequest{PageSize: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}

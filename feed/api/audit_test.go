@@ -99,7 +99,7 @@ func TestCallsAreLogged(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(ok, "client=noc") || !strings.Contains(ok, "level=INFO") {
+	if !strings.Contains(ok, "client=noc") || !strings.Contains(ok, "level=DEBUG") {
 		t.Fatalf("no OK call line naming the client in:\n%s", out)
 	}
 	if refused == "" || !strings.Contains(refused, "level=WARN") || strings.Contains(refused, "nope") {

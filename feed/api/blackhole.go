@@ -29,20 +29,6 @@ func caller(ctx context.Context) (*identity, error) {
 	return id, nil
 }
 
-// callerAndPrefix returns the caller and the request's prefix, refusing
-// a malformed one with INVALID_ARGUMENT.
-func callerAndPrefix(ctx context.Context, prefix string) (*identity, netip.Prefix, error) {
-	id, err := caller(ctx)
-	if err != nil {
-		return nil, netip.Prefix{}, err
-	}
-	p, err := domain.ParsePrefix(prefix)
-	if err != nil {
-		return nil, netip.Prefix{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
-	}
-	return id, p, nil
-}
-
 // scope is the space the caller may act on: nil (unrestricted) for
 // operators, the configured prefixes for partners — never nil for them, so
 // a partner without prefixes may act on nothing.
@@ -76,23 +62,50 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 	if err != nil {
 		return nil, err
 	}
-	match, err := matchFromProto(req.GetFlowspec())
+	dreq, err := addRequest(id, req)
 	if err != nil {
 		return nil, err
+	}
+	bh, change, err := b.s.backend.Add(ctx, dreq)
+	if err != nil {
+		return nil, b.s.backendError(ctx, "add blackhole", err)
+	}
+	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
+}
+
+// addRequest turns one add (AddBlackhole, an item of AddBlackholes) of id
+// into the decision path's request; a malformed prefix, match or ttl is
+// refused here with INVALID_ARGUMENT.
+func addRequest(id *identity, req *rtbhv1.AddBlackholeRequest) (detector.Request, error) {
+	match, err := matchFromProto(req.GetFlowspec())
+	if err != nil {
+		return detector.Request{}, err
 	}
 	var ttl time.Duration
 	hasTTL := req.Ttl != nil // absent = policy default
 	if hasTTL {
 		if err := req.Ttl.CheckValid(); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
+			return detector.Request{}, status.Errorf(codes.InvalidArgument, "ttl: %v", err)
 		}
 		ttl = req.Ttl.AsDuration()
 	}
-	bh, change, err := b.s.add(ctx, id, req.GetPrefix(), match, ttl, hasTTL, req.GetReason())
+	return newAddRequest(id, req.GetPrefix(), match, ttl, hasTTL, req.GetReason())
+}
+
+// newAddRequest is the decision path's request for an add by id, from any
+// front end (gRPC, the web console). match "" is a route, else a FlowSpec
+// match in text ("tcp/25"). An explicit ttl <= 0 is refused by the backend
+// (HasTTL).
+func newAddRequest(id *identity, prefix, match string, ttl time.Duration, hasTTL bool, reason string) (detector.Request, error) {
+	p, err := domain.ParsePrefix(prefix)
 	if err != nil {
-		return nil, err
+		return detector.Request{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
 	}
-	return &rtbhv1.AddBlackholeResponse{Blackhole: blackholeToProto(bh), Existed: change != detector.Added}, nil
+	if match, err = canonicalMatch(match); err != nil {
+		return detector.Request{}, err
+	}
+	return detector.Request{Prefix: p, Match: match, Reason: reason, Origin: id.origin(), Actor: id.Name,
+		Scope: id.scope(), TTL: ttl, HasTTL: hasTTL}, nil
 }
 
 func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.RemoveBlackholeRequest) (*rtbhv1.RemoveBlackholeResponse, error) {
@@ -110,19 +123,21 @@ func (b *blackholeService) RemoveBlackhole(ctx context.Context, req *rtbhv1.Remo
 	return &rtbhv1.RemoveBlackholeResponse{}, nil
 }
 
-func (b *blackholeService) ListBlackholes(ctx context.Context, _ *rtbhv1.ListBlackholesRequest) (*rtbhv1.ListBlackholesResponse, error) {
-	id, err := caller(ctx)
-	if err != nil {
-		return nil, err
+// removeRequest is one removal (RemoveBlackhole, an item of
+// RemoveBlackholes, the web console's) of (p, match) by id; match is
+// canonical ("" = the route).
+func removeRequest(id *identity, p netip.Prefix, match, reason string) detector.RemoveRequest {
+	rreq := detector.RemoveRequest{
+		Prefix: p,
+		Match:  match,
+		Reason: reason,
+		Actor:  id.Name,
+		Scope:  id.scope(),
 	}
-	active := b.s.backend.Active()
-	resp := &rtbhv1.ListBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, 0, len(active))}
-	for _, bh := range active {
-		if id.sees(bh) {
-			resp.Blackholes = append(resp.Blackholes, blackholeToProto(bh))
-		}
+	if id.Role == RolePartner {
+		rreq.Owner = id.origin() // partners remove only their own entries
 	}
-	return resp, nil
+	return rreq
 }
 
 func (b *blackholeService) WatchBlackholes(_ *rtbhv1.WatchBlackholesRequest, stream grpc.ServerStreamingServer[rtbhv1.WatchBlackholesResponse]) error {

@@ -167,16 +167,10 @@ func (s *Server) Audit(ctx context.Context, c *Caller, q domain.AuditQuery) ([]d
 // add and remove are the bodies of AddBlackhole and RemoveBlackhole,
 // shared by the gRPC methods and the console.
 func (s *Server) add(ctx context.Context, id *identity, prefix, match string, ttl time.Duration, hasTTL bool, reason string) (domain.Blackhole, detector.Change, error) {
-	p, err := domain.ParsePrefix(prefix)
+	dreq, err := newAddRequest(id, prefix, match, ttl, hasTTL, reason)
 	if err != nil {
-		return domain.Blackhole{}, 0, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
-	}
-	if match, err = canonicalMatch(match); err != nil {
 		return domain.Blackhole{}, 0, err
 	}
-	// An explicit ttl <= 0 is refused by the backend (HasTTL).
-	dreq := detector.Request{Prefix: p, Match: match, Reason: reason, Origin: id.origin(), Actor: id.Name, Scope: id.scope(),
-		TTL: ttl, HasTTL: hasTTL}
 	bh, change, err := s.backend.Add(ctx, dreq)
 	if err != nil {
 		return domain.Blackhole{}, 0, s.backendError(ctx, "add blackhole", err)
@@ -192,11 +186,7 @@ func (s *Server) remove(ctx context.Context, id *identity, prefix, match, reason
 	if match, err = canonicalMatch(match); err != nil {
 		return err
 	}
-	rreq := detector.RemoveRequest{Prefix: p, Match: match, Reason: reason, Actor: id.Name, Scope: id.scope()}
-	if id.Role == RolePartner {
-		rreq.Owner = id.origin() // partners remove only their own entries
-	}
-	if _, err := s.backend.Remove(ctx, rreq); err != nil {
+	if _, err := s.backend.Remove(ctx, removeRequest(id, p, match, reason)); err != nil {
 		return s.backendError(ctx, "remove blackhole", err)
 	}
 	return nil

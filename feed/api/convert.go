@@ -22,19 +22,8 @@ import (
 // store's message; anything else is logged and answered with INTERNAL,
 // without details.
 func (s *Server) backendError(ctx context.Context, op string, err error) error {
-	var c codes.Code
-	switch detector.KindOf(err) {
-	case detector.KindInvalid:
-		c = codes.InvalidArgument
-	case detector.KindPolicy:
-		c = codes.FailedPrecondition
-	case detector.KindScope:
-		c = codes.PermissionDenied
-	case detector.KindLimit:
-		c = codes.ResourceExhausted
-	case detector.KindNotFound:
-		c = codes.NotFound
-	default:
+	c, refused := kindCode(detector.KindOf(err))
+	if !refused {
 		if errors.Is(err, domain.ErrStoreUnavailable) {
 			s.logger.WarnContext(ctx, "API call refused: store unavailable", "op", op, "err", err)
 			return status.Error(codes.Unavailable, err.Error())
@@ -48,6 +37,23 @@ func (s *Server) backendError(ctx context.Context, op string, err error) error {
 		return status.Error(codes.Internal, "internal error")
 	}
 	return status.Error(c, err.Error())
+}
+
+// kindCode is the gRPC code of a refusal kind; false when k is no refusal.
+func kindCode(k detector.Kind) (codes.Code, bool) {
+	switch k {
+	case detector.KindInvalid:
+		return codes.InvalidArgument, true
+	case detector.KindPolicy:
+		return codes.FailedPrecondition, true
+	case detector.KindScope:
+		return codes.PermissionDenied, true
+	case detector.KindLimit:
+		return codes.ResourceExhausted, true
+	case detector.KindNotFound:
+		return codes.NotFound, true
+	}
+	return codes.Unknown, false
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp {

@@ -16,7 +16,15 @@
 //
 // Interceptor order (outermost first): metrics, logging, recovery, auth,
 // role check, rate limit. Reflection and health are exempt from the last
-// three; everything else requires credentials.
+// three; everything else requires credentials. The logging interceptor is
+// the access log at debug level; above debug only calls ending in a code
+// logged at warn or error are logged (callLog), the others cost nothing.
+//
+// Batch calls (AddBlackholes, RemoveBlackholes) turn each item into the
+// request the single call would make (addRequest, removeRequest) and hand
+// them to the Backend in one call; a batch counts as one request against
+// the client's rate. ListBlackholes pages the Backend's committed view;
+// its page token is the last key of the page (bulk.go).
 //
 // Input is bounded before any of it is decoded: a tap handle
 // (tapAuthenticate) checks a call's credentials when its headers arrive

@@ -36,15 +36,17 @@ var publicServices = map[string]bool{
 // roleTable says which roles may call each rtbh.v1 method (SPEC.md's
 // table). A method missing here is refused to everyone.
 var roleTable = map[string][]string{
-	rtbhv1.BlackholeService_AddBlackhole_FullMethodName:    {RoleOperator, RolePartner}, // partner: inside its prefixes
-	rtbhv1.BlackholeService_RemoveBlackhole_FullMethodName: {RoleOperator, RolePartner}, // partner: inside its prefixes
-	rtbhv1.BlackholeService_ListBlackholes_FullMethodName:  {RoleOperator, RolePartner},
-	rtbhv1.BlackholeService_WatchBlackholes_FullMethodName: {RoleOperator, RolePartner},
-	rtbhv1.ReportService_SubmitReports_FullMethodName:      {RoleOperator, RolePartner},
-	rtbhv1.StatusService_ListNeighbors_FullMethodName:      {RoleOperator},
-	rtbhv1.StatusService_GetOffender_FullMethodName:        {RoleOperator},
-	rtbhv1.StatusService_ListOffenders_FullMethodName:      {RoleOperator},
-	rtbhv1.AuditService_ListAudit_FullMethodName:           {RoleOperator},
+	rtbhv1.BlackholeService_AddBlackhole_FullMethodName:     {RoleOperator, RolePartner}, // partner: inside its prefixes
+	rtbhv1.BlackholeService_RemoveBlackhole_FullMethodName:  {RoleOperator, RolePartner}, // partner: inside its prefixes
+	rtbhv1.BlackholeService_ListBlackholes_FullMethodName:   {RoleOperator, RolePartner},
+	rtbhv1.BlackholeService_WatchBlackholes_FullMethodName:  {RoleOperator, RolePartner},
+	rtbhv1.BlackholeService_AddBlackholes_FullMethodName:    {RoleOperator, RolePartner}, // per item as AddBlackhole
+	rtbhv1.BlackholeService_RemoveBlackholes_FullMethodName: {RoleOperator, RolePartner}, // per item as RemoveBlackhole
+	rtbhv1.ReportService_SubmitReports_FullMethodName:       {RoleOperator, RolePartner},
+	rtbhv1.StatusService_ListNeighbors_FullMethodName:       {RoleOperator},
+	rtbhv1.StatusService_GetOffender_FullMethodName:         {RoleOperator},
+	rtbhv1.StatusService_ListOffenders_FullMethodName:       {RoleOperator},
+	rtbhv1.AuditService_ListAudit_FullMethodName:            {RoleOperator},
 }
 
 // needsCredentials selects the calls that go through auth, role check and
@@ -155,7 +157,8 @@ func slogLogger(l *slog.Logger) logging.Logger {
 }
 
 // codeToLevel: refusals of credentials, roles and rates are warnings (an
-// operator wants to see them); server faults are errors.
+// operator wants to see them); server faults are errors; everything else —
+// the access log of ordinary calls — is debug (rtbhd --log-level debug).
 func codeToLevel(c codes.Code) logging.Level {
 	switch c {
 	case codes.Unauthenticated, codes.PermissionDenied, codes.ResourceExhausted, codes.DeadlineExceeded, codes.Unavailable:
@@ -163,7 +166,59 @@ func codeToLevel(c codes.Code) logging.Level {
 	case codes.Internal, codes.Unknown, codes.DataLoss, codes.Unimplemented:
 		return logging.LevelError
 	}
-	return logging.LevelInfo
+	return logging.LevelDebug
+}
+
+// The access log costs a good share of a cheap call (fields, formatting,
+// a write): with the logger at debug every call goes through the logging
+// interceptor (full); otherwise only calls that end in a code logged at
+// warn or error are logged, by callLog, and the others cost nothing.
+
+func (s *Server) accessLogUnary(full grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if s.logger.Enabled(ctx, slog.LevelDebug) {
+			return full(ctx, req, info, handler)
+		}
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		if err != nil {
+			s.callLog(ctx, info.FullMethod, "unary", start, err)
+		}
+		return resp, err
+	}
+}
+
+func (s *Server) accessLogStream(full grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if s.logger.Enabled(ss.Context(), slog.LevelDebug) {
+			return full(srv, ss, info, handler)
+		}
+		start := time.Now()
+		err := handler(srv, ss)
+		if err != nil {
+			s.callLog(ss.Context(), info.FullMethod, "server_stream", start, err)
+		}
+		return err
+	}
+}
+
+// callLog logs a call that failed with a code at warn or error level, with
+// the logging interceptor's message and main fields.
+func (s *Server) callLog(ctx context.Context, fullMethod, kind string, start time.Time, err error) {
+	st := status.Convert(err)
+	lvl := slog.Level(codeToLevel(st.Code()))
+	if lvl < slog.LevelWarn || !s.logger.Enabled(ctx, lvl) {
+		return
+	}
+	service, method := strings.TrimPrefix(fullMethod, "/"), shortMethod(fullMethod)
+	service = strings.TrimSuffix(service, "/"+method)
+	attrs := []any{"protocol", "grpc", "grpc.component", "server", "grpc.service", service, "grpc.method", method,
+		"grpc.method_type", kind}
+	if id, ok := identityFrom(ctx); ok {
+		attrs = append(attrs, "client", id.Name)
+	}
+	attrs = append(attrs, "grpc.code", st.Code().String(), "grpc.error", st.Message(), "grpc.duration", time.Since(start).String())
+	s.logger.Log(ctx, lvl, "finished call", attrs...)
 }
 
 // interceptorChain builds the server options with every interceptor, in
@@ -184,7 +239,7 @@ func (s *Server) interceptorChain() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
 			s.metrics.unary,
-			logging.UnaryServerInterceptor(logger, logOpts...),
+			s.accessLogUnary(logging.UnaryServerInterceptor(logger, logOpts...)),
 			recovery.UnaryServerInterceptor(recoverOpt),
 			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsCredentials),
 			selector.UnaryServerInterceptor(roleUnary, needsCredentials),
@@ -192,7 +247,7 @@ func (s *Server) interceptorChain() []grpc.ServerOption {
 		),
 		grpc.ChainStreamInterceptor(
 			s.metrics.stream,
-			logging.StreamServerInterceptor(logger, logOpts...),
+			s.accessLogStream(logging.StreamServerInterceptor(logger, logOpts...)),
 			recovery.StreamServerInterceptor(recoverOpt),
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsCredentials),
 			selector.StreamServerInterceptor(roleStream, needsCredentials),

@@ -32,6 +32,12 @@ type Backend interface {
 	Remove(ctx context.Context, req detector.RemoveRequest) (domain.Blackhole, error)
 	// Active returns the active blackholes sorted by prefix.
 	Active() []domain.Blackhole
+	// AddBatch and RemoveBatch decide each request as Add and Remove do and
+	// commit the accepted ones together.
+	AddBatch(ctx context.Context, reqs []detector.Request) ([]detector.Accepted, []detector.Refused, error)
+	RemoveBatch(ctx context.Context, reqs []detector.RemoveRequest) ([]detector.Accepted, []detector.Refused, error)
+	// List returns one page of the active blackholes and whether more follow.
+	List(q detector.ListQuery) ([]domain.Blackhole, bool)
 	// Watch returns the active set and a channel of later changes. The
 	// channel is closed when ctx ends or the watcher falls too far behind.
 	Watch(ctx context.Context) ([]domain.Blackhole, <-chan detector.Event)

@@ -1,0 +1,167 @@
+package detector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rtbh/rtbh/detector/domain"
+)
+
+// MaxBatchItems is the most items one AddBatch or RemoveBatch may carry
+// (SPEC "Bulk and scale": 10,000 a call).
+const MaxBatchItems = 10000
+
+// Accepted is one accepted item of a batch.
+type Accepted struct {
+	Index     int // in the request, from 0
+	Blackhole domain.Blackhole
+	Change    Change // for adds
+}
+
+// Refused is one refused item of a batch: Err is the refusal (a *Error)
+// the single call would have returned for it.
+type Refused struct {
+	Index int
+	Err   error
+}
+
+// groupSubmitter is a Store that can commit many writes as one unit, all
+// or nothing (store.DB's SubmitAll). A Store without it gets a batch's
+// writes submitted one by one: each is still atomic and in order, and the
+// call waits for all of them, but they may land in different transactions.
+type groupSubmitter interface {
+	SubmitAll(ws []*domain.Write) func() error
+}
+
+// errBatchTooLarge refuses a batch above MaxBatchItems.
+func errBatchTooLarge(n int) error {
+	return refuse(KindInvalid, "%d items in one call, at most %d", n, MaxBatchItems)
+}
+
+// AddBatch is Add for many requests: each is decided exactly as Add
+// decides it (decideAdd, in request order, under one hold of the lock, so
+// a later item sees the earlier ones — max_active counts them), the refused
+// ones are returned with their index, and the accepted ones are written in
+// one store commit (each with its own audit row) before AddBatch returns.
+// Watchers and BGP see them once that commit is durable. A store failure
+// fails the whole call and acknowledges none of it.
+func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []Refused, error) {
+	if len(reqs) > MaxBatchItems {
+		return nil, nil, errBatchTooLarge(len(reqs))
+	}
+	var (
+		accepted = make([]Accepted, 0, len(reqs))
+		refused  []Refused
+		ds       = make([]decision, 0, len(reqs))
+	)
+	m.mu.Lock()
+	if m.stale {
+		m.mu.Unlock()
+		return nil, nil, errRecovering
+	}
+	now := m.now().UTC()
+	for i, req := range reqs {
+		d, err := m.decideAdd(req, now)
+		if err != nil {
+			if KindOf(err) == 0 { // not a refusal: nothing of the batch was decided wrongly, but stop
+				m.mu.Unlock()
+				return nil, nil, err
+			}
+			refused = append(refused, Refused{Index: i, Err: err})
+			continue
+		}
+		ds = append(ds, d)
+		accepted = append(accepted, Accepted{Index: i, Blackhole: d.b, Change: d.change})
+	}
+	wait := m.submitBatch(ds)
+	m.mu.Unlock()
+	if err := wait(); err != nil {
+		m.writeFailed(err)
+		return nil, nil, fmt.Errorf("recording %d blackholes: %w", len(ds), err)
+	}
+	return accepted, refused, nil
+}
+
+// RemoveBatch is Remove for many requests, decided one by one as Remove
+// decides (checkRemove, then decideRemove) and committed together as
+// AddBatch commits. A prefix named twice is refused the second time
+// (NOT_FOUND: the first already removed it).
+func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Accepted, []Refused, error) {
+	if len(reqs) > MaxBatchItems {
+		return nil, nil, errBatchTooLarge(len(reqs))
+	}
+	var (
+		accepted = make([]Accepted, 0, len(reqs))
+		refused  []Refused
+		ds       = make([]decision, 0, len(reqs))
+	)
+	m.mu.Lock()
+	if m.stale {
+		m.mu.Unlock()
+		return nil, nil, errRecovering
+	}
+	now := m.now().UTC()
+	for i, req := range reqs {
+		err := checkRemove(req)
+		var d decision
+		if err == nil {
+			d, err = m.decideRemove(req, now)
+		}
+		if err != nil {
+			if KindOf(err) == 0 {
+				m.mu.Unlock()
+				return nil, nil, err
+			}
+			refused = append(refused, Refused{Index: i, Err: err})
+			continue
+		}
+		ds = append(ds, d)
+		accepted = append(accepted, Accepted{Index: i, Blackhole: d.b})
+	}
+	wait := m.submitBatch(ds)
+	m.mu.Unlock()
+	if err := wait(); err != nil {
+		m.writeFailed(err)
+		return nil, nil, fmt.Errorf("recording %d removals: %w", len(ds), err)
+	}
+	return accepted, refused, nil
+}
+
+// submitBatch submits the decisions' writes as one unit and returns the
+// function that waits for it. m.mu must be held.
+func (m *Manager) submitBatch(ds []decision) func() error {
+	if len(ds) == 0 {
+		return func() error { return nil }
+	}
+	g, ok := m.db.(groupSubmitter)
+	if !ok {
+		waits := make([]func() error, len(ds))
+		for i, d := range ds {
+			waits[i] = m.submit(d.w, d.apply)
+		}
+		return func() error {
+			var errs []error
+			for _, wait := range waits {
+				errs = append(errs, wait())
+			}
+			return errors.Join(errs...)
+		}
+	}
+	ws := make([]*domain.Write, len(ds))
+	for i, d := range ds {
+		ws[i] = d.w
+	}
+	apply := func() {
+		for _, d := range ds {
+			if d.apply != nil {
+				d.apply()
+			}
+		}
+	}
+	f := &inflight{wait: g.SubmitAll(ws), apply: apply}
+	m.cmu.Lock()
+	m.unsettled = append(m.unsettled, f)
+	m.cmu.Unlock()
+	return func() error { return m.settle(f) }
+}
