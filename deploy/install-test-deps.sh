@@ -17,9 +17,9 @@ set -euo pipefail
 packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev postgresql)
 packages+=(chromium fonts-dejavu-core) # web console browser tests (readable screenshots)
 
-# PostgreSQL's server binaries (Debian: postgresql-15); the tests run
-# initdb and postgres from here (store/postgres/pgtest.BinDir).
-pgbin=/usr/lib/postgresql/15/bin
+# PostgreSQL's server binaries (Debian: postgresql-VERSION); the tests run
+# initdb and postgres from the newest of them (store/postgres/pgtest.BinDir).
+pgbin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 # check NAME: runs the check for one dependency; 0 = usable.
 check() {
@@ -45,8 +45,9 @@ check() {
 	initdb)
 		# A cluster must really initialise, as the tests do it: as the
 		# postgres user when root (postgres refuses to run as root).
-		[[ -x "$pgbin/initdb" ]] || return 1
-		local pgdir pgrc
+		local pgdir pgrc pgbin
+		pgbin=$(pgbin)
+		[[ -n "$pgbin" && -x "$pgbin/initdb" ]] || return 1
 		pgdir=$(mktemp -d)
 		if ((EUID == 0)); then
 			chown postgres "$pgdir" 2>/dev/null || { rm -rf "$pgdir"; return 1; }

@@ -27,8 +27,24 @@ import (
 	"github.com/rtbh/rtbh/detector/domain/testkit"
 )
 
-// BinDir holds initdb and postgres (Debian's postgresql package).
-var BinDir = "/usr/lib/postgresql/15/bin"
+// BinDir holds initdb and postgres: $RTBH_PG_BIN, else the newest
+// /usr/lib/postgresql/VERSION/bin (Debian's postgresql package).
+var BinDir = findBinDir()
+
+func findBinDir() string {
+	if d := os.Getenv("RTBH_PG_BIN"); d != "" {
+		return d
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestV := "/usr/lib/postgresql/15/bin", 0
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		if err == nil && v > bestV {
+			best, bestV = d, v
+		}
+	}
+	return best
+}
 
 // Server is a running (or stopped) throwaway PostgreSQL.
 type Server struct {
@@ -44,12 +60,16 @@ type Server struct {
 }
 
 // Start creates a cluster and starts PostgreSQL on 127.0.0.1 and a free
-// port. It skips the test when the binaries are missing and fails it when
-// the server does not start.
+// port. It skips the test when the binaries are missing — fails it when CI
+// is set, as the router tests do — and fails it when the server does not
+// start.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	initdb := filepath.Join(BinDir, "initdb")
 	if _, err := os.Stat(initdb); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL not installed (%s) and CI is set: run deploy/install-test-deps.sh", initdb)
+		}
 		t.Skipf("PostgreSQL not installed (%s): run deploy/install-test-deps.sh", initdb)
 	}
 	dir, err := os.MkdirTemp("", "rtbh-pg")
