@@ -27,9 +27,10 @@ type Refused struct {
 }
 
 // groupSubmitter is a Store that can commit many writes as one unit, all
-// or nothing (store.DB's SubmitAll). A Store without it gets a batch's
-// writes submitted one by one: each is still atomic and in order, and the
-// call waits for all of them, but they may land in different transactions.
+// or nothing (SubmitAll of store.DB and of store/postgres.DB). A Store
+// without it gets a batch's writes submitted one by one: each is still
+// atomic and in order, and the call waits for all of them, but they may
+// land in different transactions.
 type groupSubmitter interface {
 	SubmitAll(ws []*domain.Write) func() error
 }

@@ -22,6 +22,11 @@ type instance struct {
 
 func startInstances(t *testing.T, names ...string) []*instance {
 	t.Helper()
+	return startInstancesWith(t, testPolicy(), names...)
+}
+
+func startInstancesWith(t *testing.T, pol Policy, names ...string) []*instance {
+	t.Helper()
 	srv := pgtest.Start(t)
 	dsn := srv.NewDatabase(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -40,7 +45,7 @@ func startInstances(t *testing.T, names ...string) []*instance {
 		if err := sp.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		m, err := NewManager(Config{Policy: testPolicy(), Reports: ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour, MinReporters: 1}}, db, sp, quiet, nil)
+		m, err := NewManager(Config{Policy: pol, Reports: ReportPolicy{Window: time.Hour, Threshold: 1, TTL: time.Hour, MinReporters: 1}}, db, sp, quiet, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -181,3 +181,8 @@ func TestContract(t *testing.T) {
 		}
 	})
 }
+
+func insertWrite(p string, now time.Time) *domain.Write {
+	return &domain.Write{Op: domain.BlackholeInsert, Blackhole: bh(p, now.Add(time.Hour)), At: now,
+		Audit: []domain.AuditEntry{{Actor: "t", Action: "add", Prefix: p}}}
+}

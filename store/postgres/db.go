@@ -17,7 +17,8 @@ import (
 	"github.com/rtbh/rtbh/detector/domain"
 )
 
-// maxBatch bounds how many writes share one transaction.
+// maxBatch bounds how many writes share one transaction (a SubmitAll unit
+// larger than that has a transaction of its own).
 const maxBatch = 1024
 
 // writeTimeout bounds one group commit: a PostgreSQL that stops answering
@@ -107,8 +108,11 @@ type DB struct {
 	follow   followState
 }
 
+// pending is one unit of the queue: a Submit's write, or a SubmitAll's
+// writes, applied together, all or nothing.
 type pending struct {
-	w    *domain.Write
+	ws   []*domain.Write
+	one  [1]*domain.Write // Submit's ws, without an allocation of its own
 	done chan error
 }
 
@@ -167,7 +171,22 @@ func (db *DB) Instance() string { return db.instance }
 // waits for the outcome (called exactly once). Writes are applied in the
 // order they were submitted.
 func (db *DB) Submit(w *domain.Write) func() error {
-	p := &pending{w: w, done: make(chan error, 1)}
+	p := &pending{done: make(chan error, 1)}
+	p.one[0] = w
+	p.ws = p.one[:]
+	return db.enqueue(p)
+}
+
+// SubmitAll queues ws as one unit: they are applied in order in one
+// transaction, all or nothing (a batch of blackholes committed together),
+// in order with the writes submitted before and after it, each with its
+// change sequence number, changed_by and audit rows as a single write has
+// them. The returned function waits for the outcome, as Submit's does.
+func (db *DB) SubmitAll(ws []*domain.Write) func() error {
+	return db.enqueue(&pending{ws: ws, done: make(chan error, 1)})
+}
+
+func (db *DB) enqueue(p *pending) func() error {
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
@@ -186,14 +205,16 @@ func (db *DB) writer() {
 	batch := make([]*pending, 0, maxBatch)
 	for p := range db.queue {
 		batch = append(batch[:0], p)
+		n := len(p.ws)
 	fill:
-		for len(batch) < maxBatch {
+		for n < maxBatch {
 			select {
 			case p, ok := <-db.queue:
 				if !ok {
 					break fill
 				}
 				batch = append(batch, p)
+				n += len(p.ws)
 			default:
 				break fill
 			}
@@ -205,11 +226,11 @@ func (db *DB) writer() {
 // commit commits batch in one transaction. The fast path sends every
 // statement of every write in one pipeline; if any write fails (a stale
 // end, a refused statement), the transaction is rolled back and the batch
-// runs again with each write in its own savepoint, so that one failing
-// write does not undo its neighbours.
+// runs again with each unit (a write, or a SubmitAll's writes) in its own
+// savepoint, so that one failing unit does not undo its neighbours.
 func (db *DB) commit(batch []*pending) {
 	errs := make([]error, len(batch))
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeoutFor(batch))
 	defer cancel()
 	err := db.run(ctx, batch, errs, false)
 	if errors.Is(err, errRetryOneByOne) {
@@ -230,6 +251,16 @@ func (db *DB) commit(batch []*pending) {
 	for i, p := range batch {
 		p.done <- errs[i]
 	}
+}
+
+// timeoutFor is writeTimeout, and a millisecond more for each write above
+// maxBatch (a SubmitAll of up to 10,000 writes gets up to 19s).
+func timeoutFor(batch []*pending) time.Duration {
+	n := 0
+	for _, p := range batch {
+		n += len(p.ws)
+	}
+	return writeTimeout + time.Duration(max(0, n-maxBatch))*time.Millisecond
 }
 
 var errRetryOneByOne = errors.New("a write failed in the pipeline")
@@ -253,22 +284,32 @@ func (db *DB) run(ctx context.Context, batch []*pending, errs []error, oneByOne 
 	notify, merged := false, false
 	if !oneByOne {
 		b := &pgx.Batch{}
-		counts := make([]int, len(batch))
-		for i, p := range batch {
-			counts[i] = db.queue1(b, p.w)
+		n := 0
+		for _, p := range batch {
+			n += len(p.ws)
+		}
+		counts := make([]int, 0, n)
+		for _, p := range batch {
+			for _, w := range p.ws {
+				counts = append(counts, db.queue1(b, w))
+			}
 		}
 		res := tx.SendBatch(ctx, b)
-		for i, p := range batch {
-			out, err := readWrite(res, p.w, counts[i])
-			if err != nil {
-				res.Close()
-				if !transient(err) || errors.Is(err, errStale) {
-					return errRetryOneByOne
+		k := 0
+		for _, p := range batch {
+			for _, w := range p.ws {
+				out, err := readWrite(res, w, counts[k])
+				k++
+				if err != nil {
+					res.Close()
+					if !transient(err) || errors.Is(err, errStale) {
+						return errRetryOneByOne
+					}
+					return err
 				}
-				return err
+				notify = notify || touches(w)
+				merged = merged || out == outcomeMerged
 			}
-			notify = notify || touches(p.w)
-			merged = merged || out == outcomeMerged
 		}
 		if err := res.Close(); err != nil {
 			return err
@@ -280,9 +321,20 @@ func (db *DB) run(ctx context.Context, batch []*pending, errs []error, oneByOne 
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			b := &pgx.Batch{}
-			n := db.queue1(b, p.w)
+			counts := make([]int, len(p.ws))
+			for k, w := range p.ws {
+				counts[k] = db.queue1(b, w)
+			}
 			res := sp.SendBatch(ctx, b)
-			out, err := readWrite(res, p.w, n)
+			unitNotify, unitMerged := false, false
+			for k, w := range p.ws {
+				var out int
+				if out, err = readWrite(res, w, counts[k]); err != nil {
+					break
+				}
+				unitNotify = unitNotify || touches(w)
+				unitMerged = unitMerged || out == outcomeMerged
+			}
 			if cerr := res.Close(); err == nil {
 				err = cerr
 			}
@@ -299,8 +351,8 @@ func (db *DB) run(ctx context.Context, batch []*pending, errs []error, oneByOne 
 			if err := sp.Commit(ctx); err != nil {
 				return fmt.Errorf("releasing savepoint: %w", err)
 			}
-			notify = notify || touches(p.w)
-			merged = merged || out == outcomeMerged
+			notify = notify || unitNotify
+			merged = merged || unitMerged
 		}
 	}
 	if notify {

@@ -11,7 +11,10 @@
 // transaction (group commit): the statements of all of them go to the
 // server in one pipeline, and a response means the transaction committed.
 // If one write fails, the batch is rolled back and run again with each
-// write in its own savepoint, so it fails alone. Every write transaction
+// write in its own savepoint, so it fails alone. SubmitAll (a detector
+// batch) queues its writes as one unit: in order with the others, in one
+// transaction and, on the retry, in one savepoint, so all or none of them
+// commit; each row and audit row is written as a single write writes it. Every write transaction
 // of every instance first takes one transaction advisory lock
 // (pg_advisory_xact_lock), so write transactions commit one after another:
 // the change sequence number each blackhole row gets (blackholes.seq) and

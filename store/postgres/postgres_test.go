@@ -125,8 +125,9 @@ func TestInstancesShareOneEntry(t *testing.T) {
 	}
 }
 
-// PostgreSQL going away makes writes unavailable (nothing acknowledged),
-// the store reports itself down, and writes succeed again once it is back.
+// PostgreSQL going away makes writes and batches unavailable (nothing
+// acknowledged, nothing of them stored), the store reports itself down,
+// and writes succeed again once it is back.
 func TestOutageIsUnavailable(t *testing.T) {
 	srv := pgtest.Start(t)
 	db := open(t, srv.NewDatabase(t), "a")
@@ -139,6 +140,11 @@ func TestOutageIsUnavailable(t *testing.T) {
 	err := db.Commit(add(bh("198.51.100.2/32", now.Add(time.Hour)), "noc"))
 	if !errors.Is(err, domain.ErrStoreUnavailable) {
 		t.Fatalf("write with PostgreSQL stopped = %v, want ErrStoreUnavailable", err)
+	}
+	err = db.SubmitAll([]*domain.Write{add(bh("198.51.100.3/32", now.Add(time.Hour)), "noc"),
+		add(bh("198.51.100.4/32", now.Add(time.Hour)), "noc")})()
+	if !errors.Is(err, domain.ErrStoreUnavailable) {
+		t.Fatalf("batch with PostgreSQL stopped = %v, want ErrStoreUnavailable", err)
 	}
 	if db.writesOK.Load() {
 		t.Fatal("store says its writes work with PostgreSQL stopped")

@@ -28,6 +28,8 @@ type DB interface {
 	ListAudit(ctx context.Context, q domain.AuditQuery) ([]domain.AuditEntry, error)
 	ActiveHistory(ctx context.Context, from, to time.Time, step time.Duration) ([]domain.Count, error)
 	DetectionsPerHour(ctx context.Context, from, to time.Time) ([]domain.Count, error)
+	// SubmitAll is the group submit detector.Manager's batches use.
+	SubmitAll(ws []*domain.Write) func() error
 	Close() error
 }
 
@@ -67,6 +69,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"ActiveHistory", activeHistory},
 		{"DetectionsPerHour", detectionsPerHour},
 		{"RouteAndFilter", routeAndFilter},
+		{"SubmitAllIsAllOrNothing", submitAllIsAllOrNothing},
+		{"SubmitAllKeepsOrder", submitAllKeepsOrder},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newStore(t)) })
 	}
