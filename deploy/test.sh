@@ -15,7 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-1}"
 
-step() { printf '\n== %s\n' "$*"; }
+# step prints each step's name and how long the one before it took.
+started=$SECONDS last=$SECONDS
+step() {
+	printf '\n(%ds)\n== %s\n' "$((SECONDS - last))" "$*"
+	last=$SECONDS
+}
 
 step "dependencies"
 bash deploy/install-test-deps.sh
@@ -64,5 +69,5 @@ RTBH_TEST_STORE=postgres go test -count=1 -timeout 25m ./cmd/rtbhd
 step "fuzz the sFlow decoder for 60 s"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 60s ./feed/sflow
 
-echo
-echo "all tests passed"
+printf '\n(%ds)\n' "$((SECONDS - last))"
+echo "all tests passed in $((SECONDS - started)) s"

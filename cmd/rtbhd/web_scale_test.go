@@ -53,6 +53,9 @@ func TestWebConsole100kInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100,000 blackholes")
 	}
+	if onPostgres() {
+		t.Skip("preloads the SQLite file itself: not with RTBH_TEST_STORE=postgres")
+	}
 	requireChromium(t)
 	shots := artifactsDir(t)
 	cfg := newDaemonConfig(t, t.TempDir())
