@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"github.com/mattn/go-sqlite3" // the SQLite driver; only this package imports it
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/store/internal/column"
 )
 
 // maxBatch bounds how many writes share one transaction.
@@ -522,9 +522,9 @@ func apply(st func(string) *sql.Stmt, w *domain.Write, instance string) error {
 	}
 	if e := w.Evidence; e != nil {
 		if _, err := st(sqlInsertEvid).Exec(
-			e.Address.String(), e.Rule, e.Action, e.Protocol, joinPorts(e.DstPorts), e.DistinctDestinations,
+			e.Address.String(), e.Rule, e.Action, e.Protocol, column.JoinPorts(e.DstPorts), e.DistinctDestinations,
 			e.EstimatedPackets, e.EstimatedConnections, int64(e.Window), e.FirstSeen.UnixNano(), e.LastSeen.UnixNano(),
-			joinAddrs(e.Examples), e.RecordedAt.UnixNano()); err != nil {
+			column.JoinAddrs(e.Examples), e.RecordedAt.UnixNano()); err != nil {
 			return fmt.Errorf("writing evidence for %s: %w", e.Address, err)
 		}
 	}
@@ -701,8 +701,8 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 			return nil, fmt.Errorf("reading evidence: %w", err)
 		}
 		e.Address, _ = netip.ParseAddr(addr)
-		e.DstPorts = splitPorts(ports)
-		e.Examples = splitAddrs(examples)
+		e.DstPorts = column.SplitPorts(ports)
+		e.Examples = column.SplitAddrs(examples)
 		e.Window = time.Duration(window)
 		e.FirstSeen = time.Unix(0, first).UTC()
 		e.LastSeen = time.Unix(0, last).UTC()
@@ -729,7 +729,7 @@ func (db *DB) reportsFor(ctx context.Context, addr netip.Addr, limit int) ([]dom
 // first; rtbhd rebuilds its report scores from it at start.
 func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]domain.Report, error) {
 	return db.queryReports(ctx, `SELECT address, reporter, trust, kind, observed_at, count, evidence, received_at, operator
-		FROM reports WHERE observed_at >= ? ORDER BY observed_at, id`, unixNanoOrZero(since))
+		FROM reports WHERE observed_at >= ? ORDER BY observed_at, id`, column.UnixNanoOrZero(since))
 }
 
 func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]domain.Report, error) {
@@ -760,7 +760,7 @@ func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]domain
 // address.
 func (db *DB) Servers(ctx context.Context, since time.Time) ([]domain.Server, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT address, rule, clients, first_seen, last_seen FROM servers
-		WHERE last_seen >= ? ORDER BY address, rule`, unixNanoOrZero(since))
+		WHERE last_seen >= ? ORDER BY address, rule`, column.UnixNanoOrZero(since))
 	if err != nil {
 		return nil, fmt.Errorf("reading servers: %w", err)
 	}
@@ -849,49 +849,6 @@ func (db *DB) CountReports(ctx context.Context) (int, error) {
 	var n int
 	err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM reports`).Scan(&n)
 	return n, err
-}
-
-func unixNanoOrZero(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func joinPorts(ps []uint16) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
-func splitPorts(s string) []uint16 {
-	var out []uint16
-	for _, f := range strings.Split(s, ",") {
-		if n, err := strconv.ParseUint(f, 10, 16); err == nil {
-			out = append(out, uint16(n))
-		}
-	}
-	return out
-}
-
-func joinAddrs(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func splitAddrs(s string) []netip.Addr {
-	var out []netip.Addr
-	for _, f := range strings.Split(s, ",") {
-		if a, err := netip.ParseAddr(f); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // PruneBatch is how many rows one retention DELETE removes at most: each

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/store/internal/column"
 )
 
 // maxBatch bounds how many writes share one transaction (a SubmitAll unit
@@ -489,9 +490,9 @@ func (db *DB) queue1(b *pgx.Batch, w *domain.Write) int {
 		}
 	}
 	if e := w.Evidence; e != nil {
-		b.Queue(sqlInsertEvid, e.Address.String(), e.Rule, e.Action, e.Protocol, joinPorts(e.DstPorts),
+		b.Queue(sqlInsertEvid, e.Address.String(), e.Rule, e.Action, e.Protocol, column.JoinPorts(e.DstPorts),
 			int64(e.DistinctDestinations), int64(e.EstimatedPackets), int64(e.EstimatedConnections), int64(e.Window),
-			e.FirstSeen.UnixNano(), e.LastSeen.UnixNano(), joinAddrs(e.Examples), e.RecordedAt.UnixNano(), db.instance)
+			e.FirstSeen.UnixNano(), e.LastSeen.UnixNano(), column.JoinAddrs(e.Examples), e.RecordedAt.UnixNano(), db.instance)
 	}
 	if w.Offense.IsValid() {
 		b.Queue(sqlOffense, w.Offense.String(), at)

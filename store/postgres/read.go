@@ -5,23 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rtbh/rtbh/detector/domain"
+	"github.com/rtbh/rtbh/store/internal/column"
 )
 
 func ns(v int64) time.Time { return time.Unix(0, v).UTC() }
-
-func unixNanoOrZero(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
 
 const bhColumns = `prefix, match, origin, reason, created_at, expires_at`
 
@@ -164,8 +156,8 @@ func (db *DB) queryEvidence(ctx context.Context, where string, args []any, limit
 		}
 		e.Address, _ = netip.ParseAddr(addr)
 		e.DistinctDestinations, e.EstimatedPackets, e.EstimatedConnections = uint64(dd), uint64(pk), uint64(cn)
-		e.DstPorts = splitPorts(ports)
-		e.Examples = splitAddrs(examples)
+		e.DstPorts = column.SplitPorts(ports)
+		e.Examples = column.SplitAddrs(examples)
 		e.Window = time.Duration(window)
 		e.FirstSeen, e.LastSeen, e.RecordedAt = ns(first), ns(last), ns(recd)
 		out = append(out, e)
@@ -179,7 +171,7 @@ const reportColumns = `address, reporter, trust, kind, observed_at, count, evide
 // first; rtbhd rebuilds its report scores from it.
 func (db *DB) ReportsSince(ctx context.Context, since time.Time) ([]domain.Report, error) {
 	return db.queryReports(ctx, `SELECT `+reportColumns+` FROM reports WHERE observed_at >= $1 ORDER BY observed_at, id`,
-		unixNanoOrZero(since))
+		column.UnixNanoOrZero(since))
 }
 
 func scanReport(row pgx.Row, extra ...any) (domain.Report, error) {
@@ -218,7 +210,7 @@ func (db *DB) queryReports(ctx context.Context, q string, args ...any) ([]domain
 // address.
 func (db *DB) Servers(ctx context.Context, since time.Time) ([]domain.Server, error) {
 	rows, err := db.pool.Query(ctx, `SELECT address, rule, clients, first_seen, last_seen FROM servers
-		WHERE last_seen >= $1 ORDER BY address, rule`, unixNanoOrZero(since))
+		WHERE last_seen >= $1 ORDER BY address, rule`, column.UnixNanoOrZero(since))
 	if err != nil {
 		return nil, fmt.Errorf("reading servers: %w", err)
 	}
@@ -334,42 +326,6 @@ func (db *DB) Prune(ctx context.Context, before time.Time, batch int) (domain.Pr
 		}
 	}
 	return n, nil
-}
-
-func joinPorts(ps []uint16) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
-func splitPorts(s string) []uint16 {
-	var out []uint16
-	for _, f := range strings.Split(s, ",") {
-		if n, err := strconv.ParseUint(f, 10, 16); err == nil {
-			out = append(out, uint16(n))
-		}
-	}
-	return out
-}
-
-func joinAddrs(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func splitAddrs(s string) []netip.Addr {
-	var out []netip.Addr
-	for _, f := range strings.Split(s, ",") {
-		if a, err := netip.ParseAddr(f); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // ReadAgents reads the agents' sampling rates without changing anything
