@@ -89,6 +89,8 @@ type DB struct {
 	closed bool
 	done   chan struct{}
 
+	bulkBuf []byte // the writer's scratch space for bulk writes
+
 	ckptStop, ckptDone chan struct{} // the checkpointer's
 }
 
@@ -155,7 +157,7 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	db := &DB{w: w, r: r, log: logger, stmts: map[string]*sql.Stmt{}, queue: make(chan *pending, 4*maxBatch), done: make(chan struct{})}
-	for _, q := range []string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense, sqlUpsertServer, sqlUpsertAgent} {
+	for _, q := range append([]string{sqlSavepoint, sqlRollbackTo, sqlRelease, sqlInsertBH, sqlExtendBH, sqlEndBH, sqlInsertAudit, sqlInsertReport, sqlInsertEvid, sqlOffense, sqlUpsertServer, sqlUpsertAgent}, bulkStatements...) {
 		st, err := w.Prepare(q)
 		if err != nil {
 			w.Close()
@@ -402,16 +404,14 @@ func (db *DB) SubmitAll(ws []*domain.Write) func() error {
 }
 
 // applyPending applies p's write, or each of its writes in order.
-func applyPending(st func(string) *sql.Stmt, p *pending, instance string) error {
+// A SubmitAll batch is written in bulk (applyWrites).
+func (db *DB) applyPending(st func(string) *sql.Stmt, p *pending, instance string) error {
 	if p.ws == nil {
 		return apply(st, p.w, instance)
 	}
-	for _, w := range p.ws {
-		if err := apply(st, w, instance); err != nil {
-			return err
-		}
-	}
-	return nil
+	var err error
+	db.bulkBuf, err = applyWrites(st, p.ws, instance, db.bulkBuf)
+	return err
 }
 
 func (db *DB) writer() {
@@ -456,7 +456,7 @@ func (db *DB) commit(batch []*pending) {
 				tx.Rollback()
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			if err := applyPending(st, p, db.Instance()); err != nil {
+			if err := db.applyPending(st, p, db.Instance()); err != nil {
 				if transient(err) {
 					err = unavailable(err)
 				}
