@@ -61,8 +61,9 @@ func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []R
 		return nil, nil, errRecovering
 	}
 	now := m.now().UTC()
+	sc := newScratch(len(reqs))
 	for i, req := range reqs {
-		d, err := m.decideAdd(req, now)
+		d, err := m.decideAdd(req, now, sc)
 		if err != nil {
 			if KindOf(err) == 0 { // not a refusal: nothing of the batch was decided wrongly, but stop
 				m.mu.Unlock()
@@ -102,11 +103,12 @@ func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Acce
 		return nil, nil, errRecovering
 	}
 	now := m.now().UTC()
+	sc := newScratch(len(reqs))
 	for i, req := range reqs {
 		err := checkRemove(req)
 		var d decision
 		if err == nil {
-			d, err = m.decideRemove(req, now)
+			d, err = m.decideRemove(req, now, sc)
 		}
 		if err != nil {
 			if KindOf(err) == 0 {
@@ -138,7 +140,7 @@ func (m *Manager) submitBatch(ds []decision) func() error {
 	if !ok {
 		waits := make([]func() error, len(ds))
 		for i, d := range ds {
-			waits[i] = m.submit(d.w, d.apply)
+			waits[i] = m.submit(d.w, m.applyFunc(d))
 		}
 		return func() error {
 			var errs []error
@@ -152,16 +154,28 @@ func (m *Manager) submitBatch(ds []decision) func() error {
 	for i, d := range ds {
 		ws[i] = d.w
 	}
-	apply := func() {
-		for _, d := range ds {
-			if d.apply != nil {
-				d.apply()
-			}
-		}
-	}
+	apply := func() { m.applyBatch(ds) }
 	f := &inflight{wait: g.SubmitAll(ws), apply: apply}
 	m.cmu.Lock()
 	m.unsettled = append(m.unsettled, f)
 	m.cmu.Unlock()
 	return func() error { return m.settle(f) }
+}
+
+// applyBatch applies a committed batch's decisions in order, as
+// applyDecision would one by one, but queues their route changes in one
+// push. m.cmu must be held.
+func (m *Manager) applyBatch(ds []decision) {
+	routes := make([]routeChange, 0, len(ds))
+	for i := range ds {
+		d := &ds[i]
+		if d.ev.Type == 0 {
+			continue
+		}
+		m.applyCommitted(d.ev)
+		if d.hasRoute {
+			routes = append(routes, d.route)
+		}
+	}
+	m.routeQ.push(routes...)
 }
