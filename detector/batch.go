@@ -163,19 +163,23 @@ func (m *Manager) submitBatch(ds []decision) func() error {
 }
 
 // applyBatch applies a committed batch's decisions in order, as
-// applyDecision would one by one, but queues their route changes in one
-// push. m.cmu must be held.
+// applyDecision would one by one, but hands their events to the watchers
+// and their route changes to the route queue all at once. m.cmu must be
+// held.
 func (m *Manager) applyBatch(ds []decision) {
 	routes := make([]routeChange, 0, len(ds))
+	evs := make([]Event, 0, len(ds))
 	for i := range ds {
 		d := &ds[i]
 		if d.ev.Type == 0 {
 			continue
 		}
-		m.applyCommitted(d.ev)
+		m.commitView(d.ev)
+		evs = append(evs, d.ev)
 		if d.hasRoute {
 			routes = append(routes, d.route)
 		}
 	}
+	m.watchers.broadcastAll(evs)
 	m.routeQ.push(routes...)
 }

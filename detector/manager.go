@@ -536,6 +536,13 @@ func (m *Manager) settle(f *inflight) error {
 // applyCommitted applies a committed change to the readers' view: the
 // committed set, the watchers and BGP. m.cmu must be held.
 func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
+	m.commitView(ev)
+	m.watchers.broadcast(ev)
+	m.routeQ.push(routes...)
+}
+
+// commitView applies ev to the committed set; m.cmu must be held.
+func (m *Manager) commitView(ev Event) {
 	switch ev.Type {
 	case EventAdded, EventExtended:
 		m.committed[ev.Blackhole.Key()] = ev.Blackhole
@@ -543,8 +550,6 @@ func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
 		delete(m.committed, ev.Blackhole.Key())
 	}
 	m.listView = nil // sorted again by the next List
-	m.watchers.broadcast(ev)
-	m.routeQ.push(routes...)
 }
 
 // committedSorted returns the committed view sorted by prefix; m.cmu must
