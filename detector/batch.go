@@ -171,13 +171,14 @@ func (m *Manager) applyBatch(ds []decision) {
 	evs := make([]Event, 0, len(ds))
 	for i := range ds {
 		d := &ds[i]
-		if d.ev.Type == 0 {
+		if d.ev == 0 {
 			continue
 		}
-		m.commitView(d.ev)
-		evs = append(evs, d.ev)
+		ev := d.event()
+		m.commitView(ev)
+		evs = append(evs, ev)
 		if d.hasRoute {
-			routes = append(routes, d.route)
+			routes = append(routes, d.routeChange())
 		}
 	}
 	m.watchers.broadcastAll(evs)

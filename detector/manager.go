@@ -256,33 +256,42 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 }
 
 // decision is what decideAdd or decideRemove decided: the entry, the write
-// that records it and what to apply once that write committed (ev, and
-// route if hasRoute; nothing when ev.Type is 0) — data rather than a
-// closure, so that a batch applies its decisions without one closure and
-// one copied Event on the heap per item.
+// that records it and what to apply once that write committed (the event
+// of type ev on b, nothing when ev is 0; and b's route change when
+// hasRoute) — data rather than a closure, so that a batch applies its
+// decisions without a closure and a copied Event on the heap per item,
+// and small, as a batch copies it around.
 type decision struct {
-	b        domain.Blackhole
-	change   Change
-	w        *domain.Write
-	ev       Event
-	route    routeChange
-	hasRoute bool
+	b         domain.Blackhole
+	change    Change
+	w         *domain.Write
+	ev        EventType
+	actor     string
+	takenFrom string
+	hasRoute  bool
+	announce  bool
 }
+
+func (d *decision) event() Event {
+	return Event{Type: d.ev, Blackhole: d.b, Actor: d.actor, TakenOverFrom: d.takenFrom}
+}
+
+func (d *decision) routeChange() routeChange { return routeChange{d.b.Key(), d.announce} }
 
 // apply applies d once its write committed; m.cmu must be held.
 func (m *Manager) applyDecision(d *decision) {
 	switch {
-	case d.ev.Type == 0:
+	case d.ev == 0:
 	case d.hasRoute:
-		m.applyCommitted(d.ev, d.route)
+		m.applyCommitted(d.event(), d.routeChange())
 	default:
-		m.applyCommitted(d.ev)
+		m.applyCommitted(d.event())
 	}
 }
 
 // applyFunc is d's apply for submit (nil: nothing to apply).
 func (m *Manager) applyFunc(d decision) func() {
-	if d.ev.Type == 0 {
+	if d.ev == 0 {
 		return nil
 	}
 	return func() { m.applyDecision(&d) }
@@ -404,13 +413,12 @@ func (m *Manager) decideAdd(req Request, now time.Time, sc *scratch) (decision, 
 	audit.Detail = matchDetail(match, audit.Detail)
 	audits[0] = audit
 	w.Audit = audits
-	d := decision{b: b, change: change, w: w}
+	d := decision{b: b, change: change, w: w, actor: req.Actor}
 	switch change {
-	case Added:
-		d.ev = Event{Type: EventAdded, Blackhole: b, Actor: req.Actor}
-		d.route, d.hasRoute = routeChange{key, true}, true
+	case Added: // b.Key() is key
+		d.ev, d.hasRoute, d.announce = EventAdded, true, true
 	case Extended:
-		d.ev = Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom}
+		d.ev, d.takenFrom = EventExtended, takenFrom
 	}
 	return d, nil
 }
@@ -481,7 +489,7 @@ func (m *Manager) endDecision(b domain.Blackhole, why, actor, reason string, now
 	w, audits := sc.next()
 	audits[0] = audit
 	*w = domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now, Audit: audits}
-	return decision{b: b, w: w, ev: Event{Type: typ, Blackhole: b, Actor: actor}, route: routeChange{b.Key(), false}, hasRoute: true}
+	return decision{b: b, w: w, ev: typ, actor: actor, hasRoute: true}
 }
 
 // matchDetail marks the audit detail of a FlowSpec filter's row: it starts
