@@ -58,12 +58,7 @@ func newPathBuilder(nh4, nh6 netip.Addr) (*pathBuilder, error) {
 // path returns the API path announcing (or, withdraw, withdrawing) p.
 func (pb *pathBuilder) path(p netip.Prefix, withdraw bool) (*api.Path, error) {
 	if p.Addr().Is4() {
-		nlri := bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
-		b, err := nlri.Serialize()
-		if err != nil {
-			return nil, fmt.Errorf("encoding %s: %w", p, err)
-		}
-		return &api.Path{Family: familyV4, NlriBinary: b, PattrsBinary: pb.attrs4, IsWithdraw: withdraw}, nil
+		return &api.Path{Family: familyV4, NlriBinary: nlriBytes(p), PattrsBinary: pb.attrs4, IsWithdraw: withdraw}, nil
 	}
 	nlri := bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
 	b, err := nlri.Serialize()
@@ -77,6 +72,24 @@ func (pb *pathBuilder) path(p netip.Prefix, withdraw bool) (*api.Path, error) {
 	attrs := make([][]byte, 0, len(pb.attrs6)+1)
 	attrs = append(append(attrs, pb.attrs6...), mp)
 	return &api.Path{Family: familyV6, NlriBinary: b, PattrsBinary: attrs, IsWithdraw: withdraw}, nil
+}
+
+// nlriBytes is p's NLRI in the wire form (RFC 4271 4.3: the length in
+// bits, then the prefix's significant octets), as bgp.IPAddrPrefix's
+// Serialize writes it, without building and parsing one: one allocation.
+// p is masked (checkPrefix).
+func nlriBytes(p netip.Prefix) []byte {
+	n := (p.Bits() + 7) / 8
+	b := make([]byte, 1+n)
+	b[0] = byte(p.Bits())
+	if p.Addr().Is4() {
+		a := p.Addr().As4()
+		copy(b[1:], a[:n])
+	} else {
+		a := p.Addr().As16()
+		copy(b[1:], a[:n])
+	}
+	return b
 }
 
 // checkPrefix validates a prefix given to Announce or Withdraw.

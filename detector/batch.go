@@ -62,8 +62,9 @@ func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []R
 		return nil, nil, errRecovering
 	}
 	now := m.now().UTC()
+	sc := newScratch(len(reqs))
 	for i, req := range reqs {
-		d, err := m.decideAdd(req, now)
+		d, err := m.decideAdd(req, now, sc)
 		if err != nil {
 			if KindOf(err) == 0 { // not a refusal: nothing of the batch was decided wrongly, but stop
 				m.mu.Unlock()
@@ -103,11 +104,12 @@ func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Acce
 		return nil, nil, errRecovering
 	}
 	now := m.now().UTC()
+	sc := newScratch(len(reqs))
 	for i, req := range reqs {
 		err := checkRemove(req)
 		var d decision
 		if err == nil {
-			d, err = m.decideRemove(req, now)
+			d, err = m.decideRemove(req, now, sc)
 		}
 		if err != nil {
 			if KindOf(err) == 0 {
@@ -139,7 +141,7 @@ func (m *Manager) submitBatch(ds []decision) func() error {
 	if !ok {
 		waits := make([]func() error, len(ds))
 		for i, d := range ds {
-			waits[i] = m.submit(d.w, d.apply)
+			waits[i] = m.submit(d.w, m.applyFunc(d))
 		}
 		return func() error {
 			var errs []error
@@ -153,16 +155,33 @@ func (m *Manager) submitBatch(ds []decision) func() error {
 	for i, d := range ds {
 		ws[i] = d.w
 	}
-	apply := func() {
-		for _, d := range ds {
-			if d.apply != nil {
-				d.apply()
-			}
-		}
-	}
+	apply := func() { m.applyBatch(ds) }
 	f := &inflight{wait: g.SubmitAll(ws), apply: apply}
 	m.cmu.Lock()
 	m.unsettled = append(m.unsettled, f)
 	m.cmu.Unlock()
 	return func() error { return m.settle(f) }
+}
+
+// applyBatch applies a committed batch's decisions in order, as
+// applyDecision would one by one, but hands their events to the watchers
+// and their route changes to the route queue all at once. m.cmu must be
+// held.
+func (m *Manager) applyBatch(ds []decision) {
+	routes := make([]routeChange, 0, len(ds))
+	evs := make([]Event, 0, len(ds))
+	for i := range ds {
+		d := &ds[i]
+		if d.ev == 0 {
+			continue
+		}
+		ev := d.event()
+		m.commitView(ev)
+		evs = append(evs, ev)
+		if d.hasRoute {
+			routes = append(routes, d.routeChange())
+		}
+	}
+	m.watchers.broadcastAll(evs)
+	m.routeQ.push(routes...)
 }

@@ -241,12 +241,12 @@ func (m *Manager) waitAll(waits []func() error) {
 // refusals.
 func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Change, error) {
 	m.mu.Lock()
-	d, err := m.decideAdd(req, m.now().UTC())
+	d, err := m.decideAdd(req, m.now().UTC(), nil)
 	if err != nil {
 		m.mu.Unlock()
 		return domain.Blackhole{}, 0, err
 	}
-	wait := m.submit(d.w, d.apply)
+	wait := m.submit(d.w, m.applyFunc(d))
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
@@ -256,18 +256,88 @@ func (m *Manager) Add(ctx context.Context, req Request) (domain.Blackhole, Chang
 }
 
 // decision is what decideAdd or decideRemove decided: the entry, the write
-// that records it and what to apply once that write committed.
+// that records it and what to apply once that write committed (the event
+// of type ev on b, nothing when ev is 0; and b's route change when
+// hasRoute) — data rather than a closure, so that a batch applies its
+// decisions without a closure and a copied Event on the heap per item,
+// and small, as a batch copies it around.
 type decision struct {
-	b      domain.Blackhole
-	change Change
-	w      *domain.Write
-	apply  func()
+	b         domain.Blackhole
+	change    Change
+	w         *domain.Write
+	ev        EventType
+	actor     string
+	takenFrom string
+	hasRoute  bool
+	announce  bool
+}
+
+func (d *decision) event() Event {
+	return Event{Type: d.ev, Blackhole: d.b, Actor: d.actor, TakenOverFrom: d.takenFrom}
+}
+
+func (d *decision) routeChange() routeChange { return routeChange{d.b.Key(), d.announce} }
+
+// apply applies d once its write committed; m.cmu must be held.
+func (m *Manager) applyDecision(d *decision) {
+	switch {
+	case d.ev == 0:
+	case d.hasRoute:
+		m.applyCommitted(d.event(), d.routeChange())
+	default:
+		m.applyCommitted(d.event())
+	}
+}
+
+// applyFunc is d's apply for submit (nil: nothing to apply).
+func (m *Manager) applyFunc(d decision) func() {
+	if d.ev == 0 {
+		return nil
+	}
+	return func() { m.applyDecision(&d) }
+}
+
+// scratch is what a batch's decisions take their writes and audit rows
+// from: one array of each for the whole batch instead of two allocations
+// per item, and the audit detail of the last expiry (a batch's items
+// mostly share one). A nil *scratch allocates per call.
+type scratch struct {
+	ws     []domain.Write
+	as     []domain.AuditEntry
+	exp    time.Time
+	detail string
+}
+
+func newScratch(n int) *scratch {
+	return &scratch{ws: make([]domain.Write, n), as: make([]domain.AuditEntry, n)}
+}
+
+// next returns a zero write and a one-row audit slice.
+func (s *scratch) next() (*domain.Write, []domain.AuditEntry) {
+	if s == nil || len(s.ws) == 0 || len(s.as) == 0 {
+		return &domain.Write{}, make([]domain.AuditEntry, 1)
+	}
+	w, a := &s.ws[0], s.as[:1:1]
+	s.ws, s.as = s.ws[1:], s.as[1:]
+	return w, a
+}
+
+// expiresDetail is "expires_at " + t in RFC 3339.
+func (s *scratch) expiresDetail(t time.Time) string {
+	if s == nil {
+		return "expires_at " + t.Format(time.RFC3339)
+	}
+	if s.detail == "" || !s.exp.Equal(t) || s.exp.Location() != t.Location() {
+		s.exp, s.detail = t, "expires_at "+t.Format(time.RFC3339)
+	}
+	return s.detail
 }
 
 // decideAdd is the decision of one add (Add, AddBatch): it checks req,
 // updates the active set and returns the write to submit. m.mu must be
-// held; the caller submits d.w in the same critical section.
-func (m *Manager) decideAdd(req Request, now time.Time) (decision, error) {
+// held; the caller submits d.w in the same critical section. The write
+// comes from sc (nil: allocated).
+func (m *Manager) decideAdd(req Request, now time.Time, sc *scratch) (decision, error) {
 	ttl, err := checkAdd(m.policy, req)
 	if err != nil {
 		return decision{}, err
@@ -279,7 +349,8 @@ func (m *Manager) decideAdd(req Request, now time.Time) (decision, error) {
 	match, _ := checkMatch(req.Match) // checkAdd refused a malformed one
 	key := domain.Key{Prefix: p, Match: match}
 	expires := now.Add(ttl)
-	w := &domain.Write{At: now, Evidence: req.evidence}
+	w, audits := sc.next()
+	w.At, w.Evidence = now, req.evidence
 	if req.offense {
 		w.Offense = p.Addr()
 	}
@@ -334,23 +405,22 @@ func (m *Manager) decideAdd(req Request, now time.Time) (decision, error) {
 		b = domain.Blackhole{Prefix: p, Match: match, Origin: req.Origin, Reason: req.Reason, CreatedAt: now, ExpiresAt: expires}
 		w.Op = domain.BlackholeInsert
 		audit.Action = "add"
-		audit.Detail = "expires_at " + expires.Format(time.RFC3339)
+		audit.Detail = sc.expiresDetail(expires)
 		m.active.put(b)
 		poke(m.wake)
 	}
 	w.Blackhole = b
 	audit.Detail = matchDetail(match, audit.Detail)
-	w.Audit = []domain.AuditEntry{audit}
-	var apply func()
+	audits[0] = audit
+	w.Audit = audits
+	d := decision{b: b, change: change, w: w, actor: req.Actor}
 	switch change {
-	case Added:
-		ev := Event{Type: EventAdded, Blackhole: b, Actor: req.Actor}
-		apply = func() { m.applyCommitted(ev, routeChange{key, true}) }
+	case Added: // b.Key() is key
+		d.ev, d.hasRoute, d.announce = EventAdded, true, true
 	case Extended:
-		ev := Event{Type: EventExtended, Blackhole: b, Actor: req.Actor, TakenOverFrom: takenFrom}
-		apply = func() { m.applyCommitted(ev) }
+		d.ev, d.takenFrom = EventExtended, takenFrom
 	}
-	return decision{b: b, change: change, w: w, apply: apply}, nil
+	return d, nil
 }
 
 // Remove withdraws an active blackhole now.
@@ -359,12 +429,12 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 		return domain.Blackhole{}, err
 	}
 	m.mu.Lock()
-	d, err := m.decideRemove(req, m.now().UTC())
+	d, err := m.decideRemove(req, m.now().UTC(), nil)
 	if err != nil {
 		m.mu.Unlock()
 		return domain.Blackhole{}, err
 	}
-	wait := m.submit(d.w, d.apply)
+	wait := m.submit(d.w, m.applyFunc(d))
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
@@ -375,8 +445,8 @@ func (m *Manager) Remove(ctx context.Context, req RemoveRequest) (domain.Blackho
 
 // decideRemove is the decision of one removal (Remove, RemoveBatch) that
 // passed checkRemove: it ends the entry in the active set and returns the
-// write to submit. m.mu must be held.
-func (m *Manager) decideRemove(req RemoveRequest, now time.Time) (decision, error) {
+// write to submit (from sc; nil: allocated). m.mu must be held.
+func (m *Manager) decideRemove(req RemoveRequest, now time.Time, sc *scratch) (decision, error) {
 	match, _ := checkMatch(req.Match) // checkRemove refused a malformed one
 	p := domain.Key{Prefix: req.Prefix, Match: match}
 	if m.stale {
@@ -392,8 +462,7 @@ func (m *Manager) decideRemove(req RemoveRequest, now time.Time) (decision, erro
 	if req.Owner != "" && b.Origin != req.Owner {
 		return decision{}, refuse(KindScope, "%s belongs to %s, not to you", p, b.Origin)
 	}
-	w, apply := m.ending(b, "removed", req.Actor, req.Reason, now)
-	return decision{b: b, w: w, apply: apply}, nil
+	return m.endDecision(b, "removed", req.Actor, req.Reason, now, sc), nil
 }
 
 // end ends an active entry; m.mu must be held.
@@ -404,16 +473,23 @@ func (m *Manager) end(b domain.Blackhole, why, actor, reason string, now time.Ti
 // ending ends an active entry in the active set and returns the write that
 // records it and what to apply once it committed; m.mu must be held.
 func (m *Manager) ending(b domain.Blackhole, why, actor, reason string, now time.Time) (*domain.Write, func()) {
+	d := m.endDecision(b, why, actor, reason, now, nil)
+	return d.w, m.applyFunc(d)
+}
+
+// endDecision is ending's decision, its write from sc (nil: allocated).
+func (m *Manager) endDecision(b domain.Blackhole, why, actor, reason string, now time.Time, sc *scratch) decision {
 	m.active.delete(b.Key())
 	audit := domain.AuditEntry{Actor: actor, Action: "remove", Prefix: b.Prefix.String(), Origin: b.Origin, Reason: reason}
 	typ := EventRemoved
 	if why == "expired" {
-		audit.Action, audit.Detail, typ = "expire", "expires_at "+b.ExpiresAt.Format(time.RFC3339), EventExpired
+		audit.Action, audit.Detail, typ = "expire", sc.expiresDetail(b.ExpiresAt), EventExpired
 	}
 	audit.Detail = matchDetail(b.Match, audit.Detail)
-	ev := Event{Type: typ, Blackhole: b, Actor: actor}
-	return &domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now,
-		Audit: []domain.AuditEntry{audit}}, func() { m.applyCommitted(ev, routeChange{b.Key(), false}) }
+	w, audits := sc.next()
+	audits[0] = audit
+	*w = domain.Write{Op: domain.BlackholeEnd, Blackhole: b, EndReason: why, At: now, Audit: audits}
+	return decision{b: b, w: w, ev: typ, actor: actor, hasRoute: true}
 }
 
 // matchDetail marks the audit detail of a FlowSpec filter's row: it starts
@@ -468,6 +544,13 @@ func (m *Manager) settle(f *inflight) error {
 // applyCommitted applies a committed change to the readers' view: the
 // committed set, the watchers and BGP. m.cmu must be held.
 func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
+	m.commitView(ev)
+	m.watchers.broadcast(ev)
+	m.routeQ.push(routes...)
+}
+
+// commitView applies ev to the committed set; m.cmu must be held.
+func (m *Manager) commitView(ev Event) {
 	switch ev.Type {
 	case EventAdded, EventExtended:
 		m.committed[ev.Blackhole.Key()] = ev.Blackhole
@@ -475,8 +558,6 @@ func (m *Manager) applyCommitted(ev Event, routes ...routeChange) {
 		delete(m.committed, ev.Blackhole.Key())
 	}
 	m.listView = nil // sorted again by the next List
-	m.watchers.broadcast(ev)
-	m.routeQ.push(routes...)
 }
 
 // committedSorted returns the committed view sorted by prefix; m.cmu must

@@ -69,6 +69,39 @@ func (ws *watchers) broadcast(ev Event) {
 	}
 }
 
+// broadcastAll is broadcast of each of evs in order, one lock and one
+// wake-up per watcher.
+func (ws *watchers) broadcastAll(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	for w := range ws.set {
+		if !w.pushAll(evs) {
+			ws.log.Warn("dropping a watcher that fell too far behind", "buffered", watchBuffer)
+			ws.remove(w)
+		}
+	}
+}
+
+// pushAll is push of each of evs in order: it queues those that fit and
+// reports false when one did not (push would have refused it).
+func (w *watcher) pushAll(evs []Event) bool {
+	w.mu.Lock()
+	n := min(len(evs), watchBuffer-w.pending)
+	if n > 0 {
+		w.queue = append(w.queue, evs[:n]...)
+		w.pending += n
+	}
+	w.mu.Unlock()
+	if n > 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	return n == len(evs)
+}
+
 // push queues ev; it reports false when w is watchBuffer events behind.
 func (w *watcher) push(ev Event) bool {
 	w.mu.Lock()

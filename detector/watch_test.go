@@ -19,8 +19,14 @@ func watchEvent(i int) Event {
 
 // A watcher that reads nothing is kept up to watchBuffer events behind and
 // dropped (its channel closed, promptly) at the next one; one that reads
-// gets every event in order, burst after burst.
+// gets every event in order, burst after burst — events broadcast one by
+// one or in batches (broadcastAll, as a committed AddBatch hands them on).
 func TestWatcherQueue(t *testing.T) {
+	t.Run("one by one", func(t *testing.T) { testWatcherQueue(t, false) })
+	t.Run("in batches", func(t *testing.T) { testWatcherQueue(t, true) })
+}
+
+func testWatcherQueue(t *testing.T, batched bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the pumps end with their watchers
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -51,8 +57,19 @@ func TestWatcherQueue(t *testing.T) {
 
 	reader, idle := start(), start()
 	for burst := range 2 {
-		for i := range watchBuffer {
-			ws.broadcast(watchEvent(burst*watchBuffer + i))
+		if batched { // in batches of 10,000: the buffer's end falls inside one
+			evs := make([]Event, 0, MaxBatchItems)
+			for i := range watchBuffer {
+				evs = append(evs, watchEvent(burst*watchBuffer+i))
+				if len(evs) == cap(evs) || i == watchBuffer-1 {
+					ws.broadcastAll(evs)
+					evs = evs[:0]
+				}
+			}
+		} else {
+			for i := range watchBuffer {
+				ws.broadcast(watchEvent(burst*watchBuffer + i))
+			}
 		}
 		readN(reader, burst*watchBuffer, watchBuffer)
 		// The pump counts an event as received once its send returned.

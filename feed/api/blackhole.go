@@ -62,7 +62,7 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 	if err != nil {
 		return nil, err
 	}
-	dreq, err := addRequest(id, req)
+	dreq, err := addRequest(id, id.origin(), req)
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +75,9 @@ func (b *blackholeService) AddBlackhole(ctx context.Context, req *rtbhv1.AddBlac
 
 // addRequest turns one add (AddBlackhole, an item of AddBlackholes) of id
 // into the decision path's request; a malformed prefix, match or ttl is
-// refused here with INVALID_ARGUMENT.
-func addRequest(id *identity, req *rtbhv1.AddBlackholeRequest) (detector.Request, error) {
+// refused here with INVALID_ARGUMENT. origin is id.origin(), which a batch
+// computes once.
+func addRequest(id *identity, origin string, req *rtbhv1.AddBlackholeRequest) (detector.Request, error) {
 	match, err := matchFromProto(req.GetFlowspec())
 	if err != nil {
 		return detector.Request{}, err
@@ -89,14 +90,14 @@ func addRequest(id *identity, req *rtbhv1.AddBlackholeRequest) (detector.Request
 		}
 		ttl = req.Ttl.AsDuration()
 	}
-	return newAddRequest(id, req.GetPrefix(), match, ttl, hasTTL, req.GetReason())
+	return newAddRequest(id, origin, req.GetPrefix(), match, ttl, hasTTL, req.GetReason())
 }
 
 // newAddRequest is the decision path's request for an add by id, from any
 // front end (gRPC, the web console). match "" is a route, else a FlowSpec
 // match in text ("tcp/25"). An explicit ttl <= 0 is refused by the backend
-// (HasTTL).
-func newAddRequest(id *identity, prefix, match string, ttl time.Duration, hasTTL bool, reason string) (detector.Request, error) {
+// (HasTTL). origin is id.origin().
+func newAddRequest(id *identity, origin, prefix, match string, ttl time.Duration, hasTTL bool, reason string) (detector.Request, error) {
 	p, err := domain.ParsePrefix(prefix)
 	if err != nil {
 		return detector.Request{}, status.Errorf(codes.InvalidArgument, "prefix: %v", err)
@@ -104,7 +105,7 @@ func newAddRequest(id *identity, prefix, match string, ttl time.Duration, hasTTL
 	if match, err = canonicalMatch(match); err != nil {
 		return detector.Request{}, err
 	}
-	return detector.Request{Prefix: p, Match: match, Reason: reason, Origin: id.origin(), Actor: id.Name,
+	return detector.Request{Prefix: p, Match: match, Reason: reason, Origin: origin, Actor: id.Name,
 		Scope: id.scope(), TTL: ttl, HasTTL: hasTTL}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rtbh/rtbh/detector"
 	"github.com/rtbh/rtbh/detector/domain"
@@ -88,8 +89,9 @@ func (b *blackholeService) AddBlackholes(ctx context.Context, req *rtbhv1.AddBla
 		reqs  = make([]detector.Request, 0, len(req.GetItems()))
 		index = make([]int, 0, len(req.GetItems())) // reqs[k] is item index[k]
 	)
+	origin := id.origin()
 	for i, it := range req.GetItems() {
-		dreq, err := addRequest(id, it)
+		dreq, err := addRequest(id, origin, it)
 		if err != nil {
 			own = append(own, rejected(i, err))
 			continue
@@ -102,8 +104,11 @@ func (b *blackholeService) AddBlackholes(ctx context.Context, req *rtbhv1.AddBla
 		return nil, b.s.backendError(ctx, "add blackholes", err)
 	}
 	resp := &rtbhv1.AddBlackholesResponse{Blackholes: make([]*rtbhv1.Blackhole, len(acc)), Rejected: mergeRejects(own, ref, index)}
+	// The messages of the answer in two arrays rather than three
+	// allocations per item.
+	bs, ts := make([]rtbhv1.Blackhole, len(acc)), make([]timestamppb.Timestamp, 2*len(acc))
 	for k, a := range acc {
-		resp.Blackholes[k] = blackholeToProto(a.Blackhole)
+		resp.Blackholes[k] = blackholeToProtoIn(&bs[k], ts[2*k:2*k+2], a.Blackhole)
 	}
 	return resp, nil
 }

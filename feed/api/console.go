@@ -167,7 +167,7 @@ func (s *Server) Audit(ctx context.Context, c *Caller, q domain.AuditQuery) ([]d
 // add and remove are the bodies of AddBlackhole and RemoveBlackhole,
 // shared by the gRPC methods and the console.
 func (s *Server) add(ctx context.Context, id *identity, prefix, match string, ttl time.Duration, hasTTL bool, reason string) (domain.Blackhole, detector.Change, error) {
-	dreq, err := newAddRequest(id, prefix, match, ttl, hasTTL, reason)
+	dreq, err := newAddRequest(id, id.origin(), prefix, match, ttl, hasTTL, reason)
 	if err != nil {
 		return domain.Blackhole{}, 0, err
 	}

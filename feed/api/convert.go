@@ -63,6 +63,21 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
+// blackholeToProtoIn is blackholeToProto into dst, its two timestamps in
+// ts (len 2): a batch's answer allocates them all at once.
+func blackholeToProtoIn(dst *rtbhv1.Blackhole, ts []timestamppb.Timestamp, b domain.Blackhole) *rtbhv1.Blackhole {
+	dst.Prefix, dst.Origin, dst.Reason, dst.Flowspec = b.Prefix.String(), b.Origin, b.Reason, matchToProto(b.Match)
+	if !b.CreatedAt.IsZero() {
+		ts[0].Seconds, ts[0].Nanos = b.CreatedAt.Unix(), int32(b.CreatedAt.Nanosecond())
+		dst.CreatedAt = &ts[0]
+	}
+	if !b.ExpiresAt.IsZero() {
+		ts[1].Seconds, ts[1].Nanos = b.ExpiresAt.Unix(), int32(b.ExpiresAt.Nanosecond())
+		dst.ExpiresAt = &ts[1]
+	}
+	return dst
+}
+
 func blackholeToProto(b domain.Blackhole) *rtbhv1.Blackhole {
 	return &rtbhv1.Blackhole{
 		Prefix:    b.Prefix.String(),
