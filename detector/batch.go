@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rtbh/rtbh/detector/domain"
 )
@@ -48,13 +49,37 @@ func errBatchTooLarge(n int) error {
 // Watchers and BGP see them once that commit is durable. A store failure
 // fails the whole call and acknowledges none of it.
 func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []Refused, error) {
-	if len(reqs) > MaxBatchItems {
-		return nil, nil, errBatchTooLarge(len(reqs))
+	return m.decideBatch(len(reqs), "blackholes", func(i int, now time.Time, sc *scratch) (decision, error) {
+		return m.decideAdd(reqs[i], now, sc)
+	})
+}
+
+// RemoveBatch is Remove for many requests, decided one by one as Remove
+// decides (checkRemove, then decideRemove) and committed together as
+// AddBatch commits. A prefix named twice is refused the second time
+// (NOT_FOUND: the first already removed it).
+func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Accepted, []Refused, error) {
+	return m.decideBatch(len(reqs), "removals", func(i int, now time.Time, sc *scratch) (decision, error) {
+		if err := checkRemove(reqs[i]); err != nil {
+			return decision{}, err
+		}
+		return m.decideRemove(reqs[i], now, sc)
+	})
+}
+
+// decideBatch decides n items with decide, in order, under one hold of the
+// lock, lists the refusals with their index, and writes the accepted ones
+// in one store unit before it returns. An error that is not a refusal
+// stops the batch with nothing written; a store failure acknowledges none
+// of it.
+func (m *Manager) decideBatch(n int, what string, decide func(i int, now time.Time, sc *scratch) (decision, error)) ([]Accepted, []Refused, error) {
+	if n > MaxBatchItems {
+		return nil, nil, errBatchTooLarge(n)
 	}
 	var (
-		accepted = make([]Accepted, 0, len(reqs))
+		accepted = make([]Accepted, 0, n)
 		refused  []Refused
-		ds       = make([]decision, 0, len(reqs))
+		ds       = make([]decision, 0, n)
 	)
 	m.mu.Lock()
 	if m.stale {
@@ -62,9 +87,9 @@ func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []R
 		return nil, nil, errRecovering
 	}
 	now := m.now().UTC()
-	sc := newScratch(len(reqs))
-	for i, req := range reqs {
-		d, err := m.decideAdd(req, now, sc)
+	sc := newScratch(n)
+	for i := range n {
+		d, err := decide(i, now, sc)
 		if err != nil {
 			if KindOf(err) == 0 { // not a refusal: nothing of the batch was decided wrongly, but stop
 				m.mu.Unlock()
@@ -80,53 +105,7 @@ func (m *Manager) AddBatch(ctx context.Context, reqs []Request) ([]Accepted, []R
 	m.mu.Unlock()
 	if err := wait(); err != nil {
 		m.writeFailed(err)
-		return nil, nil, fmt.Errorf("recording %d blackholes: %w", len(ds), err)
-	}
-	return accepted, refused, nil
-}
-
-// RemoveBatch is Remove for many requests, decided one by one as Remove
-// decides (checkRemove, then decideRemove) and committed together as
-// AddBatch commits. A prefix named twice is refused the second time
-// (NOT_FOUND: the first already removed it).
-func (m *Manager) RemoveBatch(ctx context.Context, reqs []RemoveRequest) ([]Accepted, []Refused, error) {
-	if len(reqs) > MaxBatchItems {
-		return nil, nil, errBatchTooLarge(len(reqs))
-	}
-	var (
-		accepted = make([]Accepted, 0, len(reqs))
-		refused  []Refused
-		ds       = make([]decision, 0, len(reqs))
-	)
-	m.mu.Lock()
-	if m.stale {
-		m.mu.Unlock()
-		return nil, nil, errRecovering
-	}
-	now := m.now().UTC()
-	sc := newScratch(len(reqs))
-	for i, req := range reqs {
-		err := checkRemove(req)
-		var d decision
-		if err == nil {
-			d, err = m.decideRemove(req, now, sc)
-		}
-		if err != nil {
-			if KindOf(err) == 0 {
-				m.mu.Unlock()
-				return nil, nil, err
-			}
-			refused = append(refused, Refused{Index: i, Err: err})
-			continue
-		}
-		ds = append(ds, d)
-		accepted = append(accepted, Accepted{Index: i, Blackhole: d.b})
-	}
-	wait := m.submitBatch(ds)
-	m.mu.Unlock()
-	if err := wait(); err != nil {
-		m.writeFailed(err)
-		return nil, nil, fmt.Errorf("recording %d removals: %w", len(ds), err)
+		return nil, nil, fmt.Errorf("recording %d %s: %w", len(ds), what, err)
 	}
 	return accepted, refused, nil
 }
