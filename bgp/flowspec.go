@@ -311,10 +311,7 @@ func (s *Speaker) addFilterPath(ctx context.Context, k domain.Key) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
-		return fmt.Errorf("announcing filter %s: %w", k, err)
-	}
-	return nil
+	return s.sendPath(ctx, path, filterName{k})
 }
 
 func (s *Speaker) deleteFilterPath(ctx context.Context, k domain.Key) error {
@@ -322,11 +319,13 @@ func (s *Speaker) deleteFilterPath(ctx context.Context, k domain.Key) error {
 	if err != nil {
 		return err
 	}
-	if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
-		return fmt.Errorf("withdrawing filter %s: %w", k, err)
-	}
-	return nil
+	return s.sendPath(ctx, path, filterName{k})
 }
+
+// filterName names a filter in errors ("filter 198.51.100.7/32 tcp/25").
+type filterName struct{ k domain.Key }
+
+func (f filterName) String() string { return "filter " + f.k.String() }
 
 // AnnounceFilters announces FlowSpec filters (keys with a canonical
 // match) to the neighbors with flowspec: true — peers only those with

@@ -374,10 +374,7 @@ func (s *Speaker) addPath(ctx context.Context, p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
-		return fmt.Errorf("announcing %s: %w", p, err)
-	}
-	return nil
+	return s.sendPath(ctx, path, p)
 }
 
 func (s *Speaker) deletePath(ctx context.Context, p netip.Prefix) error {
@@ -385,8 +382,20 @@ func (s *Speaker) deletePath(ctx context.Context, p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
-		return fmt.Errorf("withdrawing %s: %w", p, err)
+	return s.sendPath(ctx, path, p)
+}
+
+// sendPath hands one path (a route or a filter, what names it in errors)
+// to GoBGP: announced, or withdrawn when path.IsWithdraw.
+func (s *Speaker) sendPath(ctx context.Context, path *api.Path, what fmt.Stringer) error {
+	if path.IsWithdraw {
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+			return fmt.Errorf("withdrawing %s: %w", what, err)
+		}
+		return nil
+	}
+	if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
+		return fmt.Errorf("announcing %s: %w", what, err)
 	}
 	return nil
 }
