@@ -141,6 +141,12 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 	opts := append(s.interceptorChain(),
 		grpc.InTapHandle(s.tapAuthenticate),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
+		// Calls run on a pool of long-lived goroutines whose stacks have
+		// already grown, instead of a new goroutine per call that grows its
+		// stack again (runtime.newstack/copystack were ~10% of rtbhd's CPU
+		// under 20 AddBlackhole calls in flight). When all are busy, gRPC
+		// starts a goroutine for the call as before.
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
@@ -159,6 +165,9 @@ func New(cfg Config, backend Backend, neighbors NeighborLister, logger *slog.Log
 	}
 	return s, nil
 }
+
+// streamWorkers is the size of the pool of goroutines that run calls.
+const streamWorkers = 64
 
 // serverTLS loads the server key pair and, when set, the client CA.
 // Client certificates are optional at the handshake (token clients also
@@ -249,6 +258,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("serving gRPC: %w", err)
 	}
 	return nil
+}
+
+// Close releases a server whether or not it was served: its call workers
+// and any calls still open (Serve, once ctx is done, stops gracefully by
+// itself first). Closing twice is harmless.
+func (s *Server) Close() {
+	s.stop()
+	s.grpc.Stop()
 }
 
 // stop marks the server as stopping: health turns NOT_SERVING and watch

@@ -13,8 +13,13 @@
 package testkit
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -79,24 +84,72 @@ func AtMostEvery(d time.Duration, cond func() bool) func() bool {
 // FreePort returns a port that was free on addr for both TCP and UDP at
 // the time of the call (so one helper serves BGP, gRPC and HTTP listeners
 // as well as sFlow sockets).
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), and never twice in one test binary: a
+// port the kernel picked for a listen on port 0 lies inside that range, so
+// between this call and the listen that uses it an outgoing connection of
+// the same test (a client's, BIRD's) could take it as its source port —
+// a flake seen as "bind: address already in use". Where the range leaves
+// too little room below it, the kernel's own pick is the fallback.
 func FreePort(t testing.TB, addr netip.Addr) int {
 	t.Helper()
+	lo, hi := portPool()
 	var err error
-	for range 20 {
-		var l net.Listener
-		l, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-		if err != nil {
-			break
+	for range 200 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+			portsMu.Lock()
+			taken := portsGiven[port]
+			portsMu.Unlock()
+			if taken {
+				continue
+			}
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		var l net.Listener
+		l, err = net.Listen("tcp", netip.AddrPortFrom(addr, uint16(port)).String())
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
 		var c net.PacketConn
 		c, err = net.ListenPacket("udp", netip.AddrPortFrom(addr, uint16(port)).String())
 		l.Close()
-		if err == nil {
-			c.Close()
+		if err != nil {
+			continue
+		}
+		c.Close()
+		portsMu.Lock()
+		taken := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if !taken {
 			return port
 		}
 	}
 	t.Fatalf("finding a free port on %s: %v", addr, err)
 	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// portPool is the range FreePort draws from: [10000, the first ephemeral
+// port), or an empty range when that leaves fewer than 2,000 ports.
+func portPool() (lo, hi int) {
+	lo, hi = 10000, 32768 // Linux's default ephemeral range starts at 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if first, err := strconv.Atoi(f[0]); err == nil {
+				hi = first
+			}
+		}
+	}
+	if hi-lo < 2000 {
+		return 0, 0
+	}
+	return lo, hi
 }

@@ -234,6 +234,7 @@ func (a *App) neighbors(ctx context.Context) ([]api.Neighbor, error) {
 // the store last.
 func (a *App) Run(ctx context.Context) (err error) {
 	defer func() {
+		a.api.Close()
 		err = errors.Join(err, a.speaker.Close(), a.closeStore())
 	}()
 	// A stop signal during start-up is a clean stop, not a failure.
