@@ -91,6 +91,8 @@ type DB struct {
 
 	bulkBuf []byte // the writer's scratch space for bulk writes
 
+	onCommit atomic.Pointer[func(time.Duration)] // ObserveCommits
+
 	ckptStop, ckptDone chan struct{} // the checkpointer's
 }
 
@@ -179,6 +181,11 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 	go db.checkpointer()
 	return db, nil
 }
+
+// ObserveCommits has f called with the time of every group commit, from
+// its begin until it is durable (or failed), before the writes it carried
+// are answered. f runs on the writer and must not block.
+func (db *DB) ObserveCommits(f func(time.Duration)) { db.onCommit.Store(&f) }
 
 // SetInstance names the rtbhd (ha.instance) that audit rows are written
 // by, unless a row names its own.
@@ -450,6 +457,7 @@ func (db *DB) writer() {
 // that attempt rolled back and the batch written again write by write in
 // savepoints — the outcome is the same, at half the statements.
 func (db *DB) commit(batch []*pending) {
+	start := time.Now()
 	errs := make([]error, len(batch))
 	failed, err := db.attempt(batch, errs, false)
 	if err == nil && failed {
@@ -460,6 +468,9 @@ func (db *DB) commit(batch []*pending) {
 		// environment, not one write, is at fault.
 		db.log.Error("store commit failed", "writes", len(batch), "err", err)
 		err = unavailable(err)
+	}
+	if f := db.onCommit.Load(); f != nil {
+		(*f)(time.Since(start))
 	}
 	for i, p := range batch {
 		if err != nil {

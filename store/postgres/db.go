@@ -105,7 +105,8 @@ type DB struct {
 	closed bool
 	done   chan struct{}
 
-	writesOK atomic.Bool // the last group commit succeeded
+	writesOK atomic.Bool                         // the last group commit succeeded
+	onCommit atomic.Pointer[func(time.Duration)] // ObserveCommits
 	follow   followState
 }
 
@@ -230,6 +231,7 @@ func (db *DB) writer() {
 // runs again with each unit (a write, or a SubmitAll's writes) in its own
 // savepoint, so that one failing unit does not undo its neighbours.
 func (db *DB) commit(batch []*pending) {
+	start := time.Now()
 	errs := make([]error, len(batch))
 	ctx, cancel := context.WithTimeout(context.Background(), timeoutFor(batch))
 	defer cancel()
@@ -249,10 +251,18 @@ func (db *DB) commit(batch []*pending) {
 		}
 	}
 	db.writesOK.Store(err == nil)
+	if f := db.onCommit.Load(); f != nil {
+		(*f)(time.Since(start))
+	}
 	for i, p := range batch {
 		p.done <- errs[i]
 	}
 }
+
+// ObserveCommits has f called with the time of every group commit, from
+// its begin until it is durable (or failed), before the writes it carried
+// are answered. f runs on the writer and must not block.
+func (db *DB) ObserveCommits(f func(time.Duration)) { db.onCommit.Store(&f) }
 
 // timeoutFor is writeTimeout, and a millisecond more for each write above
 // maxBatch (a SubmitAll of up to 10,000 writes gets up to 19s).

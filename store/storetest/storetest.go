@@ -30,6 +30,9 @@ type DB interface {
 	DetectionsPerHour(ctx context.Context, from, to time.Time) ([]domain.Count, error)
 	// SubmitAll is the group submit detector.Manager's batches use.
 	SubmitAll(ws []*domain.Write) func() error
+	// ObserveCommits reports each group commit's time (rtbhd's
+	// rtbh_store_commit_seconds).
+	ObserveCommits(f func(time.Duration))
 	Close() error
 }
 
@@ -71,6 +74,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"RouteAndFilter", routeAndFilter},
 		{"SubmitAllIsAllOrNothing", submitAllIsAllOrNothing},
 		{"SubmitAllKeepsOrder", submitAllKeepsOrder},
+		{"ObserveCommits", observeCommits},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newStore(t)) })
 	}
@@ -353,5 +357,66 @@ func auditInstance(t *testing.T, open Opener) {
 	}
 	if diff := cmp.Diff([]string{"198.51.100.1/32 rs1.example", "198.51.100.2/32 other"}, got); diff != "" {
 		t.Fatalf("audit instances (-want +got):\n%s", diff)
+	}
+}
+
+// observeCommits: every group commit is reported once, with its time,
+// before the writes it carried are answered — successful or not — and
+// concurrent writes share commits.
+func observeCommits(t *testing.T, open Opener) {
+	db := closeAtEnd(t, open(t, "a"))
+	var (
+		mu    sync.Mutex
+		times []time.Duration
+	)
+	db.ObserveCommits(func(d time.Duration) {
+		mu.Lock()
+		times = append(times, d)
+		mu.Unlock()
+	})
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(times)
+	}
+	now := time.Now().UTC()
+	p := "10.9.0.1/32"
+	w := &domain.Write{Op: domain.BlackholeInsert, Blackhole: bh(p, now.Add(time.Hour)), At: now,
+		Audit: []domain.AuditEntry{{Actor: "t", Action: "add", Prefix: p}}}
+	if err := commit(db, w); err != nil {
+		t.Fatal(err)
+	}
+	if n := seen(); n != 1 {
+		t.Fatalf("%d commits observed after one write, want 1 (before it was answered)", n)
+	}
+	// A write that fails still took a commit.
+	stale := &domain.Write{Op: domain.BlackholeEnd, Blackhole: bh("10.9.0.2/32", now.Add(time.Hour)), At: now, EndReason: "removed"}
+	if err := commit(db, stale); err == nil {
+		t.Fatal("ending an entry that is not active succeeded")
+	}
+	if n := seen(); n != 2 {
+		t.Fatalf("%d commits observed after a failed write, want 2", n)
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 1, byte(i)}), 32).String()
+			if err := commit(db, &domain.Write{Op: domain.BlackholeInsert, Blackhole: bh(p, now.Add(time.Hour)), At: now,
+				Audit: []domain.AuditEntry{{Actor: "t", Action: "add", Prefix: p}}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := seen() - 2; got < 1 || got > n {
+		t.Fatalf("%d commits observed for %d concurrent writes, want 1..%d", got, n, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, d := range times {
+		if d <= 0 || d > time.Minute {
+			t.Fatalf("commit %d took %v", i, d)
+		}
 	}
 }

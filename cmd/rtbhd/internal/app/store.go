@@ -33,12 +33,14 @@ func (a *App) openStore() error {
 			return err
 		}
 		a.db, a.pg = pg, pg
+		pg.ObserveCommits(a.observeCommit())
 	default:
 		db, err := store.Open(cfg.Store.Path, logger)
 		if err != nil {
 			return err
 		}
 		db.SetInstance(cfg.HA.Instance)
+		db.ObserveCommits(a.observeCommit())
 		a.db = db
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -76,6 +78,21 @@ func (a *App) openStore() error {
 			return a.pg.SyncLag().Seconds()
 		}))
 	return nil
+}
+
+// observeCommit registers rtbh_store_commit_seconds and returns what
+// feeds it. Every acknowledged write waits for one group commit (and for
+// the one before it, when it arrives during a commit), so a store whose
+// commits have a slow tail gives the API that tail: this histogram tells
+// a slow disk (fsync) or database from a slow rtbhd.
+func (a *App) observeCommit() func(time.Duration) {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "rtbh_store_commit_seconds",
+		Help:    "Time of each group commit of the store, from its begin until durable (SQLite: WAL fsync; PostgreSQL: COMMIT acknowledged).",
+		Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1},
+	})
+	a.reg.MustRegister(h)
+	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
 // storeUp reports whether the store works; SQLite is in-process: up while
