@@ -16,6 +16,7 @@ set -euo pipefail
 
 packages=(bird2 frr pmacct protobuf-compiler libprotobuf-dev postgresql)
 packages+=(chromium fonts-dejavu-core) # web console browser tests (readable screenshots)
+packages+=(iproute2 util-linux) # ip netns and nsenter: the HA partition test runs PostgreSQL in a namespace
 
 # PostgreSQL's server binaries (Debian: postgresql-VERSION); the tests run
 # initdb and postgres from the newest of them (store/postgres/pgtest.BinDir).
@@ -60,6 +61,11 @@ check() {
 		rm -rf "$pgdir" "$pgdir.log"
 		return $pgrc
 		;;
+	netns)
+		# iproute2 and util-linux must work (the partition test skips
+		# where the machine does not allow network namespaces).
+		ip -V >/dev/null 2>&1 && nsenter --version >/dev/null 2>&1
+		;;
 	protoc-wkt)
 		local dir rc
 		dir=$(mktemp -d)
@@ -81,7 +87,7 @@ PROTO
 
 failing() {
 	local out=()
-	for c in bird bgpd vtysh pmacctd protoc-wkt chromium initdb; do
+	for c in bird bgpd vtysh pmacctd protoc-wkt chromium initdb netns; do
 		check "$c" || out+=("$c")
 	done
 	echo "${out[@]}"
@@ -89,7 +95,7 @@ failing() {
 
 missing=$(failing)
 if [[ -z "$missing" ]]; then
-	echo "install-test-deps: bird, frr, pmacct, protoc (with the well-known types), headless chromium and PostgreSQL's initdb work"
+	echo "install-test-deps: bird, frr, pmacct, protoc (with the well-known types), headless chromium, PostgreSQL's initdb, ip and nsenter work"
 	exit 0
 fi
 echo "install-test-deps: not working: $missing; installing ${packages[*]}"

@@ -131,6 +131,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*DB, error) {
 	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > 5*time.Second {
 		pc.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
+	detectDeadPeers(&pc.ConnConfig.Config)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", err)

@@ -109,6 +109,7 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 		return fmt.Errorf("connecting the listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	serverUserTimeout(ctx, conn)
 	var twins int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
 		listenerName(db.instance)).Scan(&twins); err != nil {
@@ -160,7 +161,13 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 				return nil
 			}
 			if errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed() {
-				if _, err := conn.Exec(ctx, `SELECT 1`); err != nil {
+				// Bounded: behind a partition the check would otherwise
+				// wait as long as TCP does, this instance still taking
+				// itself for the leader.
+				cctx, cancel := context.WithTimeout(ctx, deadPeerAfter)
+				_, err := conn.Exec(cctx, `SELECT 1`)
+				cancel()
+				if err != nil {
 					return fmt.Errorf("checking the listener connection: %w", err)
 				}
 				db.follow.syncedAt.Store(time.Now().UnixNano())

@@ -8,6 +8,7 @@ package pgtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,22 +49,39 @@ func findBinDir() string {
 
 // Server is a running (or stopped) throwaway PostgreSQL.
 type Server struct {
-	t    testing.TB
-	dir  string
-	port int
-	cred *syscall.Credential
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	done chan struct{}
-	dbs  int
+	t      testing.TB
+	dir    string
+	port   int
+	listen []netip.Addr // DSN names the first
+	netns  string       // the network namespace postgres runs in, if any
+	cred   *syscall.Credential
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	done   chan struct{}
+	dbs    int
 }
 
 // Start creates a cluster and starts PostgreSQL on 127.0.0.1 and a free
 // port. It skips the test when the binaries are missing — fails it when CI
 // is set, as the router tests do — and fails it when the server does not
 // start.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
+
+// Options run the server elsewhere than on 127.0.0.1 (StartWith).
+type Options struct {
+	// Netns is a network namespace (a name under /run/netns, as `ip netns
+	// add` makes) to run postgres in; it needs root.
+	Netns string
+	// Listen is the addresses postgres listens on (default 127.0.0.1);
+	// DSN names the first.
+	Listen []netip.Addr
+	// Clients, when valid, may connect over TCP besides loopback.
+	Clients netip.Prefix
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	initdb := filepath.Join(BinDir, "initdb")
 	if _, err := os.Stat(initdb); err != nil {
@@ -76,7 +94,11 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, dir: dir, port: testkit.FreePort(t, netip4Loopback)}
+	listen := opts.Listen
+	if len(listen) == 0 {
+		listen = []netip.Addr{netip4Loopback}
+	}
+	s := &Server{t: t, dir: dir, port: testkit.FreePort(t, netip4Loopback), listen: listen, netns: opts.Netns}
 	t.Cleanup(func() { s.Stop(); os.RemoveAll(dir) })
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
@@ -89,10 +111,22 @@ func Start(t testing.TB) *Server {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			t.Fatal(err)
 		}
+	} else if s.netns != "" {
+		t.Fatal("pgtest: a network namespace needs root")
 	}
 	cmd := s.command(initdb, "-D", s.dataDir(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale", "C")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	if opts.Clients.IsValid() {
+		f, err := os.OpenFile(filepath.Join(s.dataDir(), "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = fmt.Fprintf(f, "host all all %s trust\n", opts.Clients.Masked())
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			t.Fatalf("allowing %s in pg_hba.conf: %v", opts.Clients, err)
+		}
 	}
 	s.Restart()
 	return s
@@ -103,6 +137,15 @@ var netip4Loopback = netip.MustParseAddr("127.0.0.1")
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
 
 func (s *Server) command(name string, args ...string) *exec.Cmd {
+	if s.netns != "" {
+		// nsenter joins the namespace as root, then becomes postgres and
+		// execs the program (so signals reach it).
+		args = append([]string{"--net=/run/netns/" + s.netns, "-S", strconv.Itoa(int(s.cred.Uid)),
+			"-G", strconv.Itoa(int(s.cred.Gid)), "--", name}, args...)
+		cmd := exec.Command("nsenter", args...)
+		cmd.Dir = s.dir
+		return cmd
+	}
 	cmd := exec.Command(name, args...)
 	cmd.Dir = s.dir
 	if s.cred != nil {
@@ -111,7 +154,15 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Port is the server's TCP port on 127.0.0.1.
+func (s *Server) listenAddresses() string {
+	as := make([]string, len(s.listen))
+	for i, a := range s.listen {
+		as[i] = a.String()
+	}
+	return strings.Join(as, ",")
+}
+
+// Port is the server's TCP port.
 func (s *Server) Port() int { return s.port }
 
 // Restart starts the server (after Stop) on the same data and port and
@@ -125,7 +176,7 @@ func (s *Server) Restart() {
 	}
 	log := &bytes.Buffer{}
 	cmd := s.command(filepath.Join(BinDir, "postgres"), "-D", s.dataDir(), "-p", strconv.Itoa(s.port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
+		"-c", "listen_addresses="+s.listenAddresses(), "-c", "unix_socket_directories="+s.dir,
 		"-c", "max_connections=200", "-c", "fsync=on", "-c", "synchronous_commit=on")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -192,7 +243,12 @@ func (s *Server) Log() string {
 
 // DSN is the URL of database db as the superuser postgres.
 func (s *Server) DSN(db string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), db)
+	return s.DSNOn(s.listen[0], db)
+}
+
+// DSNOn is DSN through listen address a.
+func (s *Server) DSNOn(a netip.Addr, db string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort(a.String(), strconv.Itoa(s.port)), db)
 }
 
 // NewDatabase creates an empty database and returns its DSN.
