@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"syscall"
@@ -19,15 +20,17 @@ import (
 // leader that is a lock nobody can take: its session advisory lock is
 // held by a PostgreSQL backend that waits for a client that is no longer
 // there, and no instance expires entries, fuses reports or applies the
-// retention meanwhile. So every connection of the store notices a dead
-// peer within about deadPeerAfter, on both sides:
+// retention meanwhile. So a dead peer is noticed within about
+// deadPeerAfter:
 //
-//   - the server side, through the session's tcp_keepalives_* (sent in
-//     the startup packet; a DSN that sets them keeps its own values) and,
-//     on the listener connection, tcp_user_timeout (PostgreSQL 12 and
-//     later) for the notifications it cannot deliver;
-//   - the client side, through the dialer's keepalives and TCP_USER_TIMEOUT,
-//     and a bounded liveness check on the listener connection.
+//   - by rtbhd, on every store connection: the dialer's keepalives and
+//     TCP_USER_TIMEOUT, and a bounded liveness check on the listener;
+//   - by the server, on the listener's session (the one that holds the
+//     lock): tcp_keepalives_* and, from PostgreSQL 12, tcp_user_timeout
+//     for the notifications it cannot deliver. They are SET after
+//     connecting rather than sent as startup parameters, which a
+//     connection pooler in front of the pool's connections may refuse; a
+//     DSN that sets them keeps its own values.
 const (
 	keepaliveIdle     = 5 * time.Second
 	keepaliveInterval = 2 * time.Second
@@ -36,16 +39,8 @@ const (
 	deadPeerAfter = keepaliveIdle + keepaliveCount*keepaliveInterval
 )
 
-// detectDeadPeers configures c as above.
+// detectDeadPeers makes c's connections notice a dead server.
 func detectDeadPeers(c *pgconn.Config) {
-	for k, v := range map[string]time.Duration{"tcp_keepalives_idle": keepaliveIdle, "tcp_keepalives_interval": keepaliveInterval} {
-		if _, set := c.RuntimeParams[k]; !set {
-			c.RuntimeParams[k] = strconv.Itoa(int(v.Seconds()))
-		}
-	}
-	if _, set := c.RuntimeParams["tcp_keepalives_count"]; !set {
-		c.RuntimeParams["tcp_keepalives_count"] = strconv.Itoa(keepaliveCount)
-	}
 	d := &net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepaliveIdle, Interval: keepaliveInterval, Count: keepaliveCount},
 		Control: func(network, _ string, rc syscall.RawConn) error {
@@ -65,11 +60,30 @@ func detectDeadPeers(c *pgconn.Config) {
 	c.DialFunc = d.DialContext
 }
 
-// serverUserTimeout asks the server to drop the session when data it
-// sends stays unacknowledged for deadPeerAfter. PostgreSQL before 12 has
-// no tcp_user_timeout: its keepalives still apply, so an error is ignored.
-func serverUserTimeout(ctx context.Context, conn *pgx.Conn) {
+// serverDetectsDeadPeer has the server end conn's session when rtbhd is
+// gone (see above). tcp_user_timeout is new in PostgreSQL 12: an error
+// setting it is ignored, the keepalives still apply.
+func serverDetectsDeadPeer(ctx context.Context, conn *pgx.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, deadPeerAfter)
 	defer cancel()
-	conn.Exec(ctx, "SET tcp_user_timeout = "+strconv.Itoa(int(deadPeerAfter.Milliseconds())))
+	set := conn.Config().RuntimeParams
+	for _, p := range []struct {
+		name  string
+		value int
+	}{
+		{"tcp_keepalives_idle", int(keepaliveIdle.Seconds())},
+		{"tcp_keepalives_interval", int(keepaliveInterval.Seconds())},
+		{"tcp_keepalives_count", keepaliveCount},
+	} {
+		if _, ok := set[p.name]; ok {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "SET "+p.name+" = "+strconv.Itoa(p.value)); err != nil {
+			return fmt.Errorf("setting %s: %w", p.name, err)
+		}
+	}
+	if _, ok := set["tcp_user_timeout"]; !ok {
+		conn.Exec(ctx, "SET tcp_user_timeout = "+strconv.Itoa(int(deadPeerAfter.Milliseconds())))
+	}
+	return nil
 }

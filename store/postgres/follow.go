@@ -109,7 +109,9 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 		return fmt.Errorf("connecting the listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	serverUserTimeout(ctx, conn)
+	if err := serverDetectsDeadPeer(ctx, conn); err != nil {
+		return fmt.Errorf("configuring the listener connection: %w", err)
+	}
 	var twins int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
 		listenerName(db.instance)).Scan(&twins); err != nil {
