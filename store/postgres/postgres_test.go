@@ -190,6 +190,31 @@ func TestDuplicateInstanceName(t *testing.T) {
 	}
 }
 
+// A DSN naming a unix socket directory works like a TCP one (the dialer
+// sets TCP keepalives and a user timeout only on TCP connections), the
+// listener included.
+func TestUnixSocketDSN(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	name := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
+	db := open(t, srv.SocketDSN(name), "a")
+	defer db.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { db.Follow(ctx, nopFollower{}) })
+	testkit.WaitFor(t, 15*time.Second, "the listener on the unix socket", func() bool { return db.Up() && db.Leader() })
+	now := time.Now().UTC()
+	if err := db.Commit(add(bh("198.51.100.1/32", now.Add(time.Hour)), "noc")); err != nil {
+		t.Fatal(err)
+	}
+	active, err := db.ActiveBlackholes(ctx)
+	if err != nil || len(active) != 1 {
+		t.Fatalf("active = %+v, %v", active, err)
+	}
+}
+
 type nopFollower struct{}
 
 func (nopFollower) Resync(context.Context) error { return nil }

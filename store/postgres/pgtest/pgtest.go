@@ -246,6 +246,12 @@ func (s *Server) DSN(db string) string {
 	return s.DSNOn(s.listen[0], db)
 }
 
+// SocketDSN is the keyword/value DSN of database db through the server's
+// unix socket.
+func (s *Server) SocketDSN(db string) string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", s.dir, s.port, db)
+}
+
 // DSNOn is DSN through listen address a.
 func (s *Server) DSNOn(a netip.Addr, db string) string {
 	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort(a.String(), strconv.Itoa(s.port)), db)
