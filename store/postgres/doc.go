@@ -45,7 +45,8 @@
 // (pg_try_advisory_lock, retried every second by the others, so a new
 // leader takes over within about a second of the old one's connection
 // going; a connection whose peer vanished without a FIN is dropped after
-// about 11 s, see deadpeer.go). Only the leader's timer expires entries, so each expiry is taken
+// about 11 s, see deadpeer.go, and a leader whose listener session has
+// sat idle for hungAfter is ended by the others, see replaceHungLeader). Only the leader's timer expires entries, so each expiry is taken
 // and audited once; the conditional end makes a second expiry impossible
 // even across a change of leader. Reports are stored by whichever instance
 // receives them and reach the leader's scores through the change feed; the

@@ -35,6 +35,10 @@ const (
 	idleCheck = time.Second
 	// syncTimeout bounds one incremental sync (read and apply).
 	syncTimeout = 10 * time.Second
+	// hungAfter is how long the leader's listener session may sit idle
+	// before another instance ends it: a live leader runs a query at least
+	// every idleCheck, and a sync for at most syncTimeout.
+	hungAfter = 2*syncTimeout + idleCheck
 )
 
 type followState struct {
@@ -135,15 +139,37 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 	db.follow.syncedAt.Store(time.Now().UnixNano())
 	db.log.Info("store listener connected; state resynced from the store", "seq", seq)
 
+	lastQuery := time.Now() // of this connection (see ping)
 	fetch := func(ctx context.Context) (domain.Changes, error) {
 		ch, s, r, err := db.changes(ctx, conn, seq, rep)
+		lastQuery = time.Now()
 		db.log.Debug("changes read", "blackholes", len(ch.Blackholes), "reports", len(ch.Reports), "seq", s, "err", err)
 		if err == nil {
 			seq, rep = s, r
 		}
 		return ch, err
 	}
+	// ping checks the connection, bounded: behind a partition the check
+	// would otherwise wait as long as TCP does, this instance still taking
+	// itself for the leader. Every query also moves the session's
+	// state_change, which tells the others that the leader is alive (see
+	// replaceHungLeader): the leader runs one at least every idleCheck,
+	// however busy its notifications keep it.
+	ping := func() error {
+		cctx, cancel := context.WithTimeout(ctx, deadPeerAfter)
+		defer cancel()
+		if _, err := conn.Exec(cctx, `SELECT 1`); err != nil {
+			return fmt.Errorf("checking the listener connection: %w", err)
+		}
+		lastQuery = time.Now()
+		return nil
+	}
 	for {
+		if db.follow.leader.Load() && time.Since(lastQuery) >= idleCheck {
+			if err := ping(); err != nil {
+				return err
+			}
+		}
 		if !db.follow.leader.Load() {
 			var got bool
 			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockLeader).Scan(&got); err != nil {
@@ -153,6 +179,8 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 				db.follow.leader.Store(true)
 				db.log.Info("this instance leads: it expires entries, fuses reports and applies the retention")
 				f.LeadershipChanged()
+			} else if err := db.replaceHungLeader(ctx, conn); err != nil {
+				return fmt.Errorf("checking the leader: %w", err)
 			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, idleCheck)
@@ -163,14 +191,8 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 				return nil
 			}
 			if errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed() {
-				// Bounded: behind a partition the check would otherwise
-				// wait as long as TCP does, this instance still taking
-				// itself for the leader.
-				cctx, cancel := context.WithTimeout(ctx, deadPeerAfter)
-				_, err := conn.Exec(cctx, `SELECT 1`)
-				cancel()
-				if err != nil {
-					return fmt.Errorf("checking the listener connection: %w", err)
+				if err := ping(); err != nil {
+					return err
 				}
 				db.follow.syncedAt.Store(time.Now().UnixNano())
 				continue
@@ -204,6 +226,44 @@ func (db *DB) followOnce(ctx context.Context, f Follower) error {
 }
 
 func listenerName(instance string) string { return "rtbhd listener " + instance }
+
+// replaceHungLeader ends the leader's session when it has been idle for
+// hungAfter. A leader that hangs (stopped, or stuck on a disk) while its
+// kernel still answers TCP keeps its session, and with it the lock, for
+// as long as it hangs: keepalives cannot tell. Ending the session frees
+// the lock for the next try; should the old leader wake up, its next
+// query fails, it gives the leadership up and follows again. Its
+// expiries meanwhile are conditional writes: none can happen twice.
+func (db *DB) replaceHungLeader(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT a.pid, a.application_name, extract(epoch FROM now() - a.state_change)::float8
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+			AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+			AND a.state = 'idle' AND a.state_change < now() - make_interval(secs => $2)`,
+		lockLeader, hungAfter.Seconds())
+	if err != nil {
+		return err
+	}
+	type hung struct {
+		pid  int32
+		name string
+		idle float64
+	}
+	hs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (hung, error) {
+		var h hung
+		return h, r.Scan(&h.pid, &h.name, &h.idle)
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		var ended bool
+		err := conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, h.pid).Scan(&ended)
+		db.log.Warn("the leader's session has been idle too long: ending it so that another instance can lead",
+			"leader", h.name, "pid", h.pid, "idle", time.Duration(h.idle*float64(time.Second)).Round(time.Second), "ended", ended, "err", err)
+	}
+	return nil
+}
 
 // changes reads, in one snapshot, the blackhole rows changed after seq and
 // the reports stored after rep that this instance needs: those other

@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/detector/domain/testkit"
 	"github.com/rtbh/rtbh/store/postgres/pgtest"
 )
@@ -121,5 +123,80 @@ func TestLeaderLockFreedAfterPartition(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * deadPeerAfter):
 		t.Error("closing the partitioned instance's store hangs")
+	}
+}
+
+// hangingFollower's Sync hangs (ignoring its context, as a stopped
+// process would) once hang is set, until release is closed.
+type hangingFollower struct {
+	nopFollower
+	hang    *atomic.Bool
+	release chan struct{}
+}
+
+func (f hangingFollower) Sync(ctx context.Context, fetch func(context.Context) (domain.Changes, error)) error {
+	if f.hang.Load() {
+		<-f.release
+		return nil
+	}
+	return f.nopFollower.Sync(ctx, fetch)
+}
+
+// A leader that hangs while its connection stays up (stopped, stuck on a
+// disk: TCP keepalives still answered) is replaced after hungAfter: another
+// instance ends its idle session, which frees the lock. A live leader is
+// never replaced, however busy the notifications of the others keep it;
+// the hung one, once it wakes, gives the leadership up and follows.
+func TestHungLeaderReplaced(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	a, b := open(t, dsn, "a"), open(t, dsn, "b")
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	hang := &atomic.Bool{}
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	wg.Go(func() { a.Follow(ctx, hangingFollower{hang: hang, release: release}) })
+	testkit.WaitFor(t, 15*time.Second, "a to lead", a.Leader)
+	wg.Go(func() { b.Follow(ctx, nopFollower{}) })
+	testkit.WaitFor(t, 15*time.Second, "b to follow", b.Up)
+
+	// Busy, not hung: a commits every 100 ms for longer than hungAfter,
+	// so its listener wakes for notifications of its own (which need no
+	// sync, and so no query) more often than it would idle.
+	now := time.Now().UTC()
+	for i := 0; time.Since(now) < hungAfter+3*time.Second; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 7, byte(i >> 8), byte(i)}), 32).String()
+		if err := a.Commit(add(bh(p, now.Add(time.Hour)), "noc")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing the writes, not waiting for a condition
+		if !a.Leader() || b.Leader() {
+			t.Fatalf("after %v of a's writes: a leads %v, b leads %v; want a", time.Since(now).Round(time.Second), a.Leader(), b.Leader())
+		}
+	}
+
+	// Hung: a's next sync never returns.
+	hang.Store(true)
+	if err := b.Commit(add(bh("10.8.0.1/32", now.Add(time.Hour)), "noc")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testkit.WaitFor(t, hungAfter+15*time.Second, "b to replace the hung leader", b.Leader)
+	t.Logf("a hung: b leads after %v (hungAfter %v)", time.Since(start).Round(100*time.Millisecond), hungAfter)
+	close(release)
+	testkit.WaitFor(t, 15*time.Second, "a to give the leadership up once awake", func() bool { return !a.Leader() && a.Up() })
+	if !b.Leader() {
+		t.Fatal("b lost the leadership when a woke up")
 	}
 }
