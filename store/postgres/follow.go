@@ -45,6 +45,7 @@ type followState struct {
 	connected atomic.Bool
 	leader    atomic.Bool
 	syncedAt  atomic.Int64 // unix ns: the last moment everything committed was known applied
+	hungPID   atomic.Int32 // the hung leader's session last reported (replaceHungLeader)
 }
 
 func (s *followState) init() { s.syncedAt.Store(time.Now().UnixNano()) }
@@ -259,8 +260,12 @@ func (db *DB) replaceHungLeader(ctx context.Context, conn *pgx.Conn) error {
 	for _, h := range hs {
 		var ended bool
 		err := conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, h.pid).Scan(&ended)
-		db.log.Warn("the leader's session has been idle too long: ending it so that another instance can lead",
-			"leader", h.name, "pid", h.pid, "idle", time.Duration(h.idle*float64(time.Second)).Round(time.Second), "ended", ended, "err", err)
+		if ended || db.follow.hungPID.Swap(h.pid) != h.pid {
+			// Once per hung session when it cannot be ended (another
+			// database role without pg_signal_backend), not every second.
+			db.log.Warn("the leader's session has been idle too long: ending it so that another instance can lead",
+				"leader", h.name, "pid", h.pid, "idle", time.Duration(h.idle*float64(time.Second)).Round(time.Second), "ended", ended, "err", err)
+		}
 	}
 	return nil
 }
