@@ -145,14 +145,10 @@ func (f hangingFollower) Sync(ctx context.Context, fetch func(context.Context) (
 // A leader that hangs while its connection stays up (stopped, stuck on a
 // disk: TCP keepalives still answered) is replaced after hungAfter: another
 // instance ends its idle session, which frees the lock. A live leader is
-// never replaced, however busy the notifications of the others keep it;
-// the hung one, once it wakes, gives the leadership up and follows.
+// never replaced, however busy its own notifications keep it; the hung
+// one, once it wakes, gives the leadership up and follows.
 func TestHungLeaderReplaced(t *testing.T) {
-	srv := pgtest.Start(t)
-	dsn := srv.NewDatabase(t)
-	a, b := open(t, dsn, "a"), open(t, dsn, "b")
-	defer a.Close()
-	defer b.Close()
+	a, b := twoInstances(t, pgtest.Start(t), "a", "b")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()

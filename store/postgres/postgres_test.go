@@ -28,6 +28,19 @@ func open(t *testing.T, dsn, instance string) *DB {
 	return db
 }
 
+// twoInstances opens instances named a and b on one new database of srv,
+// closed when the test ends.
+func twoInstances(t *testing.T, srv *pgtest.Server, a, b string) (*DB, *DB) {
+	t.Helper()
+	dsn := srv.NewDatabase(t)
+	x, y := open(t, dsn, a), open(t, dsn, b)
+	t.Cleanup(func() {
+		x.Close()
+		y.Close()
+	})
+	return x, y
+}
+
 // TestContract runs the store contract (store/storetest) on PostgreSQL.
 func TestContract(t *testing.T) {
 	srv := pgtest.Start(t)
@@ -169,11 +182,7 @@ func TestOutageIsUnavailable(t *testing.T) {
 // Two instances with one ha.instance would miss each other's changes: the
 // second one's listener refuses to follow, and says why.
 func TestDuplicateInstanceName(t *testing.T) {
-	srv := pgtest.Start(t)
-	dsn := srv.NewDatabase(t)
-	a, b := open(t, dsn, "rs1"), open(t, dsn, "rs1")
-	defer a.Close()
-	defer b.Close()
+	a, b := twoInstances(t, pgtest.Start(t), "rs1", "rs1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
