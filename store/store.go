@@ -18,6 +18,7 @@ import (
 
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store/internal/column"
+	"github.com/rtbh/rtbh/store/internal/commits"
 )
 
 // maxBatch bounds how many writes share one transaction.
@@ -91,7 +92,7 @@ type DB struct {
 
 	bulkBuf []byte // the writer's scratch space for bulk writes
 
-	onCommit atomic.Pointer[func(time.Duration)] // ObserveCommits
+	commits commits.Observer // ObserveCommits
 
 	ckptStop, ckptDone chan struct{} // the checkpointer's
 }
@@ -185,7 +186,7 @@ func Open(path string, logger *slog.Logger) (*DB, error) {
 // ObserveCommits has f called with the time of every group commit, from
 // its begin until it is durable (or failed), before the writes it carried
 // are answered. f runs on the writer and must not block.
-func (db *DB) ObserveCommits(f func(time.Duration)) { db.onCommit.Store(&f) }
+func (db *DB) ObserveCommits(f func(time.Duration)) { db.commits.Set(f) }
 
 // SetInstance names the rtbhd (ha.instance) that audit rows are written
 // by, unless a row names its own.
@@ -469,9 +470,7 @@ func (db *DB) commit(batch []*pending) {
 		db.log.Error("store commit failed", "writes", len(batch), "err", err)
 		err = unavailable(err)
 	}
-	if f := db.onCommit.Load(); f != nil {
-		(*f)(time.Since(start))
-	}
+	db.commits.Done(start)
 	for i, p := range batch {
 		if err != nil {
 			p.done <- err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rtbh/rtbh/detector/domain"
 	"github.com/rtbh/rtbh/store/internal/column"
+	"github.com/rtbh/rtbh/store/internal/commits"
 )
 
 // maxBatch bounds how many writes share one transaction (a SubmitAll unit
@@ -105,8 +106,8 @@ type DB struct {
 	closed bool
 	done   chan struct{}
 
-	writesOK atomic.Bool                         // the last group commit succeeded
-	onCommit atomic.Pointer[func(time.Duration)] // ObserveCommits
+	writesOK atomic.Bool      // the last group commit succeeded
+	commits  commits.Observer // ObserveCommits
 	follow   followState
 }
 
@@ -252,9 +253,7 @@ func (db *DB) commit(batch []*pending) {
 		}
 	}
 	db.writesOK.Store(err == nil)
-	if f := db.onCommit.Load(); f != nil {
-		(*f)(time.Since(start))
-	}
+	db.commits.Done(start)
 	for i, p := range batch {
 		p.done <- errs[i]
 	}
@@ -263,7 +262,7 @@ func (db *DB) commit(batch []*pending) {
 // ObserveCommits has f called with the time of every group commit, from
 // its begin until it is durable (or failed), before the writes it carried
 // are answered. f runs on the writer and must not block.
-func (db *DB) ObserveCommits(f func(time.Duration)) { db.onCommit.Store(&f) }
+func (db *DB) ObserveCommits(f func(time.Duration)) { db.commits.Set(f) }
 
 // timeoutFor is writeTimeout, and a millisecond more for each write above
 // maxBatch (a SubmitAll of up to 10,000 writes gets up to 19s).
