@@ -10,7 +10,9 @@ import (
 
 // Observer holds the function to report to; the zero value reports
 // nowhere.
-type Observer struct{ f atomic.Pointer[func(time.Duration)] }
+type Observer struct {
+	f atomic.Pointer[func(time.Duration)]
+}
 
 // Set makes f the function to report to.
 func (o *Observer) Set(f func(time.Duration)) { o.f.Store(&f) }
